@@ -20,7 +20,7 @@ def _planes(vf, bit_depth: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     for i, plane in enumerate(vf.planes):
         w = vf.width if i == 0 else vf.width // 2
         h = vf.height if i == 0 else vf.height // 2
-        dt = np.dtype("<u2") if bit_depth == 10 else np.uint8
+        dt = np.dtype("<u2") if bit_depth == 10 else np.dtype(np.uint8)
         bpl = plane.line_size
         arr = np.frombuffer(plane, dtype=np.uint8).reshape(-1, bpl)[:h]
         arr = arr[:, : w * dt.itemsize].copy().view(dt).reshape(h, w)

@@ -1,0 +1,3 @@
+from vcmtool.cli import main
+
+main()

@@ -1,0 +1,56 @@
+"""``vcmtool encode``: one or more inputs through a QP-map source and an encoder."""
+
+from __future__ import annotations
+
+import click
+
+from vcmtool.cli import main
+from vcmtool.cli.options import (
+    collect_map_options,
+    emit_json,
+    input_options,
+    map_options,
+    parse_params,
+)
+from vcmtool.cli.summary import print_encode_summary
+from vcmtool.errors import UsageError
+from vcmtool.pipeline import EncodeJob, run_encode
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-o", "--output", help="bitstream path (one input only; default: <stem>.<codec>.<ext>)")
+@click.option("-c", "--codec", default="kvazaar", show_default=True,
+              help="encoder backend: kvazaar, x265, x264, vvenc, vtm, svtav1")
+@map_options
+@click.option("--qp-offset", type=int, default=0, show_default=True,
+              help="add K to every map QP (the JRD paper's rate protocol), then clamp")
+@input_options
+@click.option("--preset", default="medium", show_default=True)
+@click.option("--intra-period", type=click.IntRange(min=0), default=0, show_default=True,
+              help="0: one I frame then P frames; 1: all intra; N: I frame every N")
+@click.option("--threads", type=click.IntRange(min=0), default=1, show_default=True,
+              help="encoder threads (1 gives bit-exact reproducible output)")
+@click.option("--allow-frame-qp", is_flag=True,
+              help="let frame-QP-only encoders (vvenc, vtm) use one QP per frame from the map")
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
+              help="extra encoder parameter (repeatable)")
+@click.option("--overlay", type=click.Path(dir_okay=False), help="write a QP-map overlay PNG")
+@click.option("--qpm-out", type=click.Path(dir_okay=False), help="write the applied maps (.qpm)")
+@click.option("--no-measure", is_flag=True, help="skip decoding and PSNR")
+@click.option("--json", "as_json", is_flag=True, help="print the report as JSON on stdout")
+def encode(inputs: tuple[str, ...], output: str | None, as_json: bool, params: tuple[str, ...],
+           no_measure: bool, **kw) -> None:
+    """Encode INPUTS (.yuv, .y4m, any container, '-' for stdin) with a per-CTU QP map."""
+    if output and len(inputs) > 1:
+        raise UsageError("-o/--output names one file; drop it to encode several inputs")
+    map_opts = collect_map_options(kw)
+    kw["ctu"] = int(kw["ctu"])
+    for path in inputs:
+        job = EncodeJob(input=path, output=output, map_options=map_opts,
+                        encoder_params=parse_params(params), measure=not no_measure, **kw)
+        report = run_encode(job)
+        if as_json:
+            emit_json(report)
+        else:
+            print_encode_summary(report)

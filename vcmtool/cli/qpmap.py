@@ -1,0 +1,52 @@
+"""``vcmtool qpmap``: compute maps without encoding; optional overlay PNG."""
+
+from __future__ import annotations
+
+import click
+
+from vcmtool.cli import main
+from vcmtool.cli.options import collect_map_options, emit_json, input_options, map_options
+from vcmtool.cli.summary import console
+from vcmtool.encoders import get_encoder
+from vcmtool.io.open import open_video
+from vcmtool.pipeline import EncodeJob, compute_maps
+from vcmtool.qpmap.qpm import write_qpm
+
+
+@main.command("qpmap")
+@click.argument("input")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="maps file (.qpm)")
+@click.option("-c", "--codec", default="kvazaar", show_default=True,
+              help="target encoder (sets the QP range and constraints)")
+@map_options
+@click.option("--qp-offset", type=int, default=0, show_default=True)
+@input_options
+@click.option("--overlay", type=click.Path(dir_okay=False), help="PNG of the first frame's map")
+@click.option("--json", "as_json", is_flag=True, help="print map statistics as JSON")
+def qpmap_cmd(input: str, output: str, overlay: str | None, as_json: bool, **kw) -> None:
+    """Compute per-CTU QP maps for INPUT and write them as .qpm."""
+    from vcmtool.encoders import EncodeSettings
+
+    map_opts = collect_map_options(kw)
+    kw["ctu"] = int(kw["ctu"])
+    job = EncodeJob(input=input, map_options=map_opts, **kw)
+    enc = get_encoder(job.codec)
+    caps = enc.capabilities()
+    clip = open_video(job.input, job.size, job.fps, job.pix_fmt, job.skip, job.frames)
+    maps, info, dt = compute_maps(job, clip, caps.qp_range)
+    if job.qp_offset:
+        maps = maps.offset(job.qp_offset)
+    maps = enc.prepare_maps(maps, EncodeSettings(allow_frame_qp=True))
+    write_qpm(output, maps)
+    if overlay:
+        from vcmtool.qpmap.overlay import write_overlay
+
+        write_overlay(overlay, next(clip.frames()).to_bgr(), maps.frame(0), maps.ctu, caps.qp_range)
+    stats = {"input": input, "output": output, **info, **maps.stats(), "map_s": round(dt, 4),
+             "notes": maps.notes}
+    if as_json:
+        emit_json(stats)
+    else:
+        console.print(f"[bold]{output}[/]: {stats['frames']} maps, QP {stats['min']}..{stats['max']}"
+                      f" mean {stats['mean']:.2f} ({dt:.2f}s)")

@@ -1,0 +1,117 @@
+"""The encoder-backend interface: capabilities, availability, and one ``encode`` call.
+
+A backend is one file with one ``@ENCODERS.register(name)`` class. It declares what it can
+do (block-QP granularity, QP range, bit depths) so the CLI refuses or explains instead of
+silently dropping a map; ``prepare_maps`` applies the backend's own constraints (kvazaar's
+delta window, a frame-only encoder's single QP) and records what it changed in ``notes``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from vcmtool.errors import UsageError
+from vcmtool.io.open import Clip
+from vcmtool.qpmap.maps import QPMaps
+from vcmtool.registry import Registry
+
+ProgressFn = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    codec: str  # "hevc" | "avc" | "vvc" | "av1"
+    block_qp: int | None  # block size of per-block QP control in pixels; None = frame QP only
+    qp_range: tuple[int, int]
+    bit_depths: tuple[int, ...] = (8,)
+    extension: str = ".bin"
+    bit_exact: bool = True  # same bytes across runs with the settings we force
+
+    def to_json(self) -> dict:
+        return {
+            "codec": self.codec,
+            "block_qp": self.block_qp,
+            "qp_range": list(self.qp_range),
+            "bit_depths": list(self.bit_depths),
+            "extension": self.extension,
+            "bit_exact": self.bit_exact,
+        }
+
+
+@dataclass(frozen=True)
+class Probe:
+    available: bool
+    version: str = ""
+    detail: str = ""  # where it was found, or why not
+
+
+@dataclass
+class EncodeSettings:
+    preset: str = "medium"
+    intra_period: int = 0  # 0: one I frame then P frames (low delay); 1: all intra
+    threads: int = 1  # 1 keeps the bytes reproducible across machines
+    allow_frame_qp: bool = False
+    params: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class EncodeResult:
+    path: Path
+    maps: QPMaps  # the maps as the encoder applied them
+    notes: list[str] = field(default_factory=list)
+    command: list[str] = field(default_factory=list)
+
+
+class Encoder(ABC):
+    name: str = ""
+
+    @classmethod
+    @abstractmethod
+    def capabilities(cls) -> Capabilities: ...
+
+    @classmethod
+    @abstractmethod
+    def probe(cls) -> Probe: ...
+
+    def prepare_maps(self, maps: QPMaps, settings: EncodeSettings) -> QPMaps:
+        """Clamp to the codec range and reduce to what the backend can apply."""
+        caps = self.capabilities()
+        lo, hi = caps.qp_range
+        out = maps.clamp(lo, hi)
+        if int(maps.data.max()) > hi:
+            out.notes.append(f"QPs above {hi} clamped to the {caps.codec.upper()} range")
+        if caps.block_qp is None and not out.is_uniform_per_frame():
+            if not settings.allow_frame_qp:
+                raise UsageError(
+                    f"{self.name} has no per-block QP control (frame QP only) and the map is not "
+                    "uniform; use --allow-frame-qp for one QP per frame (mean of the map), "
+                    "or an encoder with block QPs (kvazaar, x265, x264, svtav1)"
+                )
+            qps = out.frame_qps()
+            flat = np.broadcast_to(qps[:, None, None], out.data.shape).copy()
+            out = QPMaps(flat, out.ctu, out.notes)
+            out.notes.append(f"{self.name}: frame-level QP only; used the mean QP of each frame's map")
+        return out
+
+    @abstractmethod
+    def encode(
+        self,
+        clip: Clip,
+        maps: QPMaps,
+        settings: EncodeSettings,
+        out_path: Path,
+        progress: ProgressFn | None = None,
+    ) -> EncodeResult:
+        """Encode ``clip`` with the already-prepared ``maps`` into ``out_path``."""
+
+
+ENCODERS: Registry[type[Encoder]] = Registry("encoder")
+
+
+def get_encoder(name: str) -> Encoder:
+    return ENCODERS.get(name)()

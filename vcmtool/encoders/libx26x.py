@@ -1,0 +1,133 @@
+"""x265 (HEVC) and x264 (AVC): per-CTU QPs through the native C-API drivers, frame QPs
+through ffmpeg.
+
+The two backends differ only in names and numbers, so they share this module: per-block QP
+needs the C API (``quantOffsets`` / ``quant_offsets`` with a forced frame QP, DESIGN.md); the
+x265 CLI and ffmpeg cannot carry it. Without the native drivers a non-uniform map is refused
+(or reduced to frame QPs with --allow-frame-qp, applied through ffmpeg's ``zones``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+from vcmtool import native
+from vcmtool.encoders.base import (
+    ENCODERS,
+    Capabilities,
+    Encoder,
+    EncodeResult,
+    EncodeSettings,
+    Probe,
+    ProgressFn,
+)
+from vcmtool.encoders.ffmpeg import ffmpeg_encode, ffmpeg_version, has_encoder
+from vcmtool.encoders.frame_qp import zones
+from vcmtool.errors import EncoderError
+from vcmtool.io.open import Clip
+from vcmtool.qpmap.maps import QPMaps
+
+
+class _X26x(Encoder):
+    codec: ClassVar[str]
+    ffmpeg_codec: ClassVar[str]
+    params_flag: ClassVar[str]
+    muxer: ClassVar[str]
+    ext: ClassVar[str]
+    block: ClassVar[int]  # block size the driver sets QPs on
+    driver_name: ClassVar[str]  # class in vcmtool._native
+    lowdelay: ClassVar[list[str]]
+
+    @classmethod
+    def driver(cls):
+        return getattr(native._native, cls.driver_name, None) if native.NATIVE else None
+
+    @classmethod
+    def capabilities(cls) -> Capabilities:
+        block = cls.block if cls.driver() is not None else None
+        return Capabilities(cls.codec, block, (0, 51), (8,), cls.ext)
+
+    @classmethod
+    def probe(cls) -> Probe:
+        drv = cls.driver()
+        if drv is not None:
+            return Probe(True, getattr(drv, "version", lambda: "")(), "native C-API driver (per-CTU)")
+        if has_encoder(cls.ffmpeg_codec):
+            why = native.NATIVE_ERROR or f"{cls.driver_name} not built (install lib{cls.name}-dev)"
+            return Probe(True, f"{cls.ffmpeg_codec} in ffmpeg {ffmpeg_version()}",
+                         f"ffmpeg, frame QP only; per-CTU unavailable: {why}")
+        return Probe(False, detail=f"no native driver and no ffmpeg with {cls.ffmpeg_codec}")
+
+    def encode(
+        self,
+        clip: Clip,
+        maps: QPMaps,
+        settings: EncodeSettings,
+        out_path: Path,
+        progress: ProgressFn | None = None,
+    ) -> EncodeResult:
+        n = clip.count()
+        maps = maps.extend(n)
+        if self.driver() is not None:
+            return self._encode_native(clip, maps, settings, out_path, progress)
+        base, zone = zones(maps.frame_qps())
+        params = [f"qp={base}", *self.lowdelay, f"keyint={settings.intra_period or 100000}"]
+        if zone:
+            params.append(f"zones={zone}")
+        params += [f"{k}={v}" for k, v in settings.params.items()]
+        args = ["-c:v", self.ffmpeg_codec, "-preset", settings.preset,
+                "-threads", str(max(1, settings.threads)), self.params_flag, ":".join(params)]
+        cmd = ffmpeg_encode(args, self.muxer, clip.info, clip.frames(), out_path, progress,
+                            what=self.name)
+        return EncodeResult(out_path, maps, list(maps.notes), cmd)
+
+    def _encode_native(
+        self, clip: Clip, maps: QPMaps, settings: EncodeSettings, out_path: Path,
+        progress: ProgressFn | None,
+    ) -> EncodeResult:
+        info = clip.info
+        params = {"keyint": str(settings.intra_period or 100000), **settings.params}
+        if settings.threads:
+            params.setdefault("threads", str(settings.threads))
+        try:
+            enc = self.driver()(info.width, info.height, info.fps.numerator, info.fps.denominator,
+                                8, settings.preset, params)
+        except (RuntimeError, ValueError) as e:
+            raise EncoderError(f"{self.name}: {e}") from None
+        with out_path.open("wb") as f:
+            for fr in clip.frames():
+                f.write(enc.encode(fr.y, fr.u, fr.v, maps.frame(fr.index).astype("int32")))
+                if progress:
+                    progress(1)
+            f.write(enc.flush())
+        return EncodeResult(out_path, maps, list(maps.notes), [f"vcmtool._native.{self.driver_name}"])
+
+
+@ENCODERS.register("x265")
+class X265(_X26x):
+    name = "x265"
+    codec = "hevc"
+    ffmpeg_codec = "libx265"
+    params_flag = "-x265-params"
+    muxer = "hevc"
+    ext = ".hevc"
+    block = 64
+    driver_name = "X265Encoder"
+    lowdelay = ["bframes=0", "log-level=error"]
+
+
+@ENCODERS.register("x264")
+class X264(_X26x):
+    name = "x264"
+    codec = "avc"
+    ffmpeg_codec = "libx264"
+    params_flag = "-x264-params"
+    muxer = "h264"
+    ext = ".h264"
+    block = 16
+    driver_name = "X264Encoder"
+    lowdelay = ["bframes=0"]
+
+
+__all__ = ["X264", "X265"]

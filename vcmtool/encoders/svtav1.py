@@ -1,0 +1,107 @@
+"""SVT-AV1 ``SvtAv1EncApp`` >= 1.6 with a superblock ROI map (qindex offsets).
+
+ffmpeg's libsvtav1 silently ignores ROI options and Debian's 1.4.1 lacks them (DESIGN.md),
+so only the app is used, and only when its version is new enough. Map values are AV1 "QP"s
+on SVT's 0..63 scale; offsets are converted to qindex (x4) and quantised to at most 8 levels
+because the ROI map allows no more distinct values per frame.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from vcmtool.encoders.base import (
+    ENCODERS,
+    Capabilities,
+    Encoder,
+    EncodeResult,
+    EncodeSettings,
+    Probe,
+    ProgressFn,
+)
+from vcmtool.errors import EncoderError
+from vcmtool.io.open import Clip
+from vcmtool.io.y4m import write_y4m
+from vcmtool.qpmap.maps import QPMaps
+
+MIN_VERSION = (1, 6)
+MAX_LEVELS = 8
+
+
+def _version(exe: str) -> tuple[int, ...]:
+    out = subprocess.run([exe, "--version"], capture_output=True, text=True)
+    m = re.search(r"v?(\d+)\.(\d+)\.(\d+)", out.stdout + out.stderr)
+    return tuple(int(x) for x in m.groups()) if m else (0,)
+
+
+def quantise_levels(offsets: np.ndarray, levels: int = MAX_LEVELS) -> np.ndarray:
+    vals = np.unique(offsets)
+    if len(vals) <= levels:
+        return offsets
+    grid = np.rint(np.linspace(offsets.min(), offsets.max(), levels))
+    return grid[np.abs(offsets[..., None] - grid).argmin(axis=-1)].astype(offsets.dtype)
+
+
+def roi_map_text(maps: QPMaps, base: int) -> str:
+    lines = []
+    for i, m in enumerate(maps.data):
+        off = quantise_levels((m.astype(np.int32) - base) * 4)
+        lines.append(f"{i} " + " ".join(str(int(v)) for v in off.reshape(-1)))
+    return "\n".join(lines) + "\n"
+
+
+@ENCODERS.register("svtav1")
+class SvtAv1(Encoder):
+    name = "svtav1"
+
+    @classmethod
+    def capabilities(cls) -> Capabilities:
+        return Capabilities("av1", 64, (1, 63), (8, 10), ".ivf")
+
+    @classmethod
+    def probe(cls) -> Probe:
+        exe = shutil.which("SvtAv1EncApp")
+        if not exe:
+            return Probe(False, detail="SvtAv1EncApp >= 1.6 not on PATH")
+        v = _version(exe)
+        if v[:2] < MIN_VERSION:
+            return Probe(False, ".".join(map(str, v)), f"{exe} is older than 1.6 (no --roi-map-file)")
+        return Probe(True, ".".join(map(str, v)), exe)
+
+    def encode(
+        self,
+        clip: Clip,
+        maps: QPMaps,
+        settings: EncodeSettings,
+        out_path: Path,
+        progress: ProgressFn | None = None,
+    ) -> EncodeResult:
+        p = self.probe()
+        if not p.available:
+            raise EncoderError(f"svtav1: {p.detail}")
+        if maps.ctu != 64:
+            raise EncoderError("svtav1: ROI maps are per 64x64 superblock; use --ctu 64")
+        maps = maps.extend(clip.count())
+        base = int(np.rint(np.median(maps.data)))
+        with tempfile.TemporaryDirectory(prefix="vcmtool-svt-") as tmp:
+            y4m = Path(tmp) / "in.y4m"
+            with y4m.open("wb") as f:
+                write_y4m(f, clip.info, clip.frames())
+            roi = Path(tmp) / "roi.txt"
+            roi.write_text(roi_map_text(maps, base))
+            cmd = [shutil.which("SvtAv1EncApp") or "SvtAv1EncApp", "-i", str(y4m), "-b", str(out_path),
+                   "--rc", "0", "--aq-mode", "0", "--qp", str(base), "--roi-map-file", str(roi),
+                   "--keyint", str(settings.intra_period or -1),
+                   *(x for k, v in settings.params.items() for x in (f"--{k}", v))]
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            if r.returncode:
+                raise EncoderError(f"svtav1 failed (exit {r.returncode}): {r.stderr.strip()[-300:]}")
+            if progress:
+                progress(len(maps))
+        return EncodeResult(out_path, maps, list(maps.notes), cmd)

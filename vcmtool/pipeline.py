@@ -1,0 +1,152 @@
+"""One encode, end to end: source -> QP maps -> encoder -> bitstream -> measured report.
+
+``EncodeJob`` holds every option; ``run_encode`` does the work and returns the JSON report.
+The CLI, batch runner and bench all call this, so an encode means the same thing everywhere.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from vcmtool.atomic import atomic_path
+from vcmtool.decode import measure_quality, packet_bits
+from vcmtool.encoders import EncodeSettings, get_encoder
+from vcmtool.errors import UsageError
+from vcmtool.io.open import open_video
+from vcmtool.provenance import base_versions, md5_file
+from vcmtool.qpmap.maps import QPMaps
+from vcmtool.qpmap.sources import MapContext, get_source
+
+
+@dataclass
+class EncodeJob:
+    input: str
+    output: str | None = None
+    codec: str = "kvazaar"
+    qpmap: str = "none"
+    qp: int = 32
+    qp_offset: int = 0
+    ctu: int = 64
+    size: str | None = None
+    fps: float | None = None
+    pix_fmt: str | None = None
+    frames: int | None = None
+    skip: int = 0
+    preset: str = "medium"
+    intra_period: int = 0
+    threads: int = 1
+    allow_frame_qp: bool = False
+    map_interval: int = 1
+    task_model: str = "yolov3-tiny"
+    map_options: dict = field(default_factory=dict)
+    encoder_params: dict[str, str] = field(default_factory=dict)
+    measure: bool = True  # decode and compute PSNR
+    overlay: str | None = None
+    qpm_out: str | None = None
+
+
+def default_output(job: EncodeJob, ext: str) -> str:
+    stem = Path(job.input).stem if job.input != "-" else "stdin"
+    return str(Path(f"{stem}.{job.codec}{ext}"))
+
+
+def compute_maps(job: EncodeJob, clip, qp_range: tuple[int, int]) -> tuple[QPMaps, dict, float]:
+    src = get_source(job.qpmap)
+    ctx = MapContext(qp=job.qp, ctu=job.ctu, qp_range=qp_range, task_model=job.task_model,
+                     map_interval=job.map_interval, options=job.map_options)
+    t0 = time.perf_counter()
+    maps = src.process(clip, ctx)
+    dt = time.perf_counter() - t0
+    maps.check_grid(clip.info.height, clip.info.width)
+    return maps, {"source": src.describe(), **src.versions()}, dt
+
+
+def run_encode(job: EncodeJob) -> dict:
+    t_start = time.perf_counter()
+    if job.ctu not in (16, 32, 64, 128):
+        raise UsageError(f"--ctu {job.ctu}: use 16, 32, 64 or 128")
+    encoder = get_encoder(job.codec)
+    probe = encoder.probe()
+    if not probe.available:
+        raise UsageError(f"encoder {job.codec} is not available here: {probe.detail}")
+    caps = encoder.capabilities()
+    clip = open_video(job.input, job.size, job.fps, job.pix_fmt, job.skip, job.frames)
+    info = clip.info
+    if info.bit_depth not in caps.bit_depths and not (caps.bit_depths == (8,) and info.bit_depth == 10):
+        raise UsageError(f"{job.codec} cannot take {info.bit_depth}-bit input")
+    notes: list[str] = []
+    if info.bit_depth not in caps.bit_depths:
+        notes.append(f"{info.bit_depth}-bit input converted to 8-bit for {job.codec}")
+    if caps.block_qp is not None and job.ctu % caps.block_qp and caps.block_qp > job.ctu:
+        raise UsageError(f"{job.codec} sets QPs per {caps.block_qp}x{caps.block_qp}; use --ctu "
+                         f"{caps.block_qp} or a multiple")
+    n_frames = clip.count()
+
+    raw_maps, map_info, t_map = compute_maps(job, clip, caps.qp_range)
+    maps = raw_maps.offset(job.qp_offset) if job.qp_offset else raw_maps
+    settings = EncodeSettings(job.preset, job.intra_period, job.threads, job.allow_frame_qp,
+                              dict(job.encoder_params))
+    maps = encoder.prepare_maps(maps, settings).extend(n_frames)
+    notes += maps.notes
+
+    out = Path(job.output or default_output(job, caps.extension))
+    with atomic_path(out) as tmp:
+        t0 = time.perf_counter()
+        with tqdm(total=n_frames, desc=f"encode {job.codec}", unit="f", leave=False,
+                  disable=None) as bar:
+            result = encoder.encode(clip, maps, settings, tmp, bar.update)
+        t_enc = time.perf_counter() - t0
+        bits = packet_bits(tmp)
+        quality = measure_quality(clip, tmp) if job.measure else None
+    notes += [n for n in result.notes if n not in notes]
+
+    outputs = {str(out): md5_file(out)}
+    if job.qpm_out:
+        from vcmtool.qpmap.qpm import write_qpm
+
+        write_qpm(job.qpm_out, maps)
+        outputs[job.qpm_out] = md5_file(job.qpm_out)
+    if job.overlay:
+        from vcmtool.qpmap.overlay import write_overlay
+
+        first = next(clip.frames())
+        write_overlay(job.overlay, first.to_bgr(), maps.frame(0), maps.ctu, caps.qp_range)
+        outputs[job.overlay] = md5_file(job.overlay)
+
+    total_bits = sum(bits)
+    pixels = info.width * info.height * n_frames
+    t_total = time.perf_counter() - t_start
+    report = {
+        "input": job.input,
+        "output": str(out),
+        "codec": caps.codec,
+        "encoder": job.codec,
+        "width": info.width,
+        "height": info.height,
+        "fps": float(info.fps),
+        "pix_fmt": info.pix_fmt,
+        "frames": n_frames,
+        "bytes": out.stat().st_size,
+        "bits": total_bits,
+        "bpp": total_bits / pixels,
+        "kbps": total_bits * float(info.fps) / max(1, n_frames) / 1000.0,
+        "bits_per_frame": bits,
+        "psnr_y": None if quality is None else round(quality.mean_psnr_y, 4),
+        "psnr_y_per_frame": None if quality is None else [round(p, 4) for p in quality.psnr_y],
+        "qp": job.qp,
+        "qp_offset": job.qp_offset,
+        "qpmap": {**map_info, **maps.stats()},
+        "notes": notes,
+        "md5": outputs,
+        "versions": {**base_versions(), "ffmpeg/encoder": probe.version,
+                     **map_info, "encoder_detail": probe.detail},
+        "timing": {"map_s": round(t_map, 4), "encode_s": round(t_enc, 4),
+                   "other_s": round(t_total - t_map - t_enc, 4), "total_s": round(t_total, 4)},
+        "options": {k: v for k, v in asdict(job).items() if k not in ("input", "output")},
+    }
+    report["versions"].pop("source", None)
+    return report
