@@ -35,7 +35,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from vcmtool.cli import detect, doctor, encode, qpmap  # noqa: F401 - commands register
+    from vcmtool.plugins import import_submodules
+
+    import_submodules("vcmtool.cli", skip=("options", "summary"))
 
 
 _register()

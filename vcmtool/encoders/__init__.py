@@ -1,6 +1,5 @@
 """Encoder backends. Importing this package registers every backend in ``ENCODERS``."""
 
-from vcmtool.encoders import kvazaar, libx26x, svtav1, vtm, vvenc  # noqa: F401 - registration
 from vcmtool.encoders.base import (
     ENCODERS,
     Capabilities,
@@ -10,6 +9,9 @@ from vcmtool.encoders.base import (
     Probe,
     get_encoder,
 )
+from vcmtool.plugins import import_submodules
+
+import_submodules(__name__, skip=("base", "ffmpeg", "frame_qp"))
 
 __all__ = ["ENCODERS", "Capabilities", "EncodeResult", "EncodeSettings", "Encoder", "Probe",
            "get_encoder"]

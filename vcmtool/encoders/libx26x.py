@@ -114,7 +114,7 @@ class X265(_X26x):
     ext = ".hevc"
     block = 64
     driver_name = "X265Encoder"
-    lowdelay = ["bframes=0", "log-level=error"]
+    lowdelay = ["bframes=0", "info=0", "log-level=error"]
 
 
 @ENCODERS.register("x264")
