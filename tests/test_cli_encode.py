@@ -121,3 +121,11 @@ def _truncate(d, src):
 def _write(p, data: bytes):
     p.write_bytes(data)
     return p
+
+
+def test_10bit_input_to_8bit_encoder_is_noted(bikes_y4m_10bit, tmp_path):
+    r = run_cli("encode", str(bikes_y4m_10bit), "-o", str(tmp_path / "t.hevc"), "--json", *FAST)
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    assert rep["pix_fmt"] == "yuv420p10le" and any("8-bit" in n for n in rep["notes"])
+    assert 30 < rep["psnr_y"] < 60

@@ -102,5 +102,6 @@ class Kvazaar(Encoder):
                 *(f"{k}={v}" for k, v in settings.params.items()),
             ]
             args = ["-c:v", "libkvazaar", "-kvazaar-params", ",".join(params)]
-            cmd = ffmpeg_encode(args, "hevc", info, clip.frames(), out_path, progress, what="kvazaar")
+            cmd = ffmpeg_encode(args, "hevc", info, clip.frames(), out_path, progress,
+                                pix_fmt="yuv420p", what="kvazaar")
         return EncodeResult(out_path, maps, list(maps.notes), cmd)

@@ -79,7 +79,7 @@ class _X26x(Encoder):
         args = ["-c:v", self.ffmpeg_codec, "-preset", settings.preset,
                 "-threads", str(max(1, settings.threads)), self.params_flag, ":".join(params)]
         cmd = ffmpeg_encode(args, self.muxer, clip.info, clip.frames(), out_path, progress,
-                            what=self.name)
+                            pix_fmt="yuv420p", what=self.name)
         return EncodeResult(out_path, maps, list(maps.notes), cmd)
 
     def _encode_native(
@@ -97,6 +97,7 @@ class _X26x(Encoder):
             raise EncoderError(f"{self.name}: {e}") from None
         with out_path.open("wb") as f:
             for fr in clip.frames():
+                fr = fr.to_bit_depth(8)
                 f.write(enc.encode(fr.y, fr.u, fr.v, maps.frame(fr.index).astype("int32")))
                 if progress:
                     progress(1)
