@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ from vcmtool.encoders.base import (
     ProgressFn,
 )
 from vcmtool.encoders.ffmpeg import ffmpeg_encode, ffmpeg_version, has_encoder
+from vcmtool.io.frame import Frame, VideoInfo
 from vcmtool.io.open import Clip
 from vcmtool.qpmap.maps import QPMaps
 
@@ -34,6 +36,17 @@ from vcmtool.qpmap.maps import QPMaps
 WINDOW = 12
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
            "veryslow", "placebo")
+
+
+def pad_to_multiple(frames: Iterable[Frame], width: int, height: int) -> Iterator[Frame]:
+    """Edge-replicate frames up to ``width`` x ``height`` (kvazaar needs multiples of 8)."""
+    for fr in frames:
+        ph, pw = height - fr.height, width - fr.width
+        if ph == 0 and pw == 0:
+            yield fr
+            continue
+        pad = lambda p, s: np.pad(p, ((0, ph // s), (0, pw // s)), mode="edge")  # noqa: E731
+        yield Frame(pad(fr.y, 1), pad(fr.u, 2), pad(fr.v, 2), fr.index, fr.bit_depth)
 
 
 def kvazaar_roi_bytes(deltas: np.ndarray) -> bytes:
@@ -89,6 +102,13 @@ class Kvazaar(Encoder):
     ) -> EncodeResult:
         info = clip.info
         n = clip.count()
+        notes = list(maps.notes)
+        width, height = -(-info.width // 8) * 8, -(-info.height // 8) * 8
+        if (width, height) != (info.width, info.height):
+            # Padding to 8 never adds a 64-pixel CTU row or column, so the maps still fit.
+            notes.append(f"kvazaar needs sizes in multiples of 8: coded {width}x{height} "
+                         f"(edge-replicated); decoders show the padded picture")
+            info = VideoInfo(width, height, info.fps, info.pix_fmt, info.frame_count)
         maps = maps.extend(n)
         base = self.base_qp(maps)
         preset = settings.preset if settings.preset in PRESETS else "medium"
@@ -102,6 +122,7 @@ class Kvazaar(Encoder):
                 *(f"{k}={v}" for k, v in settings.params.items()),
             ]
             args = ["-c:v", "libkvazaar", "-kvazaar-params", ",".join(params)]
-            cmd = ffmpeg_encode(args, "hevc", info, clip.frames(), out_path, progress,
+            frames = pad_to_multiple(clip.frames(), width, height)
+            cmd = ffmpeg_encode(args, "hevc", info, frames, out_path, progress,
                                 pix_fmt="yuv420p", what="kvazaar")
-        return EncodeResult(out_path, maps, list(maps.notes), cmd)
+        return EncodeResult(out_path, maps, notes, cmd)
