@@ -1,0 +1,127 @@
+"""``vcmtool bench`` end to end: real kvazaar, real decoder, real YOLOv3-tiny, real pycocotools."""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+
+import pytest
+from conftest import run_cli
+
+from vcmtool.provenance import md5_file
+
+QPS = "30,34,38,42"
+
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory, bikes_y4m):
+    out = tmp_path_factory.mktemp("bench") / "report"
+    args = [
+        "bench",
+        str(bikes_y4m),
+        "-c",
+        "kvazaar",
+        "--qpmap",
+        "none,roi",
+        "--qps",
+        QPS,
+        "--preset",
+        "ultrafast",
+        "--bootstrap",
+        "40",
+        "-o",
+        str(out),
+        "--json",
+    ]
+    r = run_cli(*args)
+    assert r.returncode == 0, r.stderr.decode()[-2000:]
+    return out, args, json.loads(r.stdout)
+
+
+def test_bench_reports_every_point_and_bd_figures(bench_run):
+    out, _, res = bench_run
+    curves = res["curves"]
+    assert len(curves) == 8  # 2 methods x 4 QPs on one clip
+    for c in curves:
+        assert c["bpp"] > 0 and c["psnr_y"] > 25
+        assert 0 <= c["map50"] <= 100 and 0 <= c["map"] <= c["map50"] + 1e-9
+        assert c["encode_s"] > 0 and c["map_s"] >= 0 and c["other_s"] >= 0
+        assert c["map50_ci"] is not None  # 8 frames: bootstrap CIs are given
+    anchor = sorted((c for c in curves if c["method"] == "none"), key=lambda c: c["qp"])
+    assert [c["bpp"] for c in anchor] == sorted((c["bpp"] for c in anchor), reverse=True)
+    roi = [c for c in curves if c["method"] == "roi"]
+    assert all(c["map_s"] > 0 for c in roi)  # the detector ran for the map
+    (bd,) = res["bd"]
+    assert (bd["codec"], bd["method"], bd["anchor"]) == ("kvazaar", "roi", "none")
+    assert bd["bd_psnr"] is not None and bd["bd_psnr"] < 0  # roi spends less on the background
+    for key in ("bd_rate_map50", "bd_map50", "bd_rate_map", "bd_map"):
+        assert key in bd and f"{key}_ci" in bd
+
+
+def test_uncompressed_frames_score_one_against_their_pseudo_ground_truth(bench_run):
+    _, _, res = bench_run
+    (ref,) = res["reference"]
+    assert ref["frames"] == 8
+    assert ref["map50"] == pytest.approx(100.0) and ref["map"] == pytest.approx(100.0)
+
+
+def test_outputs_and_provenance(bench_run):
+    out, _, res = bench_run
+    for name in ("results.json", "points.csv", "curves.csv", "bd.csv", "report.md", "provenance.json"):
+        assert (out / name).stat().st_size > 0
+    pngs = list(out.glob("rd_*.png"))
+    assert len(pngs) == 1 and pngs[0].read_bytes()[:4] == b"\x89PNG"
+    assert f"]({pngs[0].name})" in (out / "report.md").read_text()
+    with open(out / "curves.csv") as f:
+        assert len(list(csv.DictReader(f))) == 8
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["config"]["qps"] == [30, 34, 38, 42]
+    for k in ("pycocotools", "bjontegaard", "matplotlib", "vcmtool", "task_model", "encoder/kvazaar"):
+        assert prov["versions"].get(k), k
+    streams = [k for k in prov["md5"] if k.startswith("streams/")]
+    assert len(streams) == 8
+    for rel, digest in prov["md5"].items():
+        assert md5_file(out / rel) == digest
+
+
+def test_finished_points_are_not_recomputed(bench_run):
+    out, args, first = bench_run
+    t0 = time.perf_counter()
+    r = run_cli(*args)
+    assert r.returncode == 0, r.stderr.decode()[-2000:]
+    again = json.loads(r.stdout)
+    assert all(p["cached"] for p in again["points"])
+    assert again["bd"] == first["bd"]  # same stored points, same seeded bootstrap
+    assert time.perf_counter() - t0 < 30
+
+
+def test_bench_usage_errors(tmp_path, bikes_y4m):
+    r = run_cli("bench", str(bikes_y4m), "-c", "nosuchcodec", "-o", str(tmp_path / "x"))
+    assert r.returncode == 2 and b"unknown encoder 'nosuchcodec'" in r.stderr
+    assert b"Traceback" not in r.stderr
+    r = run_cli("bench", str(bikes_y4m), "--qps", "30,abc", "-o", str(tmp_path / "x"))
+    assert r.returncode == 2 and b"Traceback" not in r.stderr
+    r = run_cli("bench", str(bikes_y4m), "--qpmap", "none,nosuchmap", "-o", str(tmp_path / "x"))
+    assert r.returncode == 2 and b"unknown QP-map source" in r.stderr
+    r = run_cli("bench", str(tmp_path / "missing.y4m"), "-o", str(tmp_path / "x"))
+    assert r.returncode == 1 and b"Traceback" not in r.stderr
+
+
+def test_grid_rate_protocols_and_resume_keys():
+    from vcmtool.bench.grid import BenchConfig, point_item, point_specs, rate_points
+
+    cfg = BenchConfig(
+        inputs=["a.y4m", "b.png"], output="o", qps=[22, 27, 32, 37], qp_offsets=[-4, 0, 4, 8], offset_base=30
+    )
+    assert rate_points(cfg, "none") == [(22, 0), (27, 0), (32, 0), (37, 0)]
+    assert rate_points(cfg, "roi") == [(30, -4), (30, 0), (30, 4), (30, 8)]
+    specs = point_specs(cfg)
+    assert len(specs) == 2 * 2 * 4
+    keys = [point_item(cfg, s, "streams").key for s in specs]
+    assert len(set(keys)) == len(keys)
+    assert keys == [point_item(cfg, s, "streams").key for s in point_specs(cfg)]  # stable
+    cfg.preset = "slow"  # changes the bytes: no point may be reused
+    assert not set(keys) & {point_item(cfg, s, "streams").key for s in specs}
+    cfg.qp_offsets = None
+    assert rate_points(cfg, "roi") == rate_points(cfg, "none")

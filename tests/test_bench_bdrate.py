@@ -1,0 +1,120 @@
+"""Bjontegaard deltas and COCO scoring of the bench, on synthetic curves and boxes (pure math)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from vcmtool.bench.bdrate import bd_quality, bd_rate, monotone_fit
+from vcmtool.bench.evaluate import GroundTruth, bootstrap_samples, percentile_ci
+
+RATE = np.array([0.01, 0.02, 0.04, 0.08])
+MAP = np.array([40.0, 55.0, 66.0, 72.0])
+
+
+def test_bd_rate_of_a_curve_against_itself_is_zero():
+    r = bd_rate(RATE, MAP, RATE, MAP)
+    assert r.value == pytest.approx(0.0, abs=1e-9)
+    assert r.overlap == 1.0 and r.warnings == []
+    assert bd_quality(RATE, MAP, RATE, MAP).value == pytest.approx(0.0, abs=1e-9)
+
+
+@pytest.mark.parametrize("factor", [0.8, 0.5, 1.25])
+def test_rate_scaled_curve_gives_the_known_bd_rate(factor):
+    # same quality at factor x the bits: BD-rate is exactly (factor - 1) * 100 %
+    r = bd_rate(RATE, MAP, RATE * factor, MAP)
+    assert r.value == pytest.approx((factor - 1) * 100, abs=1e-6)
+
+
+def test_quality_shifted_curve_gives_the_known_bd_quality():
+    r = bd_quality(RATE, MAP, RATE, MAP + 3.0)
+    assert r.value == pytest.approx(3.0, abs=1e-9)
+    # and the same shift seen along the rate axis costs fewer bits
+    assert bd_rate(RATE, MAP, RATE, MAP + 3.0).value < 0
+
+
+def test_matches_the_bjontegaard_package_on_monotone_data():
+    import bjontegaard as bd
+
+    rt, qt = RATE * [0.9, 0.85, 0.95, 0.8], MAP + [1, -0.5, 2, 0.3]
+    want = bd.bd_rate(RATE, MAP, rt, qt, "pchip", min_overlap=0)
+    assert bd_rate(RATE, MAP, rt, qt).value == pytest.approx(want, rel=1e-12)
+
+
+def test_non_monotone_curve_is_pooled_and_warned():
+    q = np.array([40.0, 60.0, 55.0, 72.0])  # the third point dips
+    fr, fq, pooled = monotone_fit(RATE, q)
+    assert pooled == 1 and np.all(np.diff(fq) > 0) and np.all(np.diff(fr) > 0)
+    assert fq[1] == pytest.approx(57.5)  # the violating pair pooled to its mean
+    r = bd_rate(RATE, MAP, RATE, q)
+    assert math.isfinite(r.value) and any("pooled" in w for w in r.warnings)
+
+
+def test_disjoint_and_narrow_overlap_are_reported():
+    none = bd_rate(RATE, MAP, RATE, MAP + 100)
+    assert math.isnan(none.value) and any("do not overlap" in w for w in none.warnings)
+    narrow = bd_rate(RATE, MAP, RATE, MAP + 25)
+    assert math.isfinite(narrow.value) and 0 < narrow.overlap < 0.75
+    assert any("overlap on" in w for w in narrow.warnings)
+    assert "fewer than" in bd_rate(RATE[:1], MAP[:1], RATE, MAP).warnings[-1]
+
+
+def _frames():
+    # two frames; rows x0, y0, x1, y1, score, class
+    return {
+        ("clip", 0): [[10, 10, 50, 60, 0.9, 0], [100, 20, 140, 90, 0.35, 2], [5, 5, 9, 9, 0.1, 0]],
+        ("clip", 1): [[12, 11, 52, 61, 0.8, 0], [60, 60, 90, 99, 0.06, 2]],
+    }
+
+
+def test_detections_score_one_against_their_own_pseudo_ground_truth():
+    frames = _frames()
+    gt = GroundTruth.from_detections(frames, {"clip": (160, 120)})
+    assert len(gt.coco.getAnnIds()) == 3  # only score >= 0.3
+    s = gt.match(frames).scores()
+    assert s.map50 == pytest.approx(1.0) and s.map == pytest.approx(1.0)
+    moved = {k: [[r[0] + 15, *r[1:]] for r in v] for k, v in frames.items()}
+    assert gt.match(moved).scores().map < 1.0
+
+
+def test_real_coco_ground_truth_file(tmp_path):
+    gt_file = tmp_path / "gt.json"
+    gt_file.write_text(
+        json.dumps(
+            {
+                "images": [
+                    {"id": 7, "file_name": "img.png", "width": 200, "height": 100},
+                    {"id": 8, "file_name": "other.png", "width": 200, "height": 100},
+                ],
+                "categories": [{"id": 1, "name": "person"}, {"id": 3, "name": "zebra"}],
+                "annotations": [
+                    {"id": 1, "image_id": 7, "category_id": 1, "bbox": [10, 10, 40, 50]},
+                    {"id": 2, "image_id": 7, "category_id": 1, "bbox": [100, 10, 40, 50]},
+                ],
+            }
+        )
+    )
+    gt = GroundTruth.from_coco_file(gt_file, [("/data/img.png", 0)], ["person", "bicycle"])
+    assert gt.keys == [("/data/img.png", 0)]
+    # one of two people found exactly, no false positive: recall 0.5 at precision 1
+    s = gt.match({("/data/img.png", 0): [[10, 10, 50, 60, 0.9, 0]]}).scores()
+    assert s.map50 == pytest.approx(51 / 101)
+    with pytest.raises(Exception, match="no image entry"):
+        GroundTruth.from_coco_file(gt_file, [("nothing.png", 0)], ["person"])
+
+
+def test_bootstrap_resamples_frames():
+    frames = _frames()
+    gt = GroundTruth.from_detections(frames, {"clip": (160, 120)})
+    m = gt.match({("clip", 0): frames[("clip", 0)]})  # frame 1 missed entirely
+    full = m.scores().map50
+    assert m.scores(np.array([0, 1])).map50 == pytest.approx(full)
+    assert m.scores(np.array([0, 0])).map50 == pytest.approx(1.0)  # only the found frame
+    samples = bootstrap_samples(2, 50)
+    vals = [m.scores(s).map50 for s in samples]
+    lo, hi = percentile_ci(vals)
+    assert lo <= full <= hi and lo < hi
+    assert np.array_equal(samples, bootstrap_samples(2, 50))  # seeded: reproducible

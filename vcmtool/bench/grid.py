@@ -1,0 +1,135 @@
+"""The bench grid: inputs x encoders x QP-map sources x rate points, as independent point specs.
+
+Rate points. ``qps`` are base QPs. The uniform anchor (``none``) always sweeps ``qps``. A map
+source sweeps the same base QPs (its map is computed at each base: ``roi`` puts objects at
+base-4 and the background at base+6) unless ``qp_offsets`` is given: then it follows the JRD
+paper's QP-offset protocol instead, one map predicted at ``offset_base`` plus each offset k,
+clamped to the codec range. The anchor is unaffected by offsets (a uniform map plus k is just
+QP base+k, which ``qps`` already covers).
+
+Frames are grouped for scoring: each multi-frame input is its own group; all single-frame
+inputs (still images, coded intra) form one group ``images``, since one image is too few
+objects for a curve of its own.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from vcmtool.runner import Item, safe_key
+
+ANCHOR = "none"
+IMAGES_GROUP = "images"
+
+
+@dataclass
+class BenchConfig:
+    inputs: list[str]
+    output: str
+    codecs: list[str] = field(default_factory=lambda: ["kvazaar"])
+    qpmaps: list[str] = field(default_factory=lambda: [ANCHOR, "roi"])
+    qps: list[int] = field(default_factory=lambda: [22, 27, 32, 37])
+    qp_offsets: list[int] | None = None
+    offset_base: int = 32
+    frames: int | None = None
+    skip: int = 0
+    size: str | None = None
+    fps: float | None = None
+    pix_fmt: str | None = None
+    preset: str = "medium"
+    intra_period: int = 0
+    threads: int = 1
+    allow_frame_qp: bool = False
+    ctu: int = 64
+    map_interval: int = 1
+    task_model: str = "yolov3-tiny"
+    map_options: dict = field(default_factory=dict)
+    encoder_params: dict[str, str] = field(default_factory=dict)
+    gt: str | None = None
+    bootstrap: int = 200
+    workers: int = 1
+    engine: str = "process"
+    address: str | None = None
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class PointSpec:
+    input: str
+    codec: str
+    qpmap: str
+    qp: int
+    qp_offset: int = 0
+
+    @property
+    def method(self) -> str:
+        return self.qpmap
+
+    @property
+    def rate_label(self) -> str:
+        return f"QP{self.qp}" + (f"{self.qp_offset:+d}" if self.qp_offset else "")
+
+
+def rate_points(cfg: BenchConfig, qpmap: str) -> list[tuple[int, int]]:
+    """(base QP, offset) pairs of one source's curve."""
+    if qpmap == ANCHOR or not cfg.qp_offsets:
+        return [(q, 0) for q in cfg.qps]
+    return [(cfg.offset_base, k) for k in cfg.qp_offsets]
+
+
+def point_specs(cfg: BenchConfig) -> list[PointSpec]:
+    return [PointSpec(inp, codec, src, qp, k)
+            for inp in cfg.inputs for codec in cfg.codecs for src in cfg.qpmaps
+            for qp, k in rate_points(cfg, src)]
+
+
+def encode_settings_key(cfg: BenchConfig) -> str:
+    """Everything besides the spec that changes a point's bytes or detections (resume key)."""
+    return "|".join(str(v) for v in (
+        cfg.frames, cfg.skip, cfg.size, cfg.fps, cfg.pix_fmt, cfg.preset, cfg.intra_period,
+        cfg.threads, cfg.allow_frame_qp, cfg.ctu, cfg.map_interval, cfg.task_model,
+        sorted(cfg.map_options.items()), sorted(cfg.encoder_params.items())))
+
+
+@functools.cache
+def encoder_identity(codec: str) -> str:
+    """Version and code path of an encoder: a new build (say a native driver) invalidates points."""
+    from vcmtool.encoders import get_encoder
+
+    p = get_encoder(codec).probe()
+    return f"{p.version}|{p.detail}"
+
+
+def _key(readable: str, hidden: str) -> str:
+    # the runner's key keeps the tail of the text readable and hashes all of it
+    digest = hashlib.md5(hidden.encode()).hexdigest()[:12]
+    return safe_key(f"{digest}|{readable}")
+
+
+def point_item(cfg: BenchConfig, spec: PointSpec, stream_dir: str) -> Item:
+    readable = f"{Path(spec.input).stem}_{spec.codec}_{spec.qpmap}_{spec.rate_label}"
+    hidden = (f"{spec.input}|{spec.codec}|{spec.qpmap}|{spec.qp}|{spec.qp_offset}|"
+              f"{encode_settings_key(cfg)}|{encoder_identity(spec.codec)}")
+    key = _key(readable, hidden)
+    payload = {"spec": asdict(spec), "config": cfg.to_json(), "stream_dir": stream_dir, "key": key}
+    return Item(key, payload)
+
+
+def source_item(cfg: BenchConfig, inp: str) -> Item:
+    hidden = f"source|{inp}|{cfg.frames}|{cfg.skip}|{cfg.size}|{cfg.fps}|{cfg.pix_fmt}|{cfg.task_model}"
+    return Item(_key(f"{Path(inp).stem}_source", hidden), {"input": inp, "config": cfg.to_json()})
+
+
+def groups(inputs: list[str], frame_counts: dict[str, int]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    names = [Path(i).name for i in inputs]
+    for inp in inputs:
+        short = Path(inp).name if names.count(Path(inp).name) == 1 else inp
+        name = short if frame_counts[inp] > 1 else IMAGES_GROUP
+        out.setdefault(name, []).append(inp)
+    return out

@@ -1,0 +1,264 @@
+"""Bench outputs: CSV + JSON results, RD plots (PNG), a Markdown report, and provenance.
+
+Everything is written atomically. ``provenance.json`` is written last: the full config, the
+versions of every tool and model, the git commit, and the md5 of every other output (bitstreams
+included), so a figure in a README can be traced to the bytes behind it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import math
+import re
+import shlex
+import sys
+from dataclasses import asdict
+from importlib import metadata
+from pathlib import Path
+
+from vcmtool.atomic import atomic_path, write_text_atomic
+from vcmtool.bench.evaluate import EVAL_MIN_SCORE, PSEUDO_GT_MIN_SCORE
+from vcmtool.bench.grid import ANCHOR
+from vcmtool.bench.run import BenchResult
+from vcmtool.provenance import base_versions, git_commit, md5_file
+
+POINT_COLS = ["input", "codec", "method", "qp", "qp_offset", "frames", "bits", "side_bits", "bpp", "psnr_y",
+              "map50", "map", "map_s", "encode_s", "other_s", "eval_s", "cached", "stream"]
+CURVE_COLS = ["group", "codec", "method", "rate", "qp", "qp_offset", "frames", "bits", "side_bits", "bpp",
+              "psnr_y", "map50", "map50_ci", "map", "map_ci", "map_s", "encode_s", "other_s", "eval_s"]
+BD_COLS = ["group", "codec", "method", "anchor", "bd_rate_map50", "bd_rate_map50_ci", "bd_rate_map",
+           "bd_rate_map_ci", "bd_map50", "bd_map50_ci", "bd_map", "bd_map_ci", "bd_rate_psnr", "bd_psnr",
+           "bd_rate_map50_overlap", "bd_map50_overlap", "warnings"]
+
+
+def _clean(v):
+    """JSON-safe: NaN becomes null (strict JSON readers reject NaN)."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _clean(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_clean(x) for x in v]
+    return v
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(text).name).strip("_") or "group"
+
+
+def to_json(res: BenchResult) -> dict:
+    return _clean({"config": res.config.to_json(), "reference": res.reference, "bd": res.bd,
+                   "curves": res.curves, "points": [_point_row(p) for p in res.points],
+                   "failures": res.failures, "warnings": res.warnings,
+                   "protocol": {"pseudo_gt_min_score": PSEUDO_GT_MIN_SCORE,
+                                "eval_min_score": EVAL_MIN_SCORE,
+                                "ground_truth": res.config.gt or "pseudo (task model on uncompressed frames)",
+                                "bd_method": "pchip (bjontegaard package)",
+                                "map_unit": "percent", "bd_map_unit": "mAP points"}})
+
+
+def _point_row(p: dict) -> dict:
+    s = p["spec"]
+    return {"input": s["input"], "codec": s["codec"], "method": s["qpmap"], "qp": s["qp"],
+            "qp_offset": s["qp_offset"], "frames": p["frames"], "bits": p["bits"],
+            "side_bits": p["side_bits"], "bpp": p["bpp"], "psnr_y": p["psnr_y"], "map50": p["map50"],
+            "map": p["map"], **{k: p["timing"][k] for k in ("map_s", "encode_s", "other_s")},
+            "eval_s": p["eval_s"], "cached": p["cached"], "stream": p["stream"],
+            "stream_md5": next(iter(p["md5"].values()), None), "notes": p["notes"],
+            "task_model": p["task_model"], "encoder_version": p["versions"].get("ffmpeg/encoder")}
+
+
+def _csv(rows: list[dict], cols: list[str]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: _cell(r.get(k)) for k in cols})
+    return buf.getvalue()
+
+
+def _cell(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return "" if not math.isfinite(v) else f"{v:.6g}"
+    if isinstance(v, list | tuple):
+        return ";".join(_cell(x) for x in v)
+    return str(v)
+
+
+def _fmt(v, ci=None, unit: str = "", digits: int = 1) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "n/a"
+    s = f"{v:+.{digits}f}{unit}"
+    if ci:
+        s += f" [{ci[0]:+.{digits}f}, {ci[1]:+.{digits}f}]"
+    return s
+
+
+def bd_cells(b: dict) -> list[str]:
+    """BD-rate mAP@.5, BD-rate mAP, BD-mAP@.5, BD-mAP, BD-rate PSNR, BD-PSNR, with CIs, as text."""
+    return [_fmt(b["bd_rate_map50"], b.get("bd_rate_map50_ci"), "%"),
+            _fmt(b["bd_rate_map"], b.get("bd_rate_map_ci"), "%"),
+            _fmt(b["bd_map50"], b.get("bd_map50_ci")), _fmt(b["bd_map"], b.get("bd_map_ci")),
+            _fmt(b["bd_rate_psnr"], None, "%"), _fmt(b["bd_psnr"], None, "", 2)]
+
+
+def plot_group(path: Path, curves: list[dict], group: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = (("map50", "map50_ci", "mAP@0.5 (%)"), ("map", "map_ci", "mAP@[.5:.95] (%)"),
+              ("psnr_y", None, "luma PSNR (dB)"))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4), constrained_layout=True)
+    series: dict[tuple[str, str], list[dict]] = {}
+    for c in curves:
+        series.setdefault((c["codec"], c["method"]), []).append(c)
+    styles = ["o", "s", "^", "D", "v", "P", "X"]
+    for ax, (key, ci_key, label) in zip(axes, panels, strict=True):
+        for i, ((codec, method), pts) in enumerate(sorted(series.items())):
+            pts = sorted(pts, key=lambda p: p["bpp"])
+            x = [p["bpp"] for p in pts]
+            y = [p[key] for p in pts]
+            ls = "--" if method == ANCHOR else "-"
+            line = ax.plot(x, y, ls, marker=styles[i % len(styles)], label=f"{codec} {method}")[0]
+            if ci_key and all(p.get(ci_key) for p in pts):
+                lo = [p[key] - p[ci_key][0] for p in pts]
+                hi = [p[ci_key][1] - p[key] for p in pts]
+                ax.errorbar(x, y, yerr=[lo, hi], fmt="none", ecolor=line.get_color(), alpha=0.4, capsize=2)
+        ax.set_xscale("log")
+        ax.set_xlabel("bits per pixel")
+        ax.set_ylabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend(fontsize=8)
+    bars = " (bars: 95% bootstrap CI over frames)" if any(c.get("map50_ci") for c in curves) else ""
+    fig.suptitle(f"{group}: rate vs task accuracy and PSNR{bars}")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+
+
+def grid_line(cfg) -> str:
+    def join(v) -> str:
+        return ", ".join(map(str, v))
+
+    rates = f"base QPs {join(cfg.qps)}"
+    if cfg.qp_offsets:
+        rates += f" (anchor); map sources at QP {cfg.offset_base} with offsets {join(cfg.qp_offsets)}"
+    coding = "low delay (one I frame)" if cfg.intra_period == 0 else f"intra period {cfg.intra_period}"
+    return (f"Grid: encoders {join(cfg.codecs)}; QP-map sources {join(cfg.qpmaps)}; {rates}; preset "
+            f"{cfg.preset}; {coding} for clips, intra for images; {cfg.frames or 'all'} frames per clip; "
+            f"ctu {cfg.ctu}.")
+
+
+def markdown(res: BenchResult, plots: dict[str, str], command: str) -> str:
+    cfg = res.config
+    gt = f"real ground truth `{cfg.gt}`" if cfg.gt else (
+        f"pseudo ground truth (task model `{cfg.task_model}` on the uncompressed frames, score >= "
+        f"{PSEUDO_GT_MIN_SCORE}); scored detections use score >= {EVAL_MIN_SCORE}")
+    lines = ["# vcmtool bench report", "", f"Command: `{command}`", "",
+             f"Accuracy: mAP (pycocotools, percent) vs {gt}. Rate: bits per pixel of everything "
+             "transmitted. BD figures: `bjontegaard` pchip vs the same encoder with a uniform QP "
+             "(`none`); BD-rate negative = fewer bits at equal accuracy, BD-mAP positive = more mAP "
+             "points at equal bits. Brackets: 95% bootstrap CI over frames "
+             f"({cfg.bootstrap} resamples, paired across methods).", "",
+             grid_line(cfg), "",
+             "## BD figures", "",
+             "| group | codec | method | BD-rate mAP@.5 | BD-rate mAP | BD-mAP@.5 (pts) | BD-mAP (pts) "
+             "| BD-rate PSNR | BD-PSNR (dB) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for b in res.bd:
+        cells = [b["group"], b["codec"], b["method"], *bd_cells(b)]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "## Uncompressed reference", "", "| group | frames | mAP@.5 | mAP@[.5:.95] |",
+              "|---|---|---|---|"]
+    for r in res.reference:
+        lines.append(f"| {r['group']} | {r['frames']} | {r['map50']:.1f} | {r['map']:.1f} |")
+    lines += ["", "## Rate points", "",
+              "| group | codec | method | rate | bpp | PSNR-Y | mAP@.5 [CI] | mAP [CI] | map s | encoder s "
+              "| other s |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for c in res.curves:
+        ci50 = f" [{c['map50_ci'][0]:.1f}, {c['map50_ci'][1]:.1f}]" if c.get("map50_ci") else ""
+        ci = f" [{c['map_ci'][0]:.1f}, {c['map_ci'][1]:.1f}]" if c.get("map_ci") else ""
+        lines.append(f"| {c['group']} | {c['codec']} | {c['method']} | {c['rate']} | {c['bpp']:.5f} | "
+                     f"{c['psnr_y']:.2f} | {c['map50']:.1f}{ci50} | {c['map']:.1f}{ci} | {c['map_s']:.2f} | "
+                     f"{c['encode_s']:.2f} | {c['other_s']:.2f} |")
+    if plots:
+        lines += ["", "## RD curves", ""] + [f"![{g}]({p})" for g, p in plots.items()]
+    if res.warnings:
+        lines += ["", "## Warnings", ""] + [f"- {w}" for w in res.warnings]
+    notes = sorted({n for p in res.points for n in p.get("notes", [])})
+    if notes:
+        lines += ["", "## Encoder notes", ""] + [f"- {n}" for n in notes]
+    if res.failures:
+        lines += ["", "## Failed points", ""] + [f"- {f['point']}: {f['error']}" for f in res.failures]
+    return "\n".join(lines) + "\n"
+
+
+def versions(res: BenchResult) -> dict:
+    v = dict(base_versions())
+    for pkg in ("pycocotools", "bjontegaard", "matplotlib", "av", "opencv-python-headless", "imageio-ffmpeg",
+                "scipy"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            v[pkg] = metadata.version(pkg)
+    for p in res.points:
+        v[f"encoder/{p['spec']['codec']}"] = f"{p['versions'].get('ffmpeg/encoder', '')} " \
+                                             f"({p['versions'].get('encoder_detail', '')})".strip()
+        v["task_model"] = p["task_model"]
+    for s in res.sources.values():
+        v["task_model"] = s["task_model"]
+    return v
+
+
+def _git_dirty() -> bool | None:
+    """Whether the package's code differs from the commit (edited or untracked files under vcmtool/)."""
+    import subprocess
+
+    import vcmtool
+
+    try:
+        r = subprocess.run(["git", "status", "--porcelain", "--", "."], capture_output=True,
+                           text=True, cwd=Path(vcmtool.__file__).parent, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return bool(r.stdout.strip()) if r.returncode == 0 else None
+
+
+def write_report(res: BenchResult, command: str | None = None) -> dict[str, str]:
+    """Write every output under the bench directory; returns {path: md5} of what was written."""
+    out = Path(res.config.output)
+    command = command or " ".join(shlex.quote(a) for a in ["vcmtool", *sys.argv[1:]])
+    data = to_json(res)
+    written: list[Path] = []
+
+    def text(name: str, body: str) -> None:
+        write_text_atomic(out / name, body)
+        written.append(out / name)
+
+    text("results.json", json.dumps(data, indent=1))
+    text("points.csv", _csv(data["points"], POINT_COLS))
+    text("curves.csv", _csv(data["curves"], CURVE_COLS))
+    text("bd.csv", _csv(data["bd"], BD_COLS))
+    plots: dict[str, str] = {}
+    for group in dict.fromkeys(c["group"] for c in res.curves):
+        rel = f"rd_{_slug(group)}.png"
+        plot_group(out / rel, [c for c in res.curves if c["group"] == group], group)
+        written.append(out / rel)
+        plots[group] = rel
+    text("report.md", markdown(res, plots, command))
+    md5 = {str(p.relative_to(out)): md5_file(p) for p in written}
+    for p in res.points:
+        sp = Path(p["stream"])
+        if sp.exists():
+            md5[str(sp.relative_to(out)) if sp.is_relative_to(out) else str(sp)] = md5_file(sp)
+    prov = {"command": command, "config": asdict(res.config), "git_commit": git_commit(),
+            "git_dirty": _git_dirty(),
+            "versions": versions(res), "md5": md5}
+    write_text_atomic(out / "provenance.json", json.dumps(_clean(prov), indent=1))
+    return md5

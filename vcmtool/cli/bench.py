@@ -1,0 +1,118 @@
+"""``vcmtool bench``: encoders x QP-map sources x rate points over clips and images -> RD report."""
+
+from __future__ import annotations
+
+import click
+
+from vcmtool.cli import main
+from vcmtool.cli.options import collect_map_options, emit_json, input_options, map_options, parse_params
+from vcmtool.cli.summary import console
+from vcmtool.errors import UsageError
+
+
+def _int_list(ctx, param, value: str | None) -> list[int] | None:
+    if value is None:
+        return None
+    try:
+        return [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of integers") from None
+
+
+def _names(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def source_options(f):
+    """The map-source knobs of ``encode`` (ctu, task model, roi-*), minus its single --qpmap/--qp."""
+    donor = map_options(lambda **kw: None)
+    shared = [p for p in donor.__click_params__ if p.name not in ("qpmap", "qp")]
+    f.__click_params__ = getattr(f, "__click_params__", []) + shared
+    return f
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
+              help="report directory (reused: finished points are not recomputed)")
+@click.option("-c", "--codec", "codecs", default="kvazaar", show_default=True,
+              help="comma-separated encoders")
+@click.option("--qpmap", "qpmaps", default="none,roi", show_default=True,
+              help="comma-separated QP-map sources; 'none' (uniform QP) is the anchor and always runs")
+@click.option("--qps", default="22,27,32,37", show_default=True, callback=_int_list,
+              help="base QPs: the anchor's rate points, and the map sources' unless --qp-offsets")
+@click.option("--qp-offsets", callback=_int_list,
+              help="JRD QP-offset protocol for map sources: map at --offset-base plus each offset "
+                   "(write --qp-offsets=-4,0,4,8 when the list starts with a minus)")
+@click.option("--offset-base", type=click.IntRange(0, 63), default=32, show_default=True,
+              help="base QP of the map sources' curve under --qp-offsets")
+@source_options
+@input_options
+@click.option("--preset", default="medium", show_default=True)
+@click.option("--intra-period", type=click.IntRange(min=0), default=0, show_default=True,
+              help="0: low delay (one I frame); 1: all intra; N: I frame every N")
+@click.option("--threads", type=click.IntRange(min=0), default=1, show_default=True,
+              help="encoder threads per point")
+@click.option("--allow-frame-qp", is_flag=True,
+              help="let frame-QP-only encoders use one QP per frame from the map (else they refuse)")
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="extra encoder parameter")
+@click.option("--gt", type=click.Path(dir_okay=False),
+              help="COCO-format ground truth (default: pseudo ground truth from the task model)")
+@click.option("--bootstrap", type=click.IntRange(min=0), default=200, show_default=True,
+              help="bootstrap resamples over frames for confidence intervals (0: none)")
+@click.option("-j", "--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="points run in parallel")
+@click.option("--engine", type=click.Choice(["process", "ray"]), default="process", show_default=True)
+@click.option("--address", help="Ray cluster address (--engine ray)")
+@click.option("--json", "as_json", is_flag=True, help="print the results as JSON on stdout")
+def bench(inputs: tuple[str, ...], output: str, codecs: str, qpmaps: str, qps: list[int],
+          qp_offsets: list[int] | None, params: tuple[str, ...], as_json: bool, **kw) -> None:
+    """Benchmark QP-map sources against a uniform QP: bpp, PSNR, mAP, BD-rate, RD plots.
+
+    \b
+    Rate points: the anchor (none) sweeps --qps. Map sources sweep the same base QPs (roi: objects
+    at base-4, background at base+6), or with --qp-offsets the JRD protocol: the map predicted at
+    --offset-base, plus each offset, clamped.
+    """
+    from vcmtool.bench.grid import BenchConfig
+    from vcmtool.bench.report import to_json, write_report
+    from vcmtool.bench.run import run_bench
+
+    if not qps:
+        raise UsageError("--qps: give at least one QP")
+    if any(not 0 <= q <= 63 for q in qps):
+        raise UsageError("--qps: QPs must lie in 0..63")
+    map_opts = collect_map_options(kw)
+    cfg = BenchConfig(
+        inputs=list(inputs), output=output, codecs=_names(codecs), qpmaps=_names(qpmaps), qps=qps,
+        qp_offsets=qp_offsets, offset_base=kw["offset_base"], frames=kw["frames"], skip=kw["skip"],
+        size=kw["size"], fps=kw["fps"], pix_fmt=kw["pix_fmt"], preset=kw["preset"],
+        intra_period=kw["intra_period"], threads=kw["threads"], allow_frame_qp=kw["allow_frame_qp"],
+        ctu=int(kw["ctu"]), map_interval=kw["map_interval"], task_model=kw["task_model"],
+        map_options=map_opts, encoder_params=parse_params(params), gt=kw["gt"], bootstrap=kw["bootstrap"],
+        workers=kw["workers"], engine=kw["engine"], address=kw["address"],
+    )
+    res = run_bench(cfg)
+    write_report(res)
+    if as_json:
+        emit_json(to_json(res))
+    else:
+        _print_summary(res)
+
+
+def _print_summary(res) -> None:
+    from rich.table import Table
+
+    from vcmtool.bench.report import bd_cells
+
+    t = Table(title=f"BD figures vs uniform QP ({res.config.output}/report.md)", title_justify="left")
+    for col in ("group", "codec", "method", "BD-rate mAP@.5", "BD-rate mAP", "BD-mAP@.5", "BD-mAP",
+                "BD-rate PSNR", "BD-PSNR dB"):
+        t.add_column(col)
+    for b in res.bd:
+        t.add_row(b["group"], b["codec"], b["method"], *bd_cells(b))
+    console.print(t)
+    for w in res.warnings:
+        console.print(f"[yellow]warning:[/] {w}")
+    for f in res.failures:
+        console.print(f"[red]failed:[/] {f['point']}: {f['error']}")
