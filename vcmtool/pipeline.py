@@ -47,6 +47,10 @@ class EncodeJob:
     measure: bool = True  # decode and compute PSNR
     overlay: str | None = None
     qpm_out: str | None = None
+    side_stream: str = "none"  # post-encode side stream ("cdre"), see vcmtool.cdre.sidestream
+    side_stream_out: str | None = None  # write it to this file instead of SEI in the bitstream
+    target_kbps: float | None = None  # MFIBA target-rate allocation (vcmtool.mfiba.target)
+    target_bpp: float | None = None
 
 
 def default_output(job: EncodeJob, ext: str) -> str:
@@ -90,6 +94,11 @@ def run_encode(job: EncodeJob) -> dict:
     maps = raw_maps.offset(job.qp_offset) if job.qp_offset else raw_maps
     settings = EncodeSettings(job.preset, job.intra_period, job.threads, job.allow_frame_qp,
                               dict(job.encoder_params))
+    target_info = None
+    if job.target_kbps is not None or job.target_bpp is not None:
+        from vcmtool.mfiba.target import apply_target
+
+        maps, target_info = apply_target(job, clip, encoder, settings, maps)
     maps = encoder.prepare_maps(maps, settings).extend(n_frames)
     notes += maps.notes
 
@@ -101,6 +110,13 @@ def run_encode(job: EncodeJob) -> dict:
             result = encoder.encode(clip, maps, settings, tmp, bar.update)
         t_enc = time.perf_counter() - t0
         bits = packet_bits(tmp)
+        side = None
+        if job.side_stream != "none":
+            from vcmtool.cdre.sidestream import SIDE_STREAMS
+
+            if job.side_stream not in SIDE_STREAMS:
+                raise UsageError(f"--side-stream {job.side_stream}: use one of {', '.join(SIDE_STREAMS)}")
+            side = SIDE_STREAMS[job.side_stream](clip, Path(tmp), caps.codec, job.side_stream_out)
         quality = measure_quality(clip, tmp) if job.measure else None
     notes += [n for n in result.notes if n not in notes]
 
@@ -117,7 +133,7 @@ def run_encode(job: EncodeJob) -> dict:
         write_overlay(job.overlay, first.to_bgr(), maps.frame(0), maps.ctu, caps.qp_range)
         outputs[job.overlay] = md5_file(job.overlay)
 
-    total_bits = sum(bits)
+    total_bits = sum(bits) + (side["bits"] if side else 0)  # everything transmitted
     pixels = info.width * info.height * n_frames
     t_total = time.perf_counter() - t_start
     report = {
@@ -149,4 +165,13 @@ def run_encode(job: EncodeJob) -> dict:
         "options": {k: v for k, v in asdict(job).items() if k not in ("input", "output")},
     }
     report["versions"].pop("source", None)
+    if side is not None:
+        side["kbps"] = side["bits"] * float(info.fps) / max(1, n_frames) / 1000.0
+        report["side_stream"] = side
+        if job.side_stream_out:
+            report["md5"][job.side_stream_out] = md5_file(job.side_stream_out)
+    if target_info is not None:
+        from vcmtool.mfiba.target import target_report
+
+        report["target"] = target_report(target_info, report)
     return report

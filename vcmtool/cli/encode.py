@@ -25,6 +25,9 @@ from vcmtool.pipeline import EncodeJob, run_encode
 @map_options
 @click.option("--qp-offset", type=int, default=0, show_default=True,
               help="add K to every map QP (the JRD paper's rate protocol), then clamp")
+@click.option("--target-kbps", type=float, help="hit this bitrate (+-5%) by MFIBA allocation over "
+              "the map's classes and closed-loop passes (replaces --qp-offset)")
+@click.option("--target-bpp", type=float, help="like --target-kbps, in bits per pixel")
 @input_options
 @click.option("--preset", default="medium", show_default=True)
 @click.option("--intra-period", type=click.IntRange(min=0), default=0, show_default=True,
@@ -37,19 +40,33 @@ from vcmtool.pipeline import EncodeJob, run_encode
               help="extra encoder parameter (repeatable)")
 @click.option("--overlay", type=click.Path(dir_okay=False), help="write a QP-map overlay PNG")
 @click.option("--qpm-out", type=click.Path(dir_okay=False), help="write the applied maps (.qpm)")
+@click.option("--side-stream", type=click.Choice(["none", "cdre"]), default="none", show_default=True,
+              help="post-encode side stream: cdre = CDRE distortion bits, one SEI per frame")
+@click.option("--side-stream-out", type=click.Path(dir_okay=False),
+              help="write the side stream to this file instead of SEI in the bitstream")
 @click.option("--no-measure", is_flag=True, help="skip decoding and PSNR")
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON on stdout")
+@click.option("--record", type=click.Path(dir_okay=False),
+              help="append a golden entry to this JSON file for `vcmtool verify` (forces --threads 1)")
 def encode(inputs: tuple[str, ...], output: str | None, as_json: bool, params: tuple[str, ...],
-           no_measure: bool, **kw) -> None:
+           no_measure: bool, record: str | None, **kw) -> None:
     """Encode INPUTS (.yuv, .y4m, any container, '-' for stdin) with a per-CTU QP map."""
     if output and len(inputs) > 1:
         raise UsageError("-o/--output names one file; drop it to encode several inputs")
     map_opts = collect_map_options(kw)
     kw["ctu"] = int(kw["ctu"])
+    if record:
+        from vcmtool.golden import RECORD_THREADS
+
+        kw["threads"] = RECORD_THREADS  # bytes reproducible across runs and machines
     for path in inputs:
         job = EncodeJob(input=path, output=output, map_options=map_opts,
                         encoder_params=parse_params(params), measure=not no_measure, **kw)
         report = run_encode(job)
+        if record:
+            from vcmtool.golden import record as record_golden
+
+            record_golden(record, job, report)
         if as_json:
             emit_json(report)
         else:
