@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
@@ -112,6 +113,14 @@ class Detections:
         return out
 
 
+def cpu_cores() -> int:
+    """Cores this process may run on (respects taskset/cgroup affinity, unlike cpu_count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 class TaskModel(ABC):
     """A machine-vision model whose accuracy a coding choice is judged by.
 
@@ -139,6 +148,8 @@ class TaskModel(ABC):
         return f"<{type(self).__name__} {self.version}>"
 
 
+# Entries are factories ``(arg: str = "", **options) -> TaskModel``; ``arg`` is what follows
+# the ':' in a spec (a file for "onnx:PATH"), so factories can refuse one they do not take.
 TASK_MODELS: Registry[Callable[..., TaskModel]] = Registry("task model")
 DEFAULT_TASK_MODEL = "yolov3-tiny"
 
@@ -167,7 +178,7 @@ def get_task_model(spec: str = DEFAULT_TASK_MODEL, **options: Any) -> TaskModel:
     with _cache_lock:
         if key is not None and key in _cache:
             return _cache[key]
-        model = factory(arg, **options) if arg else factory(**options)
+        model = factory(arg, **options)
         if key is not None:
             _cache[key] = model
         return model

@@ -108,6 +108,8 @@ class DarknetNet:
     weights: dict[int, ConvWeights] = field(default_factory=dict)
     class_names: list[str] = field(default_factory=list)
     weights_md5: str = ""
+    cfg_path: Path | None = None
+    weights_path: Path | None = None
 
     @property
     def yolo_layers(self) -> list[int]:
@@ -371,6 +373,7 @@ def load_darknet(
         raise ModelError("give both a darknet cfg and a weights file")
     net = parse_cfg(cfg)
     md5 = load_weights(net, weights)
+    net.cfg_path, net.weights_path = Path(cfg), Path(weights)
     if packaged and md5 != KNOWN_MD5["yolov3-tiny.weights"]:
         raise ModelError(
             f"{weights}: md5 {md5} differs from the released YOLOv3-tiny weights (corrupt); "
@@ -383,3 +386,28 @@ def load_darknet(
     if not net.class_names:
         net.class_names = [f"class{i}" for i in range(n_classes)]
     return net
+
+
+# ONNX metadata that marks a graph as "raw darknet YOLO outputs" (ours: built from darknet
+# files or exported from DarknetYolo); the ONNX adapter decodes such graphs with the same
+# code as the OpenCV path.
+ONNX_FORMAT = "vcmtool/darknet-yolo-raw/1"
+
+
+def onnx_metadata(
+    net: DarknetNet, input_size: tuple[int, int], outputs: list[str], model_name: str
+) -> dict[str, str]:
+    import json
+
+    heads = [
+        {"output": o, "anchors": [list(a) for a in h.anchors], "classes": h.classes}
+        for o, h in zip(outputs, net.heads, strict=True)
+    ]
+    return {
+        "vcmtool.format": ONNX_FORMAT,
+        "vcmtool.model": model_name,
+        "vcmtool.heads": json.dumps(heads),
+        "vcmtool.class_names": json.dumps(net.class_names),
+        "vcmtool.input_size": json.dumps(list(input_size)),
+        "vcmtool.weights_md5": net.weights_md5,
+    }

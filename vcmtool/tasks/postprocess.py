@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from vcmtool.errors import InputError
+from vcmtool.errors import InputError, UsageError
+from vcmtool.tasks.base import Detections
 
 # Darknet fills its letterbox with 0.5 (127.5 in 8 bits); 127 is the nearest byte, and keeping
 # the network's training-time padding avoids false detections in the borders.
@@ -238,3 +239,51 @@ def select_and_nms(
         scores[keep].astype(np.float32),
         cls[keep].astype(np.int32),
     )
+
+
+class YoloPipeline:
+    """Letterbox -> (any runtime) -> decode -> NMS -> source-pixel Detections.
+
+    Runtimes only supply the raw head outputs; everything around them lives here once.
+    """
+
+    def __init__(
+        self,
+        heads: Sequence[YoloHead],
+        input_size: tuple[int, int],
+        class_names: Sequence[str],
+        score_threshold: float = 0.25,
+        nms_threshold: float = 0.45,
+        multi_label: bool = True,
+        max_detections: int = 300,
+        pad_value: int = LETTERBOX_PAD,
+    ) -> None:
+        if not 0.0 <= score_threshold < 1.0:
+            raise UsageError(f"score threshold must be in [0, 1), got {score_threshold}")
+        if not 0.0 < nms_threshold <= 1.0:
+            raise UsageError(f"NMS IoU threshold must be in (0, 1], got {nms_threshold}")
+        self.heads = list(heads)
+        self.input_size = input_size
+        self.class_names = list(class_names)
+        self.score_threshold = score_threshold
+        self.nms_threshold = nms_threshold
+        self.multi_label = multi_label
+        self.max_detections = max_detections
+        self.pad_value = pad_value
+
+    def preprocess(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[Letterbox]]:
+        return make_blob(images, self.input_size, self.pad_value)
+
+    def postprocess(
+        self, outputs: Sequence[np.ndarray], letterboxes: Sequence[Letterbox]
+    ) -> list[Detections]:
+        results = []
+        for (boxes, probs), lb in zip(
+            decode_yolo(outputs, self.heads, self.input_size), letterboxes, strict=True
+        ):
+            b, s, c = select_and_nms(
+                boxes, probs, self.score_threshold, self.nms_threshold,
+                self.multi_label, self.max_detections,
+            )
+            results.append(Detections(lb.boxes_to_source(b), s, c, list(self.class_names)))
+        return results

@@ -1,0 +1,30 @@
+"""Task models: the machine-vision networks whose accuracy coding decisions are judged by.
+
+``get_task_model("yolov3-tiny")`` (the default, OpenCV DNN) or ``get_task_model("onnx:PATH")``.
+Also registered: ``yolov3-tiny-ort`` (onnxruntime) and ``yolov3-tiny-torch`` (PyTorch; torch
+is imported only when that one is built). Importing this package never imports torch.
+"""
+
+from vcmtool.tasks import onnx_detector as _onnx_detector  # noqa: F401  (registers "onnx")
+from vcmtool.tasks import yolov3_tiny as _yolov3_tiny  # noqa: F401  (registers "yolov3-tiny")
+from vcmtool.tasks.base import (
+    DEFAULT_TASK_MODEL,
+    TASK_MODELS,
+    Detections,
+    TaskModel,
+    clear_task_model_cache,
+    get_task_model,
+)
+from vcmtool.tasks.onnx_detector import OnnxDetector
+from vcmtool.tasks.yolov3_tiny import YoloV3Tiny
+
+__all__ = [
+    "DEFAULT_TASK_MODEL",
+    "TASK_MODELS",
+    "Detections",
+    "OnnxDetector",
+    "TaskModel",
+    "YoloV3Tiny",
+    "clear_task_model_cache",
+    "get_task_model",
+]
