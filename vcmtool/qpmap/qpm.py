@@ -14,6 +14,7 @@ from typing import BinaryIO
 
 import numpy as np
 
+from vcmtool import native
 from vcmtool.atomic import atomic_path
 from vcmtool.errors import InputError
 from vcmtool.qpmap.maps import QPMaps
@@ -46,11 +47,9 @@ class QpmWriter:
 
 
 def write_qpm(path: str | os.PathLike[str], maps: QPMaps) -> None:
+    data = native.qpm_bytes(maps.data, maps.ctu)  # header + all frames, range-checked
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        w = QpmWriter(f, maps.ctu, maps.grid[1], maps.grid[0])
-        for m in maps.data:
-            w.write(m)
-        w.close()
+        f.write(data)
 
 
 def iter_qpm(path: str | os.PathLike[str]) -> tuple[tuple[int, int, int, int], Iterator[np.ndarray]]:
@@ -79,12 +78,22 @@ def iter_qpm(path: str | os.PathLike[str]) -> tuple[tuple[int, int, int, int], I
         )
 
     def gen() -> Iterator[np.ndarray]:
+        # Read ~1 MiB of frames at a time; the range check runs natively over the chunk.
+        fs = gw * gh
+        per = max(1, (1 << 20) // fs)
         with f:
-            for _ in range(n):
-                m = np.frombuffer(f.read(gw * gh), dtype=np.uint8).reshape(gh, gw)
-                if m.max() > MAX_QP:
-                    raise InputError(f"{path}: QP {int(m.max())} above {MAX_QP}")
-                yield m
+            left = n
+            while left:
+                k = min(per, left)
+                buf = f.read(fs * k)
+                if len(buf) != fs * k:
+                    raise InputError(f"{path}: file changed while reading")
+                chunk = np.frombuffer(buf, dtype=np.uint8).reshape(k, gh, gw)
+                bad, top = native.qpm_first_above(buf, k, fs, MAX_QP)
+                yield from chunk[: k if bad < 0 else bad]
+                if bad >= 0:
+                    raise InputError(f"{path}: QP {top} above {MAX_QP}")
+                left -= k
 
     return (ctu, gw, gh, n), gen()
 
