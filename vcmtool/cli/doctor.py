@@ -22,7 +22,7 @@ def collect() -> dict:
                      **cls.capabilities().to_json()}
     return {
         "encoders": enc,
-        "native": {"available": native.NATIVE, "detail": native.NATIVE_ERROR or "vcmtool._native"},
+        "native": native.native_status(),
     }
 
 
@@ -44,4 +44,6 @@ def doctor(as_json: bool) -> None:
                   (e["version"] + " " + e["detail"]).strip())
     console.print(t)
     n = d["native"]
-    console.print(f"native extension: {'yes' if n['available'] else 'no: ' + n['detail']}")
+    console.print(f"native extension: {'yes' if n['native'] else 'no (numpy fallback): ' + n['native_error']}")
+    for drv in ("x265", "x264"):
+        console.print(f"  per-CTU {drv} driver: {'yes' if n[drv]['available'] else 'no'}, {n[drv]['detail']}")
