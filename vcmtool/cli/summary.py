@@ -20,6 +20,13 @@ def print_encode_summary(r: dict) -> None:
     q = r["qpmap"]
     t.add_row("QP map", f"{q['source']}: QP {q['min']}..{q['max']} mean {q['mean']:.2f} "
               f"(ctu {q['ctu']}, grid {q['grid'][0]}x{q['grid'][1]})")
+    if r.get("target"):
+        tg = r["target"]
+        t.add_row("target", ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                      for k, v in tg.items() if not isinstance(v, (list, dict))))
+    if r.get("side_stream"):
+        ss = r["side_stream"]
+        t.add_row("side stream", f"{ss.get('name', '')}: {ss['bits']} bits, {ss['kbps']:.1f} kbps")
     tm = r["timing"]
     t.add_row("time", f"map {tm['map_s']:.2f}s, encoder {tm['encode_s']:.2f}s, "
               f"other {tm['other_s']:.2f}s")
