@@ -1,0 +1,5 @@
+"""CDRE side stream: compression-distortion representation sent beside the video (seed 001).
+
+Importing this package imports nothing heavy; :mod:`vcmtool.cdre.model` and
+:mod:`vcmtool.cdre.train` need torch, :mod:`vcmtool.cdre.sidestream` needs onnxruntime.
+"""

@@ -1,0 +1,48 @@
+"""Receiver side: YOLOv3-tiny (PyTorch) on decoded frames, with or without the CDRE embedding."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vcmtool.cdre.sidestream import DECODER_PT
+from vcmtool.cdre.train import load_receiver, placements
+from vcmtool.tasks.base import Detections
+from vcmtool.tasks.darknet_torch import DarknetYolo
+from vcmtool.tasks.yolov3_tiny import DEFAULT_INPUT, pipeline_for
+
+
+class CdreDetector:
+    """``process(decoded_bgrs, bits)`` -> Detections; ``bits=None`` runs the plain detector.
+
+    The "joint" variant ships its fine-tuned detector weights in the decoder file; the plain
+    path always uses the original darknet weights (that is the anchor).
+    """
+
+    def __init__(self, decoder: str | Path = DECODER_PT, score_threshold: float = 0.25,
+                 threads: int = 2) -> None:
+        torch.set_num_threads(threads)
+        self.plain = DarknetYolo.from_darknet()
+        self.receiver, blob = load_receiver(decoder)
+        self.tuned = self.plain
+        if "detector" in blob:
+            self.tuned = DarknetYolo.from_darknet()
+            self.tuned.load_state_dict(blob["detector"])
+            self.tuned.eval()
+        self.variant = blob.get("variant", "fd")
+        self.pipeline = pipeline_for(self.plain.net_spec, DEFAULT_INPUT, score_threshold, 0.45, True, 300)
+
+    def process(self, decoded_bgrs: Sequence[np.ndarray],
+                bits: Sequence[np.ndarray] | None) -> list[Detections]:
+        blob, lbs = self.pipeline.preprocess(list(decoded_bgrs))
+        x = torch.from_numpy(blob)
+        with torch.inference_mode():
+            if bits is None:
+                heads = self.plain(x)
+            else:
+                b = torch.from_numpy(np.stack(bits).astype(np.float32))
+                heads = self.receiver.run_detector(self.tuned, x, b, placements(lbs))
+        return self.pipeline.postprocess([h.numpy() for h in heads], lbs)

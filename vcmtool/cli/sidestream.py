@@ -1,0 +1,132 @@
+"""``vcmtool side-stream extract`` and ``vcmtool cdre train|export``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from vcmtool.cli import main
+from vcmtool.cli.options import emit_json
+from vcmtool.cli.summary import console
+from vcmtool.errors import InputError, UsageError
+
+_CODEC_OF_EXT = {".hevc": "hevc", ".265": "hevc", ".h265": "hevc", ".266": "vvc", ".vvc": "vvc",
+                 ".h266": "vvc", ".264": "avc", ".h264": "avc"}
+
+
+def codec_of(path: Path, codec: str | None) -> str:
+    if codec:
+        return codec
+    c = _CODEC_OF_EXT.get(path.suffix.lower())
+    if c is None:
+        raise UsageError(f"{path}: cannot tell the codec from the extension; pass --codec hevc|vvc|avc")
+    return c
+
+
+@main.group("side-stream")
+def side_stream() -> None:
+    """Side streams carried in SEI messages (CDRE)."""
+
+
+@side_stream.command("extract")
+@click.argument("bitstream", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="side-stream file (the format --side-stream-out writes)")
+@click.option("--codec", type=click.Choice(["hevc", "vvc", "avc"]), help="default: from the extension")
+@click.option("--json", "as_json", is_flag=True, help="print a summary as JSON on stdout")
+def extract(bitstream: str, output: str, codec: str | None, as_json: bool) -> None:
+    """Recover the CDRE payloads embedded in BITSTREAM's SEI messages into FILE."""
+    from vcmtool.cdre.sidestream import extract_from_bitstream, write_side_file
+
+    path = Path(bitstream)
+    if not path.is_file():
+        raise InputError(f"{path}: no such bitstream")
+    payloads = extract_from_bitstream(path, codec_of(path, codec))
+    if not payloads:
+        raise InputError(f"{path}: no CDRE side-stream SEI messages; encode with --side-stream cdre")
+    write_side_file(output, payloads)
+    summary = {"bitstream": str(path), "output": output, "payloads": len(payloads),
+               "bits": 8 * sum(len(p) for p in payloads)}
+    if as_json:
+        emit_json(summary)
+    else:
+        console.print(f"{len(payloads)} CDRE payloads ({summary['bits']} bits) -> {output}")
+
+
+@main.group()
+def cdre() -> None:
+    """CDRE (compression distortion representation embedding) training and export."""
+
+
+@cdre.command("train")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="checkpoint (.pt)")
+@click.option("--work", default="cdre-data", show_default=True, type=click.Path(file_okay=False),
+              help="dev-media coding cache (resumable)")
+@click.option("--variant", type=click.Choice(["fd", "joint"]), default="fd", show_default=True,
+              help="fd: frozen detector (Ours-FD); joint: detector fine-tuned as well")
+@click.option("--steps", type=click.IntRange(min=1), default=200, show_default=True)
+@click.option("--batch", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--lr", type=float, default=2e-3, show_default=True)
+@click.option("--lam", type=float, default=0.1, show_default=True, help="weight of the cosine term")
+@click.option("--channels", type=click.IntRange(min=1, max=64), default=6, show_default=True,
+              help="binary maps per 32x32 block")
+@click.option("--codec", "encoder", default="kvazaar", show_default=True, help="codes the dev media")
+def train(output: str, work: str, variant: str, steps: int, batch: int, lr: float, lam: float,
+          channels: int, encoder: str) -> None:
+    """Train the CDRE modules on development media (CPU is fine; GPU not needed at this size)."""
+    from vcmtool.cdre import data
+    from vcmtool.cdre.model import CdreConfig
+    from vcmtool.cdre.train import TrainConfig, Trainer
+
+    items = data.build(data.TRAIN_SEGMENTS, work, codec=encoder)
+    trainer = Trainer(items, CdreConfig(channels=channels),
+                      TrainConfig(variant=variant, steps=steps, batch=batch, lr=lr, lam=lam))
+    history = trainer.process(output)
+    console.print(f"trained {steps} steps, last loss {history[-1]['loss']:.3f} -> {output}")
+
+
+@cdre.command("export")
+@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", default="models", show_default=True, type=click.Path(file_okay=False),
+              help="directory for cdre_encoder.onnx and cdre_decoder.pt")
+def export(checkpoint: str, output: str) -> None:
+    """Export a checkpoint: the sender's ONNX encoder and the receiver's modules."""
+    from vcmtool.cdre.train import export_models
+
+    paths = export_models(checkpoint, output)
+    for k, p in paths.items():
+        console.print(f"{k}: {p} ({p.stat().st_size} bytes)")
+
+
+@cdre.command("detect")
+@click.argument("bitstream", type=click.Path(dir_okay=False))
+@click.option("--side-stream", "side_file", type=click.Path(dir_okay=False),
+              help="side-stream file (default: the SEI messages in BITSTREAM)")
+@click.option("--codec", type=click.Choice(["hevc", "vvc", "avc"]), help="default: from the extension")
+@click.option("--plain", is_flag=True, help="ignore the side stream (the anchor detector)")
+@click.option("--min-score", type=click.FloatRange(0, 1), default=0.25, show_default=True)
+def detect(bitstream: str, side_file: str | None, codec: str | None, plain: bool, min_score: float) -> None:
+    """Receiver: YOLOv3-tiny on the decoded frames with the CDRE embedding; JSON lines on stdout."""
+    import json
+
+    from vcmtool.cdre.receiver import CdreDetector
+    from vcmtool.cdre.sidestream import bits_by_frame, extract_from_bitstream, read_side_file
+    from vcmtool.decode import decoded_frames
+
+    path = Path(bitstream)
+    if not path.is_file():
+        raise InputError(f"{path}: no such bitstream")
+    bits = {}
+    if not plain:
+        payloads = (read_side_file(side_file) if side_file
+                    else extract_from_bitstream(path, codec_of(path, codec)))
+        bits = bits_by_frame(payloads)
+        if not bits:
+            raise InputError(f"{side_file or path}: no CDRE side stream; pass --plain to detect without it")
+    det = CdreDetector(score_threshold=min_score)
+    for f in decoded_frames(path):
+        if not plain and f.index not in bits:
+            raise InputError(f"{side_file or path}: no CDRE payload for frame {f.index}")
+        d = det.process([f.to_bgr()], None if plain else [bits[f.index]])[0]
+        click.echo(json.dumps({"frame": f.index, "detections": d.to_json()}))
