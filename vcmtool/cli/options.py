@@ -26,7 +26,7 @@ def input_options(f: Callable) -> Callable:
 def map_options(f: Callable) -> Callable:
     opts = [
         click.option("--qpmap", "qpmap", default="none", show_default=True,
-                     help="QP-map source: none | roi | file:PATH (.qpm/.npy/.csv)"),
+                     help="QP-map source: none | roi | auto (SNN-JRD) | eljrd | file:PATH (.qpm/.npy/.csv)"),
         click.option("--qp", type=click.IntRange(0, 63), default=32, show_default=True,
                      help="base QP (uniform QP for --qpmap none)"),
         click.option("--ctu", type=click.Choice(["16", "32", "64", "128"]), default="64",

@@ -1,0 +1,72 @@
+"""``--qpmap auto`` / ``eljrd``: the shipped ONNX predictors end to end through the real CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import run_cli
+
+from vcmtool.jrd.infer import DEFAULT_MODELS, regrid, to_codec_domain
+from vcmtool.qpmap.qpm import read_qpm
+
+
+def test_encode_auto_end_to_end_gives_a_non_uniform_map(bikes_y4m, tmp_path):
+    out, qpm = tmp_path / "b.hevc", tmp_path / "b.qpm"
+    r = run_cli("encode", str(bikes_y4m), "--qpmap", "auto", "--qp", "32", "-o", str(out),
+                "--qpm-out", str(qpm), "--json")
+    assert r.returncode == 0, r.stderr.decode()[-2000:]
+    rep = json.loads(r.stdout)
+    assert rep["qpmap"]["source"] == "auto" and rep["qpmap"]["jrd_model"].startswith("snn:")
+    assert out.stat().st_size > 0
+    maps = read_qpm(qpm)
+    assert maps.data.shape == (8, 2, 4)  # 256x128 -> ceil(128/64) x ceil(256/64)
+    assert maps.data.min() < maps.data.max()  # objects and background differ
+    assert rep["qpmap"]["uniform"] is False
+
+
+def test_qpmap_eljrd_with_map_interval_reuses_maps(bikes_y4m, tmp_path):
+    qpm = tmp_path / "e.qpm"
+    r = run_cli("qpmap", str(bikes_y4m), "--qpmap", "eljrd", "--map-interval", "4", "-o", str(qpm),
+                "--json")
+    assert r.returncode == 0, r.stderr.decode()[-2000:]
+    d = read_qpm(qpm).data
+    assert len(d) == 8
+    assert (d[1:4] == d[0]).all() and (d[5:8] == d[4]).all()
+
+
+@pytest.mark.parametrize("content", [b"", b"this is not an onnx graph\n" * 50],
+                         ids=["missing", "corrupt"])
+def test_corrupt_or_missing_model_is_a_one_line_error(bikes_y4m, tmp_path, content):
+    bad = tmp_path / "bad.onnx"
+    if content:
+        bad.write_bytes(content)
+    r = run_cli("qpmap", str(bikes_y4m), "--qpmap", f"auto:{bad}", "-o", str(tmp_path / "x.qpm"))
+    err = r.stderr.decode().strip()
+    assert r.returncode == 1
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert str(bad) in err and "vcmtool jrd export" in err
+    assert not (tmp_path / "x.qpm").exists()
+
+
+def test_shipped_models_carry_their_domain():
+    from vcmtool.jrd.infer import JrdPredictor
+
+    for kind, path in DEFAULT_MODELS.items():
+        p = JrdPredictor(path)
+        assert p.kind == kind and p.codec == "hevc" and p.qp_max == 51
+
+
+def test_domain_conversion_and_regrid():
+    q = np.array([[12.4, 49.6], [51.0, 30.5]], np.float32)
+    # HEVC model, HEVC target: rounded, "no constraint" (qp_max) stays the maximum
+    assert to_codec_domain(q, 51, (0, 51)).tolist() == [[12, 50], [51, 30]]
+    # HEVC model, VVC target: same step sizes, background goes to VVC's maximum
+    assert to_codec_domain(q, 51, (0, 63)).tolist() == [[12, 50], [63, 30]]
+    # VVC model, HEVC target: clamped at 51
+    assert to_codec_domain(np.array([[60.0, 40.0]]), 63, (0, 51)).tolist() == [[51, 40]]
+    g = np.array([[30, 40], [45, 51]], np.int16)  # 128x100 frame on 64-CTUs
+    assert regrid(g, 100, 128, 32).shape == (4, 4)
+    assert regrid(g, 100, 128, 32)[0].tolist() == [30, 30, 40, 40]
+    assert regrid(g, 100, 128, 128).tolist() == [[30]]
