@@ -129,3 +129,11 @@ def test_10bit_input_to_8bit_encoder_is_noted(bikes_y4m_10bit, tmp_path):
     rep = json.loads(r.stdout)
     assert rep["pix_fmt"] == "yuv420p10le" and any("8-bit" in n for n in rep["notes"])
     assert 30 < rep["psnr_y"] < 60
+
+
+def test_kvazaar_pads_sizes_that_are_not_multiples_of_8(bus_jpg, tmp_path):
+    r = run_cli("encode", str(bus_jpg), "-o", str(tmp_path / "bus.hevc"), "--json", *FAST)
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    assert rep["width"] == 810 and any("816x1080" in n for n in rep["notes"])
+    assert 25 < rep["psnr_y"] < 60  # measured on the real 810 columns, padding cropped off

@@ -44,6 +44,7 @@ def doctor(as_json: bool) -> None:
                   (e["version"] + " " + e["detail"]).strip())
     console.print(t)
     n = d["native"]
-    console.print(f"native extension: {'yes' if n['native'] else 'no (numpy fallback): ' + n['native_error']}")
+    fallback = "no (numpy fallback): " + n["native_error"]
+    console.print(f"native extension: {'yes' if n['native'] else fallback}")
     for drv in ("x265", "x264"):
         console.print(f"  per-CTU {drv} driver: {'yes' if n[drv]['available'] else 'no'}, {n[drv]['detail']}")

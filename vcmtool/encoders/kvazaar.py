@@ -45,8 +45,9 @@ def pad_to_multiple(frames: Iterable[Frame], width: int, height: int) -> Iterato
         if ph == 0 and pw == 0:
             yield fr
             continue
-        pad = lambda p, s: np.pad(p, ((0, ph // s), (0, pw // s)), mode="edge")  # noqa: E731
-        yield Frame(pad(fr.y, 1), pad(fr.u, 2), pad(fr.v, 2), fr.index, fr.bit_depth)
+        y, u, v = (np.pad(p, ((0, ph // s), (0, pw // s)), mode="edge")
+                   for p, s in ((fr.y, 1), (fr.u, 2), (fr.v, 2)))
+        yield Frame(y, u, v, fr.index, fr.bit_depth)
 
 
 def kvazaar_roi_bytes(deltas: np.ndarray) -> bytes:
