@@ -58,8 +58,6 @@ class Clip:
             n = max(0, n - self.skip)
             if self.limit is not None:
                 n = min(n, self.limit)
-        elif self.limit is not None:
-            n = None
         return self.source.info.with_count(n)
 
     def frames(self) -> Iterator[Frame]:
