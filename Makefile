@@ -41,7 +41,7 @@ demo: setup
 	$(PYTHON) -m vcmtool encode $(DEMO)/bikes.y4m --qpmap auto --qp 32 -c kvazaar \
 	  -o $(DEMO)/bikes.hevc --overlay $(DEMO)/overlay.png --qpm-out $(DEMO)/bikes.qpm --json \
 	  > $(DEMO)/report.json.part && mv $(DEMO)/report.json.part $(DEMO)/report.json
-	$(PYTHON) -m json.tool $(DEMO)/report.json | head -60
+	$(PYTHON) examples/demo_summary.py $(DEMO)/report.json
 	@echo "demo: bitstream $(DEMO)/bikes.hevc, report $(DEMO)/report.json, overlay $(DEMO)/overlay.png"
 
 test: setup

@@ -126,11 +126,11 @@ def run_encode(job: EncodeJob) -> dict:
 
         write_qpm(job.qpm_out, maps)
         outputs[job.qpm_out] = md5_file(job.qpm_out)
+    overlay_frame = None
     if job.overlay:
-        from vcmtool.qpmap.overlay import write_overlay
+        from vcmtool.qpmap.overlay import write_clip_overlay
 
-        first = next(clip.frames())
-        write_overlay(job.overlay, first.to_bgr(), maps.frame(0), maps.ctu, caps.qp_range)
+        overlay_frame = write_clip_overlay(job.overlay, clip, maps, caps.qp_range)
         outputs[job.overlay] = md5_file(job.overlay)
 
     total_bits = sum(bits) + (side["bits"] if side else 0)  # everything transmitted
@@ -155,7 +155,7 @@ def run_encode(job: EncodeJob) -> dict:
         "psnr_y_per_frame": None if quality is None else [round(p, 4) for p in quality.psnr_y],
         "qp": job.qp,
         "qp_offset": job.qp_offset,
-        "qpmap": {**map_info, **maps.stats()},
+        "qpmap": {**map_info, **maps.stats(), "overlay_frame": overlay_frame},
         "notes": notes,
         "md5": outputs,
         "versions": {**base_versions(), "ffmpeg/encoder": probe.version,

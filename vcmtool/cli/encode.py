@@ -38,7 +38,8 @@ from vcmtool.pipeline import EncodeJob, run_encode
               help="let frame-QP-only encoders (vvenc, vtm) use one QP per frame from the map")
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
               help="extra encoder parameter (repeatable)")
-@click.option("--overlay", type=click.Path(dir_okay=False), help="write a QP-map overlay PNG")
+@click.option("--overlay", type=click.Path(dir_okay=False),
+              help="write a QP-map overlay PNG (the frame whose map varies most)")
 @click.option("--qpm-out", type=click.Path(dir_okay=False), help="write the applied maps (.qpm)")
 @click.option("--side-stream", type=click.Choice(["none", "cdre"]), default="none", show_default=True,
               help="post-encode side stream: cdre = CDRE distortion bits, one SEI per frame")

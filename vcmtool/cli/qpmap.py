@@ -22,7 +22,8 @@ from vcmtool.qpmap.qpm import write_qpm
 @map_options
 @click.option("--qp-offset", type=int, default=0, show_default=True)
 @input_options
-@click.option("--overlay", type=click.Path(dir_okay=False), help="PNG of the first frame's map")
+@click.option("--overlay", type=click.Path(dir_okay=False),
+              help="PNG of the map with the widest QP spread over its frame")
 @click.option("--json", "as_json", is_flag=True, help="print map statistics as JSON")
 def qpmap_cmd(input: str, output: str, overlay: str | None, as_json: bool, **kw) -> None:
     """Compute per-CTU QP maps for INPUT and write them as .qpm."""
@@ -39,12 +40,13 @@ def qpmap_cmd(input: str, output: str, overlay: str | None, as_json: bool, **kw)
         maps = maps.offset(job.qp_offset)
     maps = enc.prepare_maps(maps, EncodeSettings(allow_frame_qp=True))
     write_qpm(output, maps)
+    overlay_frame = None
     if overlay:
-        from vcmtool.qpmap.overlay import write_overlay
+        from vcmtool.qpmap.overlay import write_clip_overlay
 
-        write_overlay(overlay, next(clip.frames()).to_bgr(), maps.frame(0), maps.ctu, caps.qp_range)
+        overlay_frame = write_clip_overlay(overlay, clip, maps, caps.qp_range)
     stats = {"input": input, "output": output, **info, **maps.stats(), "map_s": round(dt, 4),
-             "notes": maps.notes}
+             "overlay_frame": overlay_frame, "notes": maps.notes}
     if as_json:
         emit_json(stats)
     else:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import cv2
 import numpy as np
 
@@ -36,3 +38,17 @@ def write_overlay(path: str, bgr: np.ndarray, qp_map: np.ndarray, ctu: int,
         raise RuntimeError("PNG encoding failed")
     with atomic_path(path) as tmp:
         tmp.write_bytes(buf.tobytes())
+
+
+def most_informative_frame(maps) -> int:
+    """Index of the map with the widest QP spread (first on ties): a flat map shows nothing."""
+    d = maps.data.reshape(len(maps), -1)
+    return int((d.max(axis=1) - d.min(axis=1)).argmax())
+
+
+def write_clip_overlay(path: str, clip, maps, qp_range: tuple[int, int]) -> int:
+    """Overlay the most informative frame of ``clip``; returns its index (for the report)."""
+    k = most_informative_frame(maps)
+    frame = next(itertools.islice(clip.frames(), k, None))
+    write_overlay(path, frame.to_bgr(), maps.frame(k), maps.ctu, qp_range)
+    return k
