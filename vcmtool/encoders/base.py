@@ -98,7 +98,6 @@ class Encoder(ABC):
             out.notes.append(f"{self.name}: frame-level QP only; used the mean QP of each frame's map")
         return out
 
-    @abstractmethod
     def encode(
         self,
         clip: Clip,
@@ -107,7 +106,22 @@ class Encoder(ABC):
         out_path: Path,
         progress: ProgressFn | None = None,
     ) -> EncodeResult:
-        """Encode ``clip`` with the already-prepared ``maps`` into ``out_path``."""
+        """Encode ``clip`` with the already-prepared ``maps`` into ``out_path``.
+
+        A map sequence shorter than the clip repeats its last map, for every backend alike.
+        """
+        return self._encode(clip, maps.extend(clip.count()), settings, out_path, progress)
+
+    @abstractmethod
+    def _encode(
+        self,
+        clip: Clip,
+        maps: QPMaps,
+        settings: EncodeSettings,
+        out_path: Path,
+        progress: ProgressFn | None,
+    ) -> EncodeResult:
+        """Backend work: ``maps`` holds exactly one map per frame of ``clip``."""
 
 
 ENCODERS: Registry[type[Encoder]] = Registry("encoder")

@@ -93,16 +93,15 @@ class Kvazaar(Encoder):
             )
         return out
 
-    def encode(
+    def _encode(
         self,
         clip: Clip,
         maps: QPMaps,
         settings: EncodeSettings,
         out_path: Path,
-        progress: ProgressFn | None = None,
+        progress: ProgressFn | None,
     ) -> EncodeResult:
         info = clip.info
-        n = clip.count()
         notes = list(maps.notes)
         width, height = -(-info.width // 8) * 8, -(-info.height // 8) * 8
         if (width, height) != (info.width, info.height):
@@ -110,7 +109,6 @@ class Kvazaar(Encoder):
             notes.append(f"kvazaar needs sizes in multiples of 8: coded {width}x{height} "
                          f"(edge-replicated); decoders show the padded picture")
             info = VideoInfo(width, height, info.fps, info.pix_fmt, info.frame_count)
-        maps = maps.extend(n)
         base = self.base_qp(maps)
         preset = settings.preset if settings.preset in PRESETS else "medium"
         with tempfile.TemporaryDirectory(prefix="vcmtool-kvz-") as tmp:

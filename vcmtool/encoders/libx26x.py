@@ -59,16 +59,14 @@ class _X26x(Encoder):
                          f"ffmpeg, frame QP only; per-CTU unavailable: {why}")
         return Probe(False, detail=f"no native driver and no ffmpeg with {cls.ffmpeg_codec}")
 
-    def encode(
+    def _encode(
         self,
         clip: Clip,
         maps: QPMaps,
         settings: EncodeSettings,
         out_path: Path,
-        progress: ProgressFn | None = None,
+        progress: ProgressFn | None,
     ) -> EncodeResult:
-        n = clip.count()
-        maps = maps.extend(n)
         if self.driver() is not None:
             return self._encode_native(clip, maps, settings, out_path, progress)
         base, zone = zones(maps.frame_qps())

@@ -74,20 +74,19 @@ class SvtAv1(Encoder):
             return Probe(False, ".".join(map(str, v)), f"{exe} is older than 1.6 (no --roi-map-file)")
         return Probe(True, ".".join(map(str, v)), exe)
 
-    def encode(
+    def _encode(
         self,
         clip: Clip,
         maps: QPMaps,
         settings: EncodeSettings,
         out_path: Path,
-        progress: ProgressFn | None = None,
+        progress: ProgressFn | None,
     ) -> EncodeResult:
         p = self.probe()
         if not p.available:
             raise EncoderError(f"svtav1: {p.detail}")
         if maps.ctu != 64:
             raise EncoderError("svtav1: ROI maps are per 64x64 superblock; use --ctu 64")
-        maps = maps.extend(clip.count())
         base = int(np.rint(np.median(maps.data)))
         with tempfile.TemporaryDirectory(prefix="vcmtool-svt-") as tmp:
             y4m = Path(tmp) / "in.y4m"

@@ -42,20 +42,19 @@ class VTM(Encoder):
         return Probe(True, (out.stdout or out.stderr).strip().splitlines()[0:1][0] if
                      (out.stdout or out.stderr).strip() else "VTM", exe)
 
-    def encode(
+    def _encode(
         self,
         clip: Clip,
         maps: QPMaps,
         settings: EncodeSettings,
         out_path: Path,
-        progress: ProgressFn | None = None,
+        progress: ProgressFn | None,
     ) -> EncodeResult:
         exe = shutil.which("EncoderApp")
         if not exe:
             raise EncoderError("vtm: EncoderApp not on PATH (build VTM and add it to PATH)")
         info = clip.info
-        n = clip.count()
-        maps = maps.extend(n)
+        n = len(maps)
         qps = maps.frame_qps()
         base = int(qps[0])
         with tempfile.TemporaryDirectory(prefix="vcmtool-vtm-") as tmp:

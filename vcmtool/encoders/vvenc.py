@@ -40,15 +40,14 @@ class VVenC(Encoder):
             return Probe(True, f"libvvenc in ffmpeg {ffmpeg_version()}", "ffmpeg, frame QP only")
         return Probe(False, detail="no ffmpeg with libvvenc")
 
-    def encode(
+    def _encode(
         self,
         clip: Clip,
         maps: QPMaps,
         settings: EncodeSettings,
         out_path: Path,
-        progress: ProgressFn | None = None,
+        progress: ProgressFn | None,
     ) -> EncodeResult:
-        maps = maps.extend(clip.count())
         qps = maps.frame_qps()
         qp = int(np.rint(qps.mean()))
         notes = list(maps.notes)
