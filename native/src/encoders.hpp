@@ -39,7 +39,22 @@ struct FrameQp {
     int base = 0;
 };
 
-class X265Driver {
+// Picture geometry and frame counters both drivers keep and report to Python.
+class DriverState {
+   public:
+    int width() const { return width_; }
+    int height() const { return height_; }
+    int bit_depth() const { return depth_; }
+    int frames_in() const { return frames_in_; }
+    int frames_out() const { return frames_out_; }
+    int last_base() const { return last_base_; }
+
+   protected:
+    int width_ = 0, height_ = 0, depth_ = 8;
+    int frames_in_ = 0, frames_out_ = 0, last_base_ = -1;
+};
+
+class X265Driver : public DriverState {
    public:
     explicit X265Driver(const EncoderConfig& cfg);
     ~X265Driver();
@@ -50,21 +65,13 @@ class X265Driver {
     std::string headers();
     static std::string version();
     static std::vector<int> bit_depths();
-    int width() const { return width_; }
-    int height() const { return height_; }
-    int bit_depth() const { return depth_; }
-    int frames_in() const { return frames_in_; }
-    int frames_out() const { return frames_out_; }
-    int last_base() const { return last_base_; }
 
    private:
     struct Impl;
     std::unique_ptr<Impl> impl_;
-    int width_ = 0, height_ = 0, depth_ = 8;
-    int frames_in_ = 0, frames_out_ = 0, last_base_ = -1;
 };
 
-class X264Driver {
+class X264Driver : public DriverState {
    public:
     explicit X264Driver(const EncoderConfig& cfg);
     ~X264Driver();
@@ -74,18 +81,10 @@ class X264Driver {
     std::string flush();
     std::string headers();
     static std::string version();
-    int width() const { return width_; }
-    int height() const { return height_; }
-    int bit_depth() const { return depth_; }
-    int frames_in() const { return frames_in_; }
-    int frames_out() const { return frames_out_; }
-    int last_base() const { return last_base_; }
 
    private:
     struct Impl;
     std::unique_ptr<Impl> impl_;
-    int width_ = 0, height_ = 0, depth_ = 8;
-    int frames_in_ = 0, frames_out_ = 0, last_base_ = -1;
 };
 
 // Shared by both drivers (encoders_common.cpp): validate the grid against the picture and QP

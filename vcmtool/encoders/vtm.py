@@ -39,8 +39,8 @@ class VTM(Encoder):
         if not exe:
             return Probe(False, detail="EncoderApp (VTM) not on PATH")
         out = subprocess.run([exe, "--version"], capture_output=True, text=True)
-        return Probe(True, (out.stdout or out.stderr).strip().splitlines()[0:1][0] if
-                     (out.stdout or out.stderr).strip() else "VTM", exe)
+        lines = (out.stdout or out.stderr).strip().splitlines()
+        return Probe(True, lines[0] if lines else "VTM", exe)
 
     def _encode(
         self,
