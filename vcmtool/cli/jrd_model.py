@@ -45,10 +45,19 @@ def _print_errors(title: str, res: dict) -> None:
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
               help="CPU threads (1 is fastest on a busy machine)")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--ema", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
+              help="validate and ship an exponential moving average of the weights (decay per step)")
+@click.option("--schedule", type=click.Choice(["constant", "cosine"]), default="constant",
+              show_default=True, help="learning-rate schedule over --epochs")
+@click.option("--augment", is_flag=True, help="random left-right mirroring")
+@click.option("--clip", type=click.FloatRange(min=0, min_open=True), help="max gradient norm")
+@click.option("--instance-weight", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="extra loss weight on CTUs inside labelled instances (0 = the paper's loss)")
 @click.option("--json", "as_json", is_flag=True)
 def train_cmd(dataset: str, output: str, kind: str, epochs: int, lr: float, resume: bool,
               max_minutes: float | None, stem: str, no_tfd: bool, no_mrr: bool, no_taa: bool,
-              task_model: str, threads: int, seed: int, as_json: bool) -> None:
+              task_model: str, threads: int, seed: int, ema: float, schedule: str, augment: bool,
+              clip: float | None, instance_weight: float, as_json: bool) -> None:
     """Train SNN-JRD (or the EL-JRD baseline) on a JRD dataset's train split."""
     from vcmtool.jrd.train import TrainOptions, train
 
@@ -56,7 +65,9 @@ def train_cmd(dataset: str, output: str, kind: str, epochs: int, lr: float, resu
     if kind == "snn":
         config.update(tfd=not no_tfd, mrr=not no_mrr, taa=not no_taa)
     opts = TrainOptions(kind=kind, epochs=epochs, lr=lr, seed=seed, resume=resume,
-                        max_minutes=max_minutes, config=config, threads=threads)
+                        max_minutes=max_minutes, config=config, threads=threads, ema=ema,
+                        schedule=schedule, augment=augment, clip=clip,
+                        instance_weight=instance_weight)
     res = train(dataset, output, opts, task_model, log=lambda m: console.print(m, markup=False))
     if as_json:
         emit_json(res)

@@ -58,7 +58,11 @@ def level_targets(label: Tensor) -> Tensor:
     return (label.unsqueeze(1) >= levels).to(torch.float32)
 
 
-def balanced_bce(logits: Tensor, label: Tensor, pos_weight: Tensor) -> Tensor:
-    """Class-balanced BCE over the 8 discriminators; ``pos_weight`` (8,)."""
-    return F.binary_cross_entropy_with_logits(
-        logits, level_targets(label), pos_weight=pos_weight.view(1, -1, 1, 1))
+def balanced_bce(logits: Tensor, label: Tensor, pos_weight: Tensor, weight: Tensor | None = None) -> Tensor:
+    """Class-balanced BCE over the 8 discriminators; ``pos_weight`` (8,); ``weight`` per CTU."""
+    per = F.binary_cross_entropy_with_logits(
+        logits, level_targets(label), pos_weight=pos_weight.view(1, -1, 1, 1), reduction="none")
+    if weight is None:
+        return per.mean()
+    w = weight.to(per.dtype).unsqueeze(1).expand_as(per)
+    return (per * w).sum() / w.sum()

@@ -343,13 +343,16 @@ class SnnJrd(nn.Module):
         return self.head(torch.cat([self.mrr(fs, fc), self.taa(fs, fc, ft)], 1))
 
 
-def jrd_loss(pred: Tensor, target: Tensor, alpha: float = 0.3, theta: float = 3.0) -> Tensor:
+def jrd_loss(pred: Tensor, target: Tensor, alpha: float = 0.3, theta: float = 3.0,
+             weight: Tensor | None = None) -> Tensor:
     """Eq. 5: alpha * mean|d| + (1 - alpha) * sum(|d| * [|d| > theta]) / sum([|d| > theta]).
 
     ``||.||_1`` is taken as the mean absolute error (per CTU) so both terms are in QP units; the
-    masked term is 0 when no CTU is off by more than theta.
+    masked term is 0 when no CTU is off by more than theta. ``weight`` (per CTU, broadcastable)
+    turns both means into weighted means; None is the paper's unweighted loss.
     """
     diff = (pred - target).abs()
-    mask = (diff > theta).to(diff.dtype)
+    w = torch.ones_like(diff) if weight is None else weight.expand_as(diff).to(diff.dtype)
+    mask = (diff > theta).to(diff.dtype) * w
     masked = (diff * mask).sum() / mask.sum().clamp_min(1.0)
-    return alpha * diff.mean() + (1.0 - alpha) * masked
+    return alpha * (diff * w).sum() / w.sum() + (1.0 - alpha) * masked
