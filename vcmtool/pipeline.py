@@ -2,6 +2,12 @@
 
 ``EncodeJob`` holds every option; ``run_encode`` does the work and returns the JSON report.
 The CLI, batch runner and bench all call this, so an encode means the same thing everywhere.
+
+Maps reach the encoder in one of two ways. *Streamed*: when the source predicts maps frame by
+frame (``auto``, ``eljrd``, ``roi``) and the encoder takes them that way (kvazaar, native
+x265/x264), a background thread predicts while the encoder encodes (``overlap``; without it the
+same stream is drained first, which gives the same maps and bytes). *Precomputed*: every other
+combination, and features that need all maps first (MFIBA targets, frame-QP-only encoders).
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ from vcmtool.errors import UsageError
 from vcmtool.io.open import open_video
 from vcmtool.provenance import base_versions, md5_file
 from vcmtool.qpmap.maps import QPMaps
-from vcmtool.qpmap.sources import MapContext, get_source
+from vcmtool.qpmap.sources import MapContext, QPMapSource, get_source
+from vcmtool.qpmap.stream import MapFeed, MapProducer
 
 
 @dataclass
@@ -51,6 +58,7 @@ class EncodeJob:
     side_stream_out: str | None = None  # write it to this file instead of SEI in the bitstream
     target_kbps: float | None = None  # MFIBA target-rate allocation (vcmtool.mfiba.target)
     target_bpp: float | None = None
+    overlap: bool = True  # predict streamed maps while encoding (False: all maps first; same bytes)
 
 
 def default_output(job: EncodeJob, ext: str) -> str:
@@ -58,15 +66,30 @@ def default_output(job: EncodeJob, ext: str) -> str:
     return str(Path(f"{stem}.{job.codec}{ext}"))
 
 
-def compute_maps(job: EncodeJob, clip, qp_range: tuple[int, int]) -> tuple[QPMaps, dict, float]:
-    src = get_source(job.qpmap)
-    ctx = MapContext(qp=job.qp, ctu=job.ctu, qp_range=qp_range, task_model=job.task_model,
-                     map_interval=job.map_interval, options=job.map_options)
+def map_context(job: EncodeJob, qp_range: tuple[int, int]) -> MapContext:
+    return MapContext(qp=job.qp, ctu=job.ctu, qp_range=qp_range, task_model=job.task_model,
+                      map_interval=job.map_interval, options=job.map_options)
+
+
+def compute_maps(job: EncodeJob, clip, qp_range: tuple[int, int],
+                 src: QPMapSource | None = None) -> tuple[QPMaps, dict, float]:
+    src = src or get_source(job.qpmap)
+    ctx = map_context(job, qp_range)
     t0 = time.perf_counter()
     maps = src.process(clip, ctx)
     dt = time.perf_counter() - t0
     maps.check_grid(clip.info.height, clip.info.width)
     return maps, {"source": src.describe(), **src.versions()}, dt
+
+
+def streams_maps(job: EncodeJob, src: QPMapSource, caps) -> bool:
+    """Whether maps go to the encoder frame by frame as they are predicted."""
+    return bool(caps.streams_maps and src.streams and job.target_kbps is None
+                and job.target_bpp is None)
+
+
+def _fps(frames: int, seconds: float) -> float | None:
+    return round(frames / seconds, 3) if seconds > 0 else None
 
 
 def run_encode(job: EncodeJob) -> dict:
@@ -89,36 +112,74 @@ def run_encode(job: EncodeJob) -> dict:
         raise UsageError(f"{job.codec} sets QPs per {caps.block_qp}x{caps.block_qp}; use --ctu "
                          f"{caps.block_qp} or a multiple")
     n_frames = clip.count()
-
-    raw_maps, map_info, t_map = compute_maps(job, clip, caps.qp_range)
-    maps = raw_maps.offset(job.qp_offset) if job.qp_offset else raw_maps
     settings = EncodeSettings(job.preset, job.intra_period, job.threads, job.allow_frame_qp,
                               dict(job.encoder_params))
+    src = get_source(job.qpmap)
+    streamed = streams_maps(job, src, caps)
+    overlapped = streamed and job.overlap
     target_info = None
-    if job.target_kbps is not None or job.target_bpp is not None:
-        from vcmtool.mfiba.target import apply_target
+    producer: MapProducer | None = None
+    feed: MapFeed | None = None
+    t_map = 0.0  # time producing maps (in the background thread when overlapped)
+    t_premap = 0.0  # map time spent before the encoder started (all of it without overlap)
+    try:
+        if streamed:
+            ctx = map_context(job, caps.qp_range)
+            hint = src.qp_range_hint(ctx)
+            if hint is not None:
+                hint = (hint[0] + job.qp_offset, hint[1] + job.qp_offset)
+            prep = encoder.frame_prep(settings, hint)
+            if overlapped:
+                producer = MapProducer(src.stream(clip, ctx))
+                grids = producer
+            else:
+                t0 = time.perf_counter()
+                grids = list(src.stream(clip, ctx))
+                t_map = t_premap = time.perf_counter() - t0
+            feed = MapFeed(grids, job.ctu, info.height, info.width, prep, job.qp_offset)
+        else:
+            raw_maps, map_info, t_map = compute_maps(job, clip, caps.qp_range, src)
+            maps = raw_maps.offset(job.qp_offset) if job.qp_offset else raw_maps
+            if job.target_kbps is not None or job.target_bpp is not None:
+                from vcmtool.mfiba.target import apply_target
 
-        maps, target_info = apply_target(job, clip, encoder, settings, maps)
-    maps = encoder.prepare_maps(maps, settings).extend(n_frames)
-    notes += maps.notes
+                maps, target_info = apply_target(job, clip, encoder, settings, maps)
+            maps = encoder.prepare_maps(maps, settings).extend(n_frames)
+            notes += maps.notes
+            t_premap = t_map
 
-    out = Path(job.output or default_output(job, caps.extension))
-    with atomic_path(out) as tmp:
-        t0 = time.perf_counter()
-        with tqdm(total=n_frames, desc=f"encode {job.codec}", unit="f", leave=False,
-                  disable=None) as bar:
-            result = encoder.encode(clip, maps, settings, tmp, bar.update)
-        t_enc = time.perf_counter() - t0
-        bits = packet_bits(tmp)
-        side = None
-        if job.side_stream != "none":
-            from vcmtool.cdre.sidestream import SIDE_STREAMS
+        out = Path(job.output or default_output(job, caps.extension))
+        with atomic_path(out) as tmp:
+            t0 = time.perf_counter()
+            with tqdm(total=n_frames, desc=f"encode {job.codec}", unit="f", leave=False,
+                      disable=None) as bar:
+                if feed is not None:
+                    result = encoder.encode_stream(clip, feed, settings, tmp, bar.update)
+                else:
+                    result = encoder.encode(clip, maps, settings, tmp, bar.update)
+            t_enc_wall = time.perf_counter() - t0
+            if feed is not None:
+                feed.finish()  # the source's own timings and versions are final after its end
+                maps = result.maps
+                notes += maps.notes
+                map_info = {"source": src.describe(), **src.versions()}
+                if producer is not None:
+                    t_map = producer.busy_s
+            bits = packet_bits(tmp)
+            side = None
+            if job.side_stream != "none":
+                from vcmtool.cdre.sidestream import SIDE_STREAMS
 
-            if job.side_stream not in SIDE_STREAMS:
-                raise UsageError(f"--side-stream {job.side_stream}: use one of {', '.join(SIDE_STREAMS)}")
-            side = SIDE_STREAMS[job.side_stream](clip, Path(tmp), caps.codec, job.side_stream_out)
-        quality = measure_quality(clip, tmp) if job.measure else None
+                if job.side_stream not in SIDE_STREAMS:
+                    raise UsageError(f"--side-stream {job.side_stream}: use one of {', '.join(SIDE_STREAMS)}")
+                side = SIDE_STREAMS[job.side_stream](clip, Path(tmp), caps.codec, job.side_stream_out)
+            quality = measure_quality(clip, tmp) if job.measure else None
+    finally:
+        if producer is not None:
+            producer.close()
     notes += [n for n in result.notes if n not in notes]
+    t_wait = feed.wait_s if overlapped and feed is not None else 0.0
+    t_enc = t_enc_wall - t_wait
 
     outputs = {str(out): md5_file(out)}
     if job.qpm_out:
@@ -160,8 +221,15 @@ def run_encode(job: EncodeJob) -> dict:
         "md5": outputs,
         "versions": {**base_versions(), "ffmpeg/encoder": probe.version,
                      **map_info, "encoder_detail": probe.detail},
+        # map_s + encode_s + other_s add up to total_s without overlap; with it, map_s ran in
+        # the background and only map_wait_s (the encoder waiting for a map) is on the wall clock.
         "timing": {"map_s": round(t_map, 4), "encode_s": round(t_enc, 4),
-                   "other_s": round(t_total - t_map - t_enc, 4), "total_s": round(t_total, 4)},
+                   "other_s": round(t_total - t_premap - t_enc_wall, 4), "total_s": round(t_total, 4),
+                   "map_wait_s": round(t_wait, 4), "map_overlapped": overlapped,
+                   "frames_predicted": src.predicted, "predict_s": round(src.predict_s, 4),
+                   "map_predict_fps": _fps(src.predicted, src.predict_s),
+                   "map_fps": _fps(n_frames, t_map), "encode_fps": _fps(n_frames, t_enc),
+                   "fps": _fps(n_frames, t_total)},
         "options": {k: v for k, v in asdict(job).items() if k not in ("input", "output")},
     }
     report["versions"].pop("source", None)

@@ -45,12 +45,15 @@ from vcmtool.pipeline import EncodeJob, run_encode
               help="post-encode side stream: cdre = CDRE distortion bits, one SEI per frame")
 @click.option("--side-stream-out", type=click.Path(dir_okay=False),
               help="write the side stream to this file instead of SEI in the bitstream")
+@click.option("--no-overlap", is_flag=True,
+              help="predict every map before encoding starts instead of while encoding (same maps "
+              "and bytes; for debugging and timing comparisons)")
 @click.option("--no-measure", is_flag=True, help="skip decoding and PSNR")
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON on stdout")
 @click.option("--record", type=click.Path(dir_okay=False),
               help="append a golden entry to this JSON file for `vcmtool verify` (forces --threads 1)")
 def encode(inputs: tuple[str, ...], output: str | None, as_json: bool, params: tuple[str, ...],
-           no_measure: bool, record: str | None, **kw) -> None:
+           no_measure: bool, no_overlap: bool, record: str | None, **kw) -> None:
     """Encode INPUTS (.yuv, .y4m, any container, '-' for stdin) with a per-CTU QP map."""
     if output and len(inputs) > 1:
         raise UsageError("-o/--output names one file; drop it to encode several inputs")
@@ -62,7 +65,8 @@ def encode(inputs: tuple[str, ...], output: str | None, as_json: bool, params: t
         kw["threads"] = RECORD_THREADS  # bytes reproducible across runs and machines
     for path in inputs:
         job = EncodeJob(input=path, output=output, map_options=map_opts,
-                        encoder_params=parse_params(params), measure=not no_measure, **kw)
+                        encoder_params=parse_params(params), measure=not no_measure,
+                        overlap=not no_overlap, **kw)
         report = run_encode(job)
         if record:
             from vcmtool.golden import record as record_golden

@@ -4,6 +4,11 @@ A backend is one file with one ``@ENCODERS.register(name)`` class. It declares w
 do (block-QP granularity, QP range, bit depths) so the CLI refuses or explains instead of
 silently dropping a map; ``prepare_maps`` applies the backend's own constraints (kvazaar's
 delta window, a frame-only encoder's single QP) and records what it changed in ``notes``.
+
+Backends that take maps frame by frame while they encode (``Capabilities.streams_maps``) also
+implement ``encode_stream``: the pipeline then predicts maps in a background thread and the
+encoder pulls each one from a :class:`~vcmtool.qpmap.stream.MapFeed` when it needs it;
+``frame_prep`` is ``prepare_maps`` applied one frame at a time.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import numpy as np
 from vcmtool.errors import UsageError
 from vcmtool.io.open import Clip
 from vcmtool.qpmap.maps import QPMaps
+from vcmtool.qpmap.stream import FramePrep, MapFeed
 from vcmtool.registry import Registry
 
 ProgressFn = Callable[[int], None]
@@ -31,6 +37,7 @@ class Capabilities:
     bit_depths: tuple[int, ...] = (8,)
     extension: str = ".bin"
     bit_exact: bool = True  # same bytes across runs with the settings we force
+    streams_maps: bool = False  # takes each frame's map as it arrives (prediction can overlap)
 
     def to_json(self) -> dict:
         return {
@@ -40,6 +47,7 @@ class Capabilities:
             "bit_depths": list(self.bit_depths),
             "extension": self.extension,
             "bit_exact": self.bit_exact,
+            "streams_maps": self.streams_maps,
         }
 
 
@@ -98,6 +106,26 @@ class Encoder(ABC):
             out.notes.append(f"{self.name}: frame-level QP only; used the mean QP of each frame's map")
         return out
 
+    def frame_prep(self, settings: EncodeSettings, hint: tuple[int, int] | None = None) -> FramePrep:
+        """Per-frame ``prepare_maps`` for streamed maps. ``hint``: the QP range the maps are
+        expected to span (offset included), when the source knows it up front."""
+        caps = self.capabilities()
+        if not caps.streams_maps:
+            raise UsageError(f"{self.name} needs every map before encoding (no streamed maps)")
+        return ClampPrep(caps)
+
+    def encode_stream(
+        self,
+        clip: Clip,
+        feed: MapFeed,
+        settings: EncodeSettings,
+        out_path: Path,
+        progress: ProgressFn | None = None,
+    ) -> EncodeResult:
+        """Encode ``clip`` taking frame ``i``'s map from ``feed.frame(i)`` only when frame ``i``
+        is encoded. The result's ``maps`` and notes are complete once it returns."""
+        raise UsageError(f"{self.name} needs every map before encoding (no streamed maps)")
+
     def encode(
         self,
         clip: Clip,
@@ -122,6 +150,23 @@ class Encoder(ABC):
         progress: ProgressFn | None,
     ) -> EncodeResult:
         """Backend work: ``maps`` holds exactly one map per frame of ``clip``."""
+
+
+class ClampPrep(FramePrep):
+    """Clamp each frame to the codec's QP range, as ``Encoder.prepare_maps`` does for a clip."""
+
+    def __init__(self, caps: Capabilities) -> None:
+        self.lo, self.hi = caps.qp_range
+        self.codec = caps.codec
+        self.above = False
+
+    def __call__(self, grid: np.ndarray) -> np.ndarray:
+        if int(grid.max()) > self.hi:
+            self.above = True
+        return np.clip(grid, self.lo, self.hi)
+
+    def notes(self) -> list[str]:
+        return [f"QPs above {self.hi} clamped to the {self.codec.upper()} range"] if self.above else []
 
 
 ENCODERS: Registry[type[Encoder]] = Registry("encoder")

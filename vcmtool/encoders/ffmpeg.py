@@ -11,7 +11,7 @@ import re
 import shutil
 import subprocess
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from vcmtool.encoders.base import ProgressFn
@@ -74,11 +74,18 @@ def pipe_frames(
     bit_depth: int,
     progress: ProgressFn | None = None,
     what: str = "encoder",
+    on_start: Callable[[subprocess.Popen], None] | None = None,
 ) -> None:
-    """Feed frames to ``cmd`` on stdin; raise EncoderError with ffmpeg's last words on failure."""
+    """Feed frames to ``cmd`` on stdin; raise EncoderError with ffmpeg's last words on failure.
+
+    ``on_start`` receives the process before the first frame is pulled (a frame source that
+    also feeds the encoder a side channel needs to know whether it is still alive).
+    """
     proc = subprocess.Popen(
         cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
+    if on_start is not None:
+        on_start(proc)
     err_chunks: list[bytes] = []
     # Drain stderr concurrently: a chatty encoder would otherwise fill the pipe and deadlock.
     t = threading.Thread(target=lambda: err_chunks.append(proc.stderr.read()), daemon=True)
@@ -113,6 +120,7 @@ def ffmpeg_encode(
     progress: ProgressFn | None = None,
     pix_fmt: str | None = None,
     what: str = "ffmpeg",
+    on_start: Callable[[subprocess.Popen], None] | None = None,
 ) -> list[str]:
     pix = pix_fmt or info.pix_fmt
     bit_depth = 10 if "10" in pix else 8
@@ -123,5 +131,5 @@ def ffmpeg_encode(
         *codec_args,
         "-f", muxer, str(out_path),
     ]
-    pipe_frames(cmd, frames, bit_depth, progress, what)
+    pipe_frames(cmd, frames, bit_depth, progress, what, on_start)
     return cmd

@@ -5,14 +5,27 @@ Recipe measured on these machines (DESIGN.md): ``preset`` first (it resets gop),
 frame's int8 deltas (verified: a single header makes kvazaar assert on frame 2). kvazaar aborts
 when a CU QP leaves [-26, +25] around its predicted QP, so each frame's map is squeezed into a
 window around BASE; the report notes how many CTUs that moved.
+
+kvazaar reads the ROI file sequentially, one frame's header and deltas when that frame enters
+the encoder (``next_roi_frame_from_file``; it rewinds only seekable files), so streamed maps go
+through a named pipe written as each map arrives (measured: identical bytes to the file).
+BASE must be fixed before the first frame. With streamed maps it is the centre of the source's
+announced QP range (``roi``: its two QPs, so the same BASE as precomputed maps); without one, the
+window hangs from the first map's highest QP (see ``KvazaarPrep``). Later maps that leave the
+window are squeezed and counted like any other.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
+import select
 import shutil
 import subprocess
+import sys
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +34,7 @@ from vcmtool import native
 from vcmtool.encoders.base import (
     ENCODERS,
     Capabilities,
+    ClampPrep,
     Encoder,
     EncodeResult,
     EncodeSettings,
@@ -31,9 +45,14 @@ from vcmtool.encoders.ffmpeg import ffmpeg_encode, ffmpeg_version, has_encoder
 from vcmtool.io.frame import Frame, VideoInfo
 from vcmtool.io.open import Clip
 from vcmtool.qpmap.maps import QPMaps
+from vcmtool.qpmap.stream import MapFeed
 
 # Half-width of the QP window around BASE; 2*12 = 24 < 25 keeps every predicted-QP delta legal.
 WINDOW = 12
+# Linux opens a FIFO O_RDWR without a reader, so the writer never blocks on open (POSIX leaves
+# this undefined): elsewhere kvazaar gets a regular ROI file written before encoding.
+FIFO_OK = sys.platform.startswith("linux") and hasattr(os, "mkfifo")
+PIPE_BYTES = 1 << 20
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
            "veryslow", "placebo")
 
@@ -59,13 +78,69 @@ def kvazaar_roi_bytes(deltas: np.ndarray) -> bytes:
     return b"".join(head + d.astype(np.int8).tobytes() for d in deltas)
 
 
+def centre(lo: int, hi: int) -> int:
+    return int(round((int(lo) + int(hi)) / 2))
+
+
+def window(base: int) -> tuple[int, int]:
+    return max(0, base - WINDOW), min(51, base + WINDOW)
+
+
+class KvazaarPrep(ClampPrep):
+    """Per-frame kvazaar maps: codec clamp, then the delta window around a base fixed up front.
+
+    With a ``hint`` (the source's QP range) the base is its centre. Without one the first map
+    decides: the window spans from its highest QP down, because predicted maps (JRD) keep the
+    background at a steady top QP and objects that show up later need QPs below it; squeezing
+    those up would cost the task accuracy, squeezing the background down only costs bits. A first
+    map wider than the window is centred, as precomputed maps are.
+    """
+
+    def __init__(self, caps: Capabilities, hint: tuple[int, int] | None) -> None:
+        super().__init__(caps)
+        self.why = "the source's QP range" if hint is not None else "the first map's top QP"
+        self.base = None if hint is None else centre(*(min(max(q, self.lo), self.hi) for q in hint))
+        self.moved = 0
+
+    def __call__(self, grid: np.ndarray) -> np.ndarray:
+        grid = super().__call__(grid)
+        if self.base is None:
+            lo, hi = int(grid.min()), int(grid.max())
+            self.base = centre(lo, hi) if hi - lo > 2 * WINDOW else max(0, hi - WINDOW)
+        lo, hi = window(self.base)
+        self.moved += int(((grid < lo) | (grid > hi)).sum())
+        return np.clip(grid, lo, hi)
+
+    def notes(self) -> list[str]:
+        out = super().notes()
+        if self.moved and self.base is not None:
+            lo, hi = window(self.base)
+            out.append(f"kvazaar: {self.moved} CTU QPs squeezed into [{lo}, {hi}] (its QP-delta "
+                       f"limit; base QP {self.base} set from {self.why} because maps were streamed)")
+        return out
+
+
+def _write_all(fd: int, data: bytes, alive: Callable[[], bool]) -> bool:
+    """Write ``data`` to the non-blocking pipe ``fd``; False when the reader's process died."""
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view):]
+        except BlockingIOError:
+            # kvazaar is more than a pipe buffer of maps behind; wait for it while it lives.
+            if not alive():
+                return False
+            select.select([], [fd], [], 0.2)
+    return True
+
+
 @ENCODERS.register("kvazaar")
 class Kvazaar(Encoder):
     name = "kvazaar"
 
     @classmethod
     def capabilities(cls) -> Capabilities:
-        return Capabilities("hevc", 64, (0, 51), (8,), ".hevc")
+        return Capabilities("hevc", 64, (0, 51), (8,), ".hevc", streams_maps=FIFO_OK)
 
     @classmethod
     def probe(cls) -> Probe:
@@ -79,12 +154,12 @@ class Kvazaar(Encoder):
 
     @staticmethod
     def base_qp(maps: QPMaps) -> int:
-        return int(round((int(maps.data.min()) + int(maps.data.max())) / 2))
+        return centre(maps.data.min(), maps.data.max())
 
     def prepare_maps(self, maps: QPMaps, settings: EncodeSettings) -> QPMaps:
         out = super().prepare_maps(maps, settings)
         base = self.base_qp(out)
-        lo, hi = max(0, base - WINDOW), min(51, base + WINDOW)
+        lo, hi = window(base)
         moved = int(((out.data < lo) | (out.data > hi)).sum())
         if moved:
             out = out.clamp(lo, hi)
@@ -92,6 +167,9 @@ class Kvazaar(Encoder):
                 f"kvazaar: {moved} CTU QPs squeezed into [{lo}, {hi}] (its QP-delta limit)"
             )
         return out
+
+    def frame_prep(self, settings: EncodeSettings, hint: tuple[int, int] | None = None) -> KvazaarPrep:
+        return KvazaarPrep(self.capabilities(), hint)
 
     def _encode(
         self,
@@ -101,27 +179,84 @@ class Kvazaar(Encoder):
         out_path: Path,
         progress: ProgressFn | None,
     ) -> EncodeResult:
+        base = self.base_qp(maps)
+        with tempfile.TemporaryDirectory(prefix="vcmtool-kvz-") as tmp:
+            roi = Path(tmp) / "roi.bin"
+            roi.write_bytes(kvazaar_roi_bytes(maps.data - base))
+            notes, cmd = self._run(clip, base, roi, settings, out_path, progress)
+        return EncodeResult(out_path, maps, list(maps.notes) + notes, cmd)
+
+    def encode_stream(
+        self,
+        clip: Clip,
+        feed: MapFeed,
+        settings: EncodeSettings,
+        out_path: Path,
+        progress: ProgressFn | None = None,
+    ) -> EncodeResult:
+        if not FIFO_OK:
+            return super().encode_stream(clip, feed, settings, out_path, progress)
+        if not isinstance(feed.prep, KvazaarPrep):
+            raise TypeError("kvazaar streams need the feed prepared by Kvazaar.frame_prep")
+        feed.frame(0)  # the first map fixes the base when the source announced no range
+        base = feed.prep.base
+        assert base is not None
+        with tempfile.TemporaryDirectory(prefix="vcmtool-kvz-") as tmp:
+            # kvazaar picks the binary ROI format from the ".bin" suffix (anything else is text).
+            fifo = Path(tmp) / "roi.bin"
+            os.mkfifo(fifo, 0o600)
+            fd = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)
+            with contextlib.suppress(OSError, AttributeError):
+                fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+            proc: list[subprocess.Popen] = []
+
+            def with_maps(frames: Iterable[Frame]) -> Iterator[Frame]:
+                # Frame i's deltas go in before frame i itself: kvazaar reads them when the frame
+                # enters the encoder, so it never waits on a map whose frame it does not have.
+                for fr in frames:
+                    delta = (feed.frame(fr.index) - base)[None]
+                    if not _write_all(fd, kvazaar_roi_bytes(delta), lambda: proc[0].poll() is None):
+                        return  # ffmpeg died; pipe_frames reports its last words
+                    yield fr
+
+            try:
+                notes, cmd = self._run(clip, base, fifo, settings, out_path, progress, with_maps,
+                                       proc.append)
+            finally:
+                os.close(fd)
+        maps = feed.maps(clip.count())
+        return EncodeResult(out_path, maps, list(maps.notes) + notes, cmd)
+
+    def _run(
+        self,
+        clip: Clip,
+        base: int,
+        roi: Path,
+        settings: EncodeSettings,
+        out_path: Path,
+        progress: ProgressFn | None,
+        wrap: Callable[[Iterable[Frame]], Iterable[Frame]] | None = None,
+        on_start: Callable[[subprocess.Popen], None] | None = None,
+    ) -> tuple[list[str], list[str]]:
         info = clip.info
-        notes = list(maps.notes)
+        notes: list[str] = []
         width, height = -(-info.width // 8) * 8, -(-info.height // 8) * 8
         if (width, height) != (info.width, info.height):
             # Padding to 8 never adds a 64-pixel CTU row or column, so the maps still fit.
             notes.append(f"kvazaar needs sizes in multiples of 8: coded {width}x{height} "
                          f"(edge-replicated); decoders show the padded picture")
             info = VideoInfo(width, height, info.fps, info.pix_fmt, info.frame_count)
-        base = self.base_qp(maps)
         preset = settings.preset if settings.preset in PRESETS else "medium"
-        with tempfile.TemporaryDirectory(prefix="vcmtool-kvz-") as tmp:
-            roi = Path(tmp) / "roi.bin"
-            roi.write_bytes(kvazaar_roi_bytes(maps.data - base))
-            params = [
-                f"preset={preset}", f"qp={base}", "gop=0", f"period={settings.intra_period}",
-                f"threads={max(0, settings.threads)}", "owf=0",
-                f"roi={roi}",
-                *(f"{k}={v}" for k, v in settings.params.items()),
-            ]
-            args = ["-c:v", "libkvazaar", "-kvazaar-params", ",".join(params)]
-            frames = pad_to_multiple(clip.frames(), width, height)
-            cmd = ffmpeg_encode(args, "hevc", info, frames, out_path, progress,
-                                pix_fmt="yuv420p", what="kvazaar")
-        return EncodeResult(out_path, maps, notes, cmd)
+        params = [
+            f"preset={preset}", f"qp={base}", "gop=0", f"period={settings.intra_period}",
+            f"threads={max(0, settings.threads)}", "owf=0",
+            f"roi={roi}",
+            *(f"{k}={v}" for k, v in settings.params.items()),
+        ]
+        args = ["-c:v", "libkvazaar", "-kvazaar-params", ",".join(params)]
+        frames: Iterable[Frame] = pad_to_multiple(clip.frames(), width, height)
+        if wrap is not None:
+            frames = wrap(frames)
+        cmd = ffmpeg_encode(args, "hevc", info, frames, out_path, progress,
+                            pix_fmt="yuv420p", what="kvazaar", on_start=on_start)
+        return notes, cmd

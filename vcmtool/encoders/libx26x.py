@@ -5,12 +5,15 @@ The two backends differ only in names and numbers, so they share this module: pe
 needs the C API (``quantOffsets`` / ``quant_offsets`` with a forced frame QP, DESIGN.md); the
 x265 CLI and ffmpeg cannot carry it. Without the native drivers a non-uniform map is refused
 (or reduced to frame QPs with --allow-frame-qp, applied through ffmpeg's ``zones``).
+The native drivers encode frame by frame, so they take streamed maps (``encode_stream``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Protocol
+
+import numpy as np
 
 from vcmtool import native
 from vcmtool.encoders.base import (
@@ -27,6 +30,11 @@ from vcmtool.encoders.frame_qp import zones
 from vcmtool.errors import EncoderError
 from vcmtool.io.open import Clip
 from vcmtool.qpmap.maps import QPMaps
+from vcmtool.qpmap.stream import MapFeed
+
+
+class _FrameMaps(Protocol):
+    def frame(self, i: int) -> np.ndarray: ...
 
 
 class _X26x(Encoder):
@@ -45,8 +53,9 @@ class _X26x(Encoder):
 
     @classmethod
     def capabilities(cls) -> Capabilities:
-        block = cls.block if cls.driver() is not None else None
-        return Capabilities(cls.codec, block, (0, 51), (8,), cls.ext)
+        native_drv = cls.driver() is not None
+        return Capabilities(cls.codec, cls.block if native_drv else None, (0, 51), (8,), cls.ext,
+                            streams_maps=native_drv)
 
     @classmethod
     def probe(cls) -> Probe:
@@ -80,10 +89,31 @@ class _X26x(Encoder):
                             pix_fmt="yuv420p", what=self.name)
         return EncodeResult(out_path, maps, list(maps.notes), cmd)
 
+    def encode_stream(
+        self,
+        clip: Clip,
+        feed: MapFeed,
+        settings: EncodeSettings,
+        out_path: Path,
+        progress: ProgressFn | None = None,
+    ) -> EncodeResult:
+        if self.driver() is None:
+            return super().encode_stream(clip, feed, settings, out_path, progress)
+        cmd = self._run_native(clip, feed, settings, out_path, progress)
+        maps = feed.maps(clip.count())
+        return EncodeResult(out_path, maps, list(maps.notes), cmd)
+
     def _encode_native(
         self, clip: Clip, maps: QPMaps, settings: EncodeSettings, out_path: Path,
         progress: ProgressFn | None,
     ) -> EncodeResult:
+        cmd = self._run_native(clip, maps, settings, out_path, progress)
+        return EncodeResult(out_path, maps, list(maps.notes), cmd)
+
+    def _run_native(
+        self, clip: Clip, maps: _FrameMaps, settings: EncodeSettings, out_path: Path,
+        progress: ProgressFn | None,
+    ) -> list[str]:
         info = clip.info
         params = {"keyint": str(settings.intra_period or 100000), **settings.params}
         if settings.threads:
@@ -100,7 +130,7 @@ class _X26x(Encoder):
                 if progress:
                     progress(1)
             f.write(enc.flush())
-        return EncodeResult(out_path, maps, list(maps.notes), [f"vcmtool._native.{self.driver_name}"])
+        return [f"vcmtool._native.{self.driver_name}"]
 
 
 @ENCODERS.register("x265")

@@ -2,10 +2,14 @@
 
 Options (``MapContext.options``): ``roi_qp_in`` / ``roi_qp_out`` (absolute QPs; default base-4
 and base+6), ``roi_margin`` (pixels added around each box, default 16), ``roi_classes``
-(class names to keep; default all), ``roi_min_score`` (default 0.3).
+(class names to keep; default all), ``roi_min_score`` (default 0.3). Maps are streamed frame
+by frame (one detection per predicted frame), so detection overlaps with encoding.
 """
 
 from __future__ import annotations
+
+import time
+from collections.abc import Iterator
 
 import numpy as np
 from tqdm import tqdm
@@ -16,39 +20,56 @@ from vcmtool.qpmap.maps import QPMaps
 from vcmtool.qpmap.sources.base import QPMAP_SOURCES, MapContext, QPMapSource
 
 
+def _qps(ctx: MapContext) -> tuple[int, int]:
+    o = ctx.options
+    q_in = int(o.get("roi_qp_in") if o.get("roi_qp_in") is not None else ctx.qp - 4)
+    q_out = int(o.get("roi_qp_out") if o.get("roi_qp_out") is not None else ctx.qp + 6)
+    return q_in, q_out
+
+
 @QPMAP_SOURCES.register("roi")
 class RoiSource(QPMapSource):
     name = "roi"
+    streams = True
 
     def __init__(self, arg: str | None = None) -> None:
         super().__init__(arg)
         self._model_version = ""
 
     def process(self, clip: Clip, ctx: MapContext) -> QPMaps:
+        return QPMaps(np.stack(list(self.stream(clip, ctx))), ctx.ctu)
+
+    def qp_range_hint(self, ctx: MapContext) -> tuple[int, int]:
+        q_in, q_out = _qps(ctx)
+        return min(q_in, q_out), max(q_in, q_out)
+
+    def stream(self, clip: Clip, ctx: MapContext) -> Iterator[np.ndarray]:
         from vcmtool.tasks import get_task_model
 
         model = get_task_model(ctx.task_model)
         self._model_version = model.version
         o = ctx.options
-        q_in = int(o.get("roi_qp_in") if o.get("roi_qp_in") is not None else ctx.qp - 4)
-        q_out = int(o.get("roi_qp_out") if o.get("roi_qp_out") is not None else ctx.qp + 6)
+        q_in, q_out = _qps(ctx)
         margin = float(o.get("roi_margin", 16))
         classes = o.get("roi_classes") or None
         min_score = float(o.get("roi_min_score", 0.3))
         info = clip.info
-        maps: list[np.ndarray] = []
+        self.predicted, self.predict_s = 0, 0.0
         last: np.ndarray | None = None
         for fr in tqdm(clip.frames(), total=info.frame_count, desc="roi map", unit="f",
                        leave=False, disable=None):
             if last is None or fr.index % max(1, ctx.map_interval) == 0:
-                det = model.detect(fr.to_bgr()).filter(min_score, classes)
+                bgr = fr.to_bgr()
+                t0 = time.perf_counter()
+                det = model.detect(bgr).filter(min_score, classes)
+                self.predict_s += time.perf_counter() - t0
+                self.predicted += 1
                 boxes = det.boxes.reshape(-1, 4) + np.array([-margin, -margin, margin, margin])
                 last = native.rasterize_boxes(
                     info.height, info.width, ctx.ctu, boxes,
                     np.full(len(boxes), q_in, dtype=np.uint8), q_out,
                 )
-            maps.append(last)
-        return QPMaps(np.stack(maps), ctx.ctu)
+            yield last
 
     def versions(self) -> dict[str, str]:
         return {"task_model": self._model_version} if self._model_version else {}
