@@ -50,7 +50,7 @@ def evaluate(dataset: str, ckpt: Path) -> dict:
     torch.set_num_threads(1)
     model, ck = load_checkpoint(ckpt)
     cache = default_cache("yolov3-tiny")
-    row = {"best_epoch": ck["best"]["epoch"], "epochs": ck["epoch"],
+    row = {"best_epoch": ck["best"]["epoch"], "epochs": ck["recipe"]["epochs"] if "recipe" in ck else None,
            "params": sum(p.numel() for p in model.parameters())}
     for split in ("val", "test"):
         row[split] = evaluate(predictor(model), load_samples(dataset, split, "yolov3-tiny", cache))
