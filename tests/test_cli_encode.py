@@ -64,6 +64,8 @@ def test_file_map_applied(bikes_y4m, tmp_path):
         (lambda d, y, v: y, ["--qpmap", "magic"], 2, "unknown QP-map source"),
         (lambda d, y, v: y, ["--qpmap", "file:nothere.qpm"], 1, "no such QP-map file"),
         (lambda d, y, v: _write(d / "junk.mp4", b"junk" * 50), [], 1, "cannot decode"),
+        (lambda d, y, v: y, ["--side-stream", "cdrf"], 2, "--side-stream cdrf"),
+        (lambda d, y, v: y, ["--side-stream", "cdre:nothere"], 1, "CDRE model"),
     ],
 )
 def test_bad_input_one_line_error_no_output(tmp_path, bikes_y4m, bikes_yuv, make, args, code, msg):

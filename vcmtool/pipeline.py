@@ -88,6 +88,18 @@ def streams_maps(job: EncodeJob, src: QPMapSource, caps) -> bool:
                 and job.target_bpp is None)
 
 
+def _side_stream(spec: str):
+    if spec == "none":
+        return None
+    from vcmtool.cdre.sidestream import SIDE_STREAMS
+
+    try:
+        return SIDE_STREAMS[spec]
+    except KeyError:
+        raise UsageError(f"--side-stream {spec}: use none, {', '.join(SIDE_STREAMS)} or "
+                         "cdre:fd|joint|DIR") from None
+
+
 def _fps(frames: int, seconds: float) -> float | None:
     return round(frames / seconds, 3) if seconds > 0 else None
 
@@ -112,6 +124,7 @@ def run_encode(job: EncodeJob) -> dict:
         raise UsageError(f"{job.codec} sets QPs per {caps.block_qp}x{caps.block_qp}; use --ctu "
                          f"{caps.block_qp} or a multiple")
     n_frames = clip.count()
+    side_stream = _side_stream(job.side_stream)  # before encoding: a typo must not cost an encode
     settings = EncodeSettings(job.preset, job.intra_period, job.threads, job.allow_frame_qp,
                               dict(job.encoder_params))
     src = get_source(job.qpmap)
@@ -167,12 +180,8 @@ def run_encode(job: EncodeJob) -> dict:
                     t_map = producer.busy_s
             bits = packet_bits(tmp)
             side = None
-            if job.side_stream != "none":
-                from vcmtool.cdre.sidestream import SIDE_STREAMS
-
-                if job.side_stream not in SIDE_STREAMS:
-                    raise UsageError(f"--side-stream {job.side_stream}: use one of {', '.join(SIDE_STREAMS)}")
-                side = SIDE_STREAMS[job.side_stream](clip, Path(tmp), caps.codec, job.side_stream_out)
+            if side_stream is not None:
+                side = side_stream(clip, Path(tmp), caps.codec, job.side_stream_out)
             quality = measure_quality(clip, tmp) if job.measure else None
     finally:
         if producer is not None:

@@ -1,4 +1,7 @@
-"""The bench grid: inputs x encoders x QP-map sources x rate points, as independent point specs.
+"""The bench grid: inputs x encoders x methods x rate points, as independent point specs.
+
+A method is a QP-map source (``none`` is the anchor) or another kind from
+:mod:`vcmtool.bench.methods` (``cdre-fd``: side stream + receiver); ``qpmaps`` holds their specs.
 
 Rate points. ``qps`` are base QPs. The uniform anchor (``none``) always sweeps ``qps``. A map
 source sweeps the same base QPs (its map is computed at each base: ``roi`` puts objects at
@@ -9,7 +12,8 @@ QP base+k, which ``qps`` already covers).
 
 Frames are grouped for scoring: each multi-frame input is its own group; all single-frame
 inputs (still images, coded intra) form one group ``images``, since one image is too few
-objects for a curve of its own.
+objects for a curve of its own. ``pool`` adds a group ``all`` over every input (rates summed,
+mAP over all frames), for a figure over a whole test set.
 """
 
 from __future__ import annotations
@@ -19,10 +23,11 @@ import hashlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from vcmtool.bench.methods import ANCHOR, resolve
 from vcmtool.runner import Item, safe_key
 
-ANCHOR = "none"
 IMAGES_GROUP = "images"
+POOL_GROUP = "all"
 
 
 @dataclass
@@ -49,6 +54,7 @@ class BenchConfig:
     map_options: dict = field(default_factory=dict)
     encoder_params: dict[str, str] = field(default_factory=dict)
     gt: str | None = None
+    pool: bool = False
     bootstrap: int = 200
     workers: int = 1
     engine: str = "process"
@@ -76,8 +82,8 @@ class PointSpec:
 
 
 def rate_points(cfg: BenchConfig, qpmap: str) -> list[tuple[int, int]]:
-    """(base QP, offset) pairs of one source's curve."""
-    if qpmap == ANCHOR or not cfg.qp_offsets:
+    """(base QP, offset) pairs of one method's curve (``qpmap``: a method spec, see methods.py)."""
+    if not cfg.qp_offsets or not resolve(qpmap).follows_offsets:
         return [(q, 0) for q in cfg.qps]
     return [(cfg.offset_base, k) for k in cfg.qp_offsets]
 
@@ -115,6 +121,9 @@ def point_item(cfg: BenchConfig, spec: PointSpec, stream_dir: str) -> Item:
     readable = f"{Path(spec.input).stem}_{spec.codec}_{spec.qpmap}_{spec.rate_label}"
     hidden = (f"{spec.input}|{spec.codec}|{spec.qpmap}|{spec.qp}|{spec.qp_offset}|"
               f"{encode_settings_key(cfg)}|{encoder_identity(spec.codec)}")
+    identity = resolve(spec.qpmap).identity
+    if identity:  # only methods with model files carry one: the keys of the others stay as they were
+        hidden += f"|{identity}"
     key = _key(readable, hidden)
     payload = {"spec": asdict(spec), "config": cfg.to_json(), "stream_dir": stream_dir, "key": key}
     return Item(key, payload)
@@ -125,11 +134,13 @@ def source_item(cfg: BenchConfig, inp: str) -> Item:
     return Item(_key(f"{Path(inp).stem}_source", hidden), {"input": inp, "config": cfg.to_json()})
 
 
-def groups(inputs: list[str], frame_counts: dict[str, int]) -> dict[str, list[str]]:
+def groups(inputs: list[str], frame_counts: dict[str, int], pool: bool = False) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     names = [Path(i).name for i in inputs]
     for inp in inputs:
         short = Path(inp).name if names.count(Path(inp).name) == 1 else inp
         name = short if frame_counts[inp] > 1 else IMAGES_GROUP
         out.setdefault(name, []).append(inp)
+    if pool and len(out) > 1:
+        out[POOL_GROUP] = list(inputs)
     return out

@@ -47,6 +47,11 @@ def transmitted_bits(report: dict) -> int:
     return int(report["bits"])
 
 
+def side_stream_bits(report: dict) -> int:
+    """The part of ``transmitted_bits`` that the side stream adds (SEI NAL units or side file)."""
+    return int((report.get("side_stream") or {}).get("bits", 0))
+
+
 def source_point(payload: dict) -> dict:
     cfg = payload["config"]
     clip = open_video(payload["input"], cfg["size"], cfg["fps"], cfg["pix_fmt"], cfg["skip"], cfg["frames"])
@@ -60,24 +65,33 @@ def source_point(payload: dict) -> dict:
 
 
 def encode_point(payload: dict) -> dict:
+    from vcmtool.bench.methods import resolve
     from vcmtool.encoders import get_encoder
     from vcmtool.pipeline import EncodeJob, run_encode
 
     spec, cfg = payload["spec"], payload["config"]
+    method = resolve(spec["qpmap"])
     ext = get_encoder(spec["codec"]).capabilities().extension
     out = Path(payload["stream_dir"]) / f"{payload['key']}{ext}"
     job = EncodeJob(
-        input=spec["input"], output=str(out), codec=spec["codec"], qpmap=spec["qpmap"], qp=spec["qp"],
+        input=spec["input"], output=str(out), codec=spec["codec"], qpmap=method.qpmap, qp=spec["qp"],
         qp_offset=spec["qp_offset"], ctu=cfg["ctu"], size=cfg["size"], fps=cfg["fps"],
         pix_fmt=cfg["pix_fmt"], frames=cfg["frames"], skip=cfg["skip"], preset=cfg["preset"],
         intra_period=cfg["intra_period"], threads=cfg["threads"], allow_frame_qp=cfg["allow_frame_qp"],
         map_interval=cfg["map_interval"], task_model=cfg["task_model"],
         map_options=dict(cfg["map_options"]), encoder_params=dict(cfg["encoder_params"]), measure=True,
+        side_stream=method.side_stream,
     )
     report = run_encode(job)
     t0 = time.perf_counter()
-    model = _model(cfg["task_model"])
-    dets = detect_frames(model, decoded_frames(out, 8), report["width"], report["height"])
+    w, h = report["width"], report["height"]
+    if method.receiver is None:
+        model = _model(cfg["task_model"])
+        dets, task_version = detect_frames(model, decoded_frames(out, 8), w, h), model.version
+    else:
+        bgrs = [_crop(fr, w, h).to_bit_depth(8).to_bgr() for fr in decoded_frames(out, 8)]
+        found, task_version = method.receiver(out, report["codec"], bgrs, EVAL_MIN_SCORE)
+        dets = [_rows(d) for d in found]
     t_eval = time.perf_counter() - t0
     if len(dets) != report["frames"]:
         raise RuntimeError(f"{out}: decoded {len(dets)} frames, encoded {report['frames']}")
@@ -89,10 +103,11 @@ def encode_point(payload: dict) -> dict:
         "spec": spec,
         **{k: report[k] for k in keep},
         "bits": bits,
-        "side_bits": bits - int(report["bits"]),
+        "side_bits": side_stream_bits(report),
         "bpp": bits / pixels,
         "stream": str(out),
-        "task_model": model.version,
+        "task_model": task_version,
+        "side_stream": report.get("side_stream"),
         "eval_s": round(t_eval, 4),
         "detections": dets,
     }

@@ -25,10 +25,10 @@ from vcmtool.bench.grid import (
     rate_points,
     source_item,
 )
+from vcmtool.bench.methods import resolve
 from vcmtool.bench.points import encode_point, source_point
 from vcmtool.encoders import get_encoder
 from vcmtool.errors import InputError, UsageError
-from vcmtool.qpmap.sources import get_source
 from vcmtool.runner import run_items
 
 MIN_RATE_POINTS = 4  # DESIGN.md: at least four rate points per curve
@@ -53,8 +53,14 @@ def validate(cfg: BenchConfig) -> list[str]:
         raise UsageError("bench needs at least one input")
     for c in cfg.codecs:
         get_encoder(c)  # unknown names fail here, with the list of known ones
+    cfg.qpmaps = [resolve(m).name for m in cfg.qpmaps]  # unknown names fail here; canonical names
     for m in cfg.qpmaps:
-        get_source(m)
+        allowed = resolve(m).task_models
+        if allowed and cfg.task_model not in allowed:
+            raise UsageError(f"method {m} scores with its own receiver detector; compare it under "
+                             f"--task-model {' or '.join(allowed)}, not {cfg.task_model}")
+    if len(set(cfg.qpmaps)) != len(cfg.qpmaps):
+        raise UsageError(f"--qpmap names a method twice: {', '.join(cfg.qpmaps)}")
     offsets = cfg.qp_offsets or []
     if len(set(cfg.qps)) != len(cfg.qps) or len(set(offsets)) != len(offsets):
         raise UsageError("--qps / --qp-offsets contain a value twice")
@@ -111,7 +117,7 @@ def run_bench(cfg: BenchConfig) -> BenchResult:
 def score(cfg: BenchConfig, sources: dict[str, dict], results: dict[PointSpec, dict],
           failures: list[dict], notes: list[str]) -> BenchResult:
     class_names = next(iter(sources.values()))["class_names"]
-    grouping = groups(cfg.inputs, {k: v["frames"] for k, v in sources.items()})
+    grouping = groups(cfg.inputs, {k: v["frames"] for k, v in sources.items()}, cfg.pool)
     points, curves, bd_rows, reference = [], [], [], []
 
     for inp in cfg.inputs:

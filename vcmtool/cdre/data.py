@@ -42,6 +42,14 @@ TRAIN_SEGMENTS = (
     Segment("coffee", "skimage:coffee"),
     Segment("chelsea", "skimage:chelsea"),
 )
+# validation (checkpoint selection): other temporal segments of the same dev clips, disjoint from
+# both the training and the evaluation frames; two mid-range QPs keep it cheap on CPU
+VAL_SEGMENTS = (
+    Segment("bikes_v", "clip:bikes", 60, 8),
+    Segment("bbb_v", "clip:bigbuckbunny", 40, 8),
+    Segment("carphone_v", "clip:carphone", 40, 8),
+)
+VAL_QPS = (37, 42)
 # held-out frames of the same clips (other temporal segments), never trained on
 EVAL_SEGMENTS = (
     Segment("bikes_b", "clip:bikes", 150, 16),

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from vcmtool.cdre.sidestream import DECODER_PT
-from vcmtool.cdre.train import load_receiver, placements
+from vcmtool.cdre.train import load_receiver, placements, tuned_detector
 from vcmtool.tasks.base import Detections
 from vcmtool.tasks.darknet_torch import DarknetYolo
 from vcmtool.tasks.yolov3_tiny import DEFAULT_INPUT, pipeline_for
@@ -27,12 +27,9 @@ class CdreDetector:
         torch.set_num_threads(threads)
         self.plain = DarknetYolo.from_darknet()
         self.receiver, blob = load_receiver(decoder)
-        self.tuned = self.plain
-        if "detector" in blob:
-            self.tuned = DarknetYolo.from_darknet()
-            self.tuned.load_state_dict(blob["detector"])
-            self.tuned.eval()
+        self.tuned = tuned_detector(blob) or self.plain
         self.variant = blob.get("variant", "fd")
+        self.version = f"yolov3-tiny-torch+cdre-{self.variant}-s{blob.get('steps', '?')}"
         self.pipeline = pipeline_for(self.plain.net_spec, DEFAULT_INPUT, score_threshold, 0.45, True, 300)
 
     def process(self, decoded_bgrs: Sequence[np.ndarray],
@@ -46,3 +43,21 @@ class CdreDetector:
                 b = torch.from_numpy(np.stack(bits).astype(np.float32))
                 heads = self.receiver.run_detector(self.tuned, x, b, placements(lbs))
         return self.pipeline.postprocess([h.numpy() for h in heads], lbs)
+
+
+def detect_with_side_stream(detector: CdreDetector, bitstream: Path, codec: str,
+                            decoded_bgrs: Sequence[np.ndarray], batch: int = 4) -> list[Detections]:
+    """What a receiver does: the CDRE bits from ``bitstream``'s SEI messages (display order),
+    then the embedded detector on the decoded frames."""
+    from vcmtool.cdre.sidestream import bits_by_frame, extract_from_bitstream
+    from vcmtool.errors import InputError
+
+    bits = bits_by_frame(extract_from_bitstream(Path(bitstream), codec))
+    missing = [i for i in range(len(decoded_bgrs)) if i not in bits]
+    if missing:
+        raise InputError(f"{bitstream}: no CDRE payload for frame(s) {missing[:5]}")
+    out: list[Detections] = []
+    for s in range(0, len(decoded_bgrs), batch):
+        chunk = list(decoded_bgrs[s : s + batch])
+        out += detector.process(chunk, [bits[i] for i in range(s, s + len(chunk))])
+    return out

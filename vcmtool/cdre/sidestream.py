@@ -15,8 +15,9 @@ from __future__ import annotations
 import lzma
 import struct
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,40 @@ from vcmtool.native import pack_bits, unpack_bits
 MODELS = Path(__file__).resolve().parents[2] / "models"
 ENCODER_ONNX = MODELS / "cdre_encoder.onnx"
 DECODER_PT = MODELS / "cdre_decoder.pt"
+
+
+@dataclass(frozen=True)
+class CdreModel:
+    """One trained CDRE model: the sender's ONNX encoder and the receiver's decoder file."""
+
+    name: str
+    encoder: Path
+    decoder: Path
+
+
+# the shipped variants: frozen detector ("Ours-FD") and joint fine-tuning ("Ours")
+CDRE_MODELS: dict[str, CdreModel] = {
+    "fd": CdreModel("fd", ENCODER_ONNX, DECODER_PT),
+    "joint": CdreModel("joint", MODELS / "cdre_joint_encoder.onnx", MODELS / "cdre_joint_decoder.pt"),
+}
+
+
+def cdre_model(spec: str) -> CdreModel:
+    """A shipped variant (``fd``, ``joint``), an export directory (``vcmtool cdre export -o DIR``)
+    or an exported ``PREFIX_decoder.pt`` with its ``PREFIX_encoder.onnx`` beside it."""
+    if spec in CDRE_MODELS:
+        m = CDRE_MODELS[spec]
+    else:
+        p = Path(spec)
+        dec = p / "cdre_decoder.pt" if p.is_dir() else p
+        if not dec.name.endswith("_decoder.pt"):
+            raise ModelError(f"CDRE model {spec!r}: use {', '.join(CDRE_MODELS)}, an export directory "
+                             "or a PREFIX_decoder.pt file")
+        m = CdreModel(spec, dec.with_name(dec.name[: -len("_decoder.pt")] + "_encoder.onnx"), dec)
+    missing = [str(f) for f in (m.encoder, m.decoder) if not f.is_file()]
+    if missing:
+        raise ModelError(f"CDRE model {spec!r}: missing {', '.join(missing)}; run 'vcmtool cdre export'")
+    return m
 STRIDE = 32
 MAGIC = b"CD"
 VERSION = 1
@@ -193,7 +228,7 @@ def extract_from_bitstream(bitstream: Path, codec: str) -> list[bytes]:
     return [p for p in extract_sei(data, codec) if is_cdre_payload(p)]
 
 
-def run_cdre(clip, bitstream: Path, codec: str, out_file: str | None) -> dict:
+def run_cdre(clip, bitstream: Path, codec: str, out_file: str | None, model: CdreModel | None = None) -> dict:
     """The post-encode hook: payloads for ``bitstream`` (a finished, not yet published file).
 
     Without ``out_file`` they go into the bitstream as SEI (rewritten in place, atomically);
@@ -206,7 +241,7 @@ def run_cdre(clip, bitstream: Path, codec: str, out_file: str | None) -> dict:
         raise InputError(f"{codec} bitstreams carry no SEI; write the CDRE side stream with "
                          "--side-stream-out FILE")
     t0 = time.perf_counter()
-    enc = CdreSideEncoder()
+    enc = CdreSideEncoder(model.encoder if model else ENCODER_ONNX)
     payloads = encode_side_stream(clip, bitstream, enc)
     t_enc = time.perf_counter() - t0
     if out_file:
@@ -219,5 +254,29 @@ def run_cdre(clip, bitstream: Path, codec: str, out_file: str | None) -> dict:
             "provider": enc.provider, "encode_s": round(t_enc, 4)}
 
 
-# post-encode side streams by name (``vcmtool encode --side-stream NAME``)
-SIDE_STREAMS: dict[str, Callable[..., dict]] = {"cdre": run_cdre}
+class SideStreams(Mapping[str, Callable[..., dict]]):
+    """Post-encode side streams by name, plus ``KIND:ARG`` forms (``cdre:joint``, ``cdre:DIR``)
+    built on lookup; iterating lists the plain names only."""
+
+    def __init__(self, named: dict[str, Callable[..., dict]],
+                 parametric: dict[str, Callable[[str], Callable[..., dict]]]) -> None:
+        self._named, self._parametric = named, parametric
+
+    def __getitem__(self, name: str) -> Callable[..., dict]:
+        if name in self._named:
+            return self._named[name]
+        kind, sep, arg = name.partition(":")
+        if sep and kind in self._parametric:
+            return self._parametric[kind](arg)
+        raise KeyError(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._named)
+
+    def __len__(self) -> int:
+        return len(self._named)
+
+
+# ``vcmtool encode --side-stream NAME`` and ``EncodeJob.side_stream``
+SIDE_STREAMS = SideStreams({"cdre": run_cdre},
+                           {"cdre": lambda spec: partial(run_cdre, model=cdre_model(spec))})

@@ -132,12 +132,14 @@ class TrainConfig:
     lam: float = 0.1  # the paper's value for object detection
     seed: int = 0
     threads: int = 2
+    val_every: int = 25  # steps between validations (when validation items are given)
 
 
 class Trainer:
     """Holds the nets, the pseudo labels and the data; ``process`` runs the training."""
 
-    def __init__(self, items: list[dict], cfg: CdreConfig, tcfg: TrainConfig) -> None:
+    def __init__(self, items: list[dict], cfg: CdreConfig, tcfg: TrainConfig,
+                 val_items: list[dict] | None = None) -> None:
         torch.set_num_threads(tcfg.threads)
         torch.manual_seed(tcfg.seed)
         random.seed(tcfg.seed)
@@ -152,6 +154,13 @@ class Trainer:
             if it["segment"] not in by_segment:
                 by_segment[it["segment"]] = self._pseudo_labels(d["orig"])
         self.labels = [by_segment[it["segment"]] for it in items]
+        val_items = val_items or []
+        self.val = [{"orig": d["orig"], "dec": d["dec"]} for d in (np.load(it["npz"]) for it in val_items)]
+        val_labels: dict[str, list[np.ndarray]] = {}
+        for it, d in zip(val_items, self.val, strict=True):
+            if it["segment"] not in val_labels:
+                val_labels[it["segment"]] = self._pseudo_labels(d["orig"])
+        self.val_labels = [val_labels[it["segment"]] for it in val_items]
 
     def _pseudo_labels(self, frames: np.ndarray) -> list[np.ndarray]:
         """Detections on the originals, as (N, 5) canvas-pixel targets."""
@@ -168,29 +177,47 @@ class Trainer:
             out.append(np.concatenate([b, d.classes[:, None].astype(np.float32)], 1))
         return out
 
-    def step_loss(self, di: int, idx: list[int]) -> tuple[Tensor, dict]:
-        d = self.data[di]
+    def _det_loss(self, d: dict, labels: list[np.ndarray], idx: list[int]
+                  ) -> tuple[Tensor, Tensor, list[Tensor], list[Tensor]]:
         orig, dec = [d["orig"][i] for i in idx], [d["dec"][i] for i in idx]
         bits, fo, fc = self.encoder.encode(to_tensor(orig), to_tensor(dec))
         blob, lbs = self.pipeline.preprocess(dec)
         heads = self.receiver.run_detector(self.detector, torch.from_numpy(blob), bits, placements(lbs))
-        det = yolo_loss(heads, [self.labels[di][i] for i in idx], self.detector.heads,
-                        self.pipeline.input_size)
+        det = yolo_loss(heads, [labels[i] for i in idx], self.detector.heads, self.pipeline.input_size)
+        return det, bits, fo, fc
+
+    def validate(self) -> float:
+        """Mean detection loss per frame on the validation items (lower is better)."""
+        total, n = 0.0, 0
+        with torch.no_grad():
+            for d, labels in zip(self.val, self.val_labels, strict=True):
+                for s in range(0, len(d["orig"]), 4):
+                    idx = list(range(s, min(s + 4, len(d["orig"]))))
+                    total += float(self._det_loss(d, labels, idx)[0]) * len(idx)
+                    n += len(idx)
+        return total / max(n, 1)
+
+    def step_loss(self, di: int, idx: list[int]) -> tuple[Tensor, dict]:
+        det, bits, fo, fc = self._det_loss(self.data[di], self.labels[di], idx)
         cos = cosine_term(fo, fc)
         return det + self.tcfg.lam * cos, {"det": float(det.detach()), "cos": float(cos.detach()),
                                            "bits_mean": float(bits.detach().mean())}
 
-    def save(self, path: str | Path, history: list[dict]) -> None:
+    def save(self, path: str | Path, history: list[dict], selected: dict | None = None) -> None:
         from vcmtool.atomic import atomic_path
 
         blob = {"config": self.cfg.to_dict(), "train": self.tcfg.__dict__, "history": history,
                 "encoder": self.encoder.state_dict(), "receiver": self.receiver.state_dict()}
+        if selected is not None:
+            blob["selected"] = selected
         if self.tcfg.variant == "joint":
             blob["detector"] = self.detector.state_dict()
         with atomic_path(Path(path)) as tmp:
             torch.save(blob, tmp)
 
     def process(self, checkpoint: str | Path | None = None, every: int = 10) -> list[dict]:
+        """Train; with validation items, ``checkpoint`` holds the state with the lowest validation
+        loss (step 0, the identity embedding, included) and ``<checkpoint>.last.pt`` the latest."""
         t = self.tcfg
         params = [{"params": [*self.encoder.parameters(), *self.receiver.parameters()], "lr": t.lr}]
         self.detector.requires_grad_(t.variant == "joint")
@@ -200,6 +227,20 @@ class Trainer:
         opt = torch.optim.Adam(params)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, t.steps)
         history, t0 = [], time.perf_counter()
+        best: dict | None = None
+        last = Path(f"{checkpoint}.last.pt") if checkpoint and self.val else checkpoint
+
+        def validate(done: int) -> None:
+            nonlocal best
+            v = self.validate()
+            history.append({"step": done, "val_det": v, "elapsed_s": round(time.perf_counter() - t0, 1)})
+            if best is None or v < best["val_det"]:
+                best = {"step": done, "val_det": v}
+                if checkpoint:
+                    self.save(checkpoint, history, best)
+
+        if self.val:
+            validate(0)
         for step in tqdm(range(t.steps), desc=f"train cdre-{t.variant}", disable=None):
             di = random.randrange(len(self.data))
             n = len(self.data[di]["orig"])
@@ -209,10 +250,12 @@ class Trainer:
             loss.backward()
             opt.step()
             sched.step()
-            history.append({"step": step, "loss": float(loss), **info,
+            history.append({"step": step, "loss": float(loss.detach()), **info,
                             "elapsed_s": round(time.perf_counter() - t0, 1)})
-            if checkpoint and (step % every == every - 1 or step == t.steps - 1):
-                self.save(checkpoint, history)
+            if self.val and (step % t.val_every == t.val_every - 1 or step == t.steps - 1):
+                validate(step + 1)
+            if last and (step % every == every - 1 or step == t.steps - 1):
+                self.save(last, history, best)
         return history
 
 
@@ -228,8 +271,40 @@ class _OnnxEncoder(torch.nn.Module):
         return torch.round(torch.sigmoid(self.enc.encoder(original, decoded, fo, fc)))
 
 
-def export_models(checkpoint: str | Path, out_dir: str | Path) -> dict[str, Path]:
-    """Checkpoint -> ``cdre_encoder.onnx`` (sender) and ``cdre_decoder.pt`` (receiver modules)."""
+def _steps(ck: dict) -> int:
+    """Training steps behind the checkpoint's weights (the selected step when validation chose)."""
+    if "selected" in ck:
+        return int(ck["selected"]["step"])
+    return sum(1 for h in ck["history"] if "loss" in h)
+
+
+def detector_delta(tuned: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Fine-tuned minus darknet weights in float16: half the size of the full state, and the
+    rounding error is relative to the (small) change, not to the weights."""
+    base = DarknetYolo.from_darknet().state_dict()
+    return {k: (v.float() - base[k].float()).half() for k, v in tuned.items()
+            if v.is_floating_point() and not torch.equal(v, base[k])}
+
+
+def tuned_detector(blob: dict) -> DarknetYolo | None:
+    """The receiver's detector from an exported decoder blob; None when it is darknet's own."""
+    if "detector" not in blob and "detector_delta" not in blob:
+        return None
+    det = DarknetYolo.from_darknet()
+    if "detector" in blob:
+        det.load_state_dict(blob["detector"])
+    else:
+        state = det.state_dict()
+        for k, d in blob["detector_delta"].items():
+            state[k] = state[k] + d.float()
+        det.load_state_dict(state)
+    det.eval()
+    return det
+
+
+def export_models(checkpoint: str | Path, out_dir: str | Path, prefix: str = "cdre") -> dict[str, Path]:
+    """Checkpoint -> ``<prefix>_encoder.onnx`` (sender) and ``<prefix>_decoder.pt`` (receiver
+    modules; a jointly tuned detector travels as a float16 delta to the darknet weights)."""
     import io
     import warnings
 
@@ -254,13 +329,12 @@ def export_models(checkpoint: str | Path, out_dir: str | Path) -> dict[str, Path
     model = onnx.load_from_string(buf.getvalue())
     variant = ck["train"].get("variant", "fd")
     onnx.helper.set_model_props(model, {"channels": str(cfg.channels), "stride": "32",
-                                        "version": f"cdre-{variant}-s{len(ck['history'])}"})
-    enc_path, dec_path = out_dir / "cdre_encoder.onnx", out_dir / "cdre_decoder.pt"
+                                        "version": f"cdre-{variant}-s{_steps(ck)}"})
+    enc_path, dec_path = out_dir / f"{prefix}_encoder.onnx", out_dir / f"{prefix}_decoder.pt"
     write_bytes_atomic(enc_path, model.SerializeToString())
-    blob = {"config": cfg.to_dict(), "variant": variant, "steps": len(ck["history"]),
-            "receiver": ck["receiver"]}
+    blob = {"config": cfg.to_dict(), "variant": variant, "steps": _steps(ck), "receiver": ck["receiver"]}
     if "detector" in ck:
-        blob["detector"] = ck["detector"]
+        blob["detector_delta"] = detector_delta(ck["detector"])
     with atomic_path(dec_path) as tmp:
         torch.save(blob, tmp)
     return {"encoder": enc_path, "decoder": dec_path}

@@ -37,8 +37,10 @@ def source_options(f):
               help="report directory (reused: finished points are not recomputed)")
 @click.option("-c", "--codec", "codecs", default="kvazaar", show_default=True,
               help="comma-separated encoders")
-@click.option("--qpmap", "qpmaps", default="none,roi", show_default=True,
-              help="comma-separated QP-map sources; 'none' (uniform QP) is the anchor and always runs")
+@click.option("--qpmap", "--method", "qpmaps", default="none,roi", show_default=True,
+              help="comma-separated methods: QP-map sources ('none', uniform QP, is the anchor and always "
+                   "runs) or cdre[:fd|:joint|:DIR] (uniform QP + CDRE side stream in SEI, scored by the "
+                   "CDRE receiver; reported as cdre-fd / cdre-joint)")
 @click.option("--qps", default="22,27,32,37", show_default=True, callback=_int_list,
               help="base QPs: the anchor's rate points, and the map sources' unless --qp-offsets")
 @click.option("--qp-offsets", callback=_int_list,
@@ -58,6 +60,8 @@ def source_options(f):
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="extra encoder parameter")
 @click.option("--gt", type=click.Path(dir_okay=False),
               help="COCO-format ground truth (default: pseudo ground truth from the task model)")
+@click.option("--pool", is_flag=True,
+              help="also score all inputs as one group 'all' (rates summed, mAP over all frames)")
 @click.option("--bootstrap", type=click.IntRange(min=0), default=200, show_default=True,
               help="bootstrap resamples over frames for confidence intervals (0: none)")
 @click.option("-j", "--workers", type=click.IntRange(min=1), default=1, show_default=True,
@@ -67,12 +71,13 @@ def source_options(f):
 @click.option("--json", "as_json", is_flag=True, help="print the results as JSON on stdout")
 def bench(inputs: tuple[str, ...], output: str, codecs: str, qpmaps: str, qps: list[int],
           qp_offsets: list[int] | None, params: tuple[str, ...], as_json: bool, **kw) -> None:
-    """Benchmark QP-map sources against a uniform QP: bpp, PSNR, mAP, BD-rate, RD plots.
+    """Benchmark QP-map sources and side streams against a uniform QP: bpp, PSNR, mAP, BD-rate, RD plots.
 
     \b
     Rate points: the anchor (none) sweeps --qps. Map sources sweep the same base QPs (roi: objects
     at base-4, background at base+6), or with --qp-offsets the JRD protocol: the map predicted at
-    --offset-base, plus each offset, clamped.
+    --offset-base, plus each offset, clamped. cdre methods code like the anchor, so they sweep
+    --qps too; their rate includes the side-stream bits.
     """
     from vcmtool.bench.grid import BenchConfig
     from vcmtool.bench.report import to_json, write_report
@@ -89,7 +94,8 @@ def bench(inputs: tuple[str, ...], output: str, codecs: str, qpmaps: str, qps: l
         size=kw["size"], fps=kw["fps"], pix_fmt=kw["pix_fmt"], preset=kw["preset"],
         intra_period=kw["intra_period"], threads=kw["threads"], allow_frame_qp=kw["allow_frame_qp"],
         ctu=int(kw["ctu"]), map_interval=kw["map_interval"], task_model=kw["task_model"],
-        map_options=map_opts, encoder_params=parse_params(params), gt=kw["gt"], bootstrap=kw["bootstrap"],
+        map_options=map_opts, encoder_params=parse_params(params), gt=kw["gt"], pool=kw["pool"],
+        bootstrap=kw["bootstrap"],
         workers=kw["workers"], engine=kw["engine"], address=kw["address"],
     )
     res = run_bench(cfg)

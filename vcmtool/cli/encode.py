@@ -41,8 +41,9 @@ from vcmtool.pipeline import EncodeJob, run_encode
 @click.option("--overlay", type=click.Path(dir_okay=False),
               help="write a QP-map overlay PNG (the frame whose map varies most)")
 @click.option("--qpm-out", type=click.Path(dir_okay=False), help="write the applied maps (.qpm)")
-@click.option("--side-stream", type=click.Choice(["none", "cdre"]), default="none", show_default=True,
-              help="post-encode side stream: cdre = CDRE distortion bits, one SEI per frame")
+@click.option("--side-stream", default="none", show_default=True, metavar="none|cdre[:fd|joint|DIR]",
+              help="post-encode side stream: cdre = CDRE distortion bits, one SEI per frame "
+              "(cdre:joint = the joint fine-tuning model, cdre:DIR = an export directory)")
 @click.option("--side-stream-out", type=click.Path(dir_okay=False),
               help="write the side stream to this file instead of SEI in the bitstream")
 @click.option("--no-overlap", is_flag=True,

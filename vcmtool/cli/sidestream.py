@@ -72,29 +72,44 @@ def cdre() -> None:
 @click.option("--channels", type=click.IntRange(min=1, max=64), default=6, show_default=True,
               help="binary maps per 32x32 block")
 @click.option("--codec", "encoder", default="kvazaar", show_default=True, help="codes the dev media")
+@click.option("--detector-lr", type=float, default=1e-5, show_default=True,
+              help="joint: the detector's learning rate")
+@click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True, help="torch threads")
+@click.option("--val-every", type=click.IntRange(min=0), default=25, show_default=True,
+              help="validate on held-aside dev frames every N steps and keep the best state "
+                   "(the latest goes to OUTPUT.last.pt); 0 = no validation, keep the last")
 def train(output: str, work: str, variant: str, steps: int, batch: int, lr: float, lam: float,
-          channels: int, encoder: str) -> None:
+          channels: int, encoder: str, detector_lr: float, threads: int, val_every: int) -> None:
     """Train the CDRE modules on development media (CPU is fine; GPU not needed at this size)."""
     from vcmtool.cdre import data
     from vcmtool.cdre.model import CdreConfig
     from vcmtool.cdre.train import TrainConfig, Trainer
 
     items = data.build(data.TRAIN_SEGMENTS, work, codec=encoder)
+    val = data.build(data.VAL_SEGMENTS, work, qps=data.VAL_QPS, codec=encoder) if val_every else None
     trainer = Trainer(items, CdreConfig(channels=channels),
-                      TrainConfig(variant=variant, steps=steps, batch=batch, lr=lr, lam=lam))
+                      TrainConfig(variant=variant, steps=steps, batch=batch, lr=lr, lam=lam,
+                                  detector_lr=detector_lr, threads=threads, val_every=max(val_every, 1)),
+                      val_items=val)
     history = trainer.process(output)
-    console.print(f"trained {steps} steps, last loss {history[-1]['loss']:.3f} -> {output}")
+    losses = [h["loss"] for h in history if "loss" in h]
+    vals = [h for h in history if "val_det" in h]
+    best = min(vals, key=lambda h: h["val_det"]) if vals else None
+    chosen = f", kept step {best['step']} (val {best['val_det']:.3f})" if best else ""
+    console.print(f"trained {steps} steps, last loss {losses[-1]:.3f}{chosen} -> {output}")
 
 
 @cdre.command("export")
 @click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
 @click.option("-o", "--output", default="models", show_default=True, type=click.Path(file_okay=False),
-              help="directory for cdre_encoder.onnx and cdre_decoder.pt")
-def export(checkpoint: str, output: str) -> None:
+              help="directory for PREFIX_encoder.onnx and PREFIX_decoder.pt")
+@click.option("--prefix", default="cdre", show_default=True,
+              help="file name prefix (the shipped joint model uses cdre_joint)")
+def export(checkpoint: str, output: str, prefix: str) -> None:
     """Export a checkpoint: the sender's ONNX encoder and the receiver's modules."""
     from vcmtool.cdre.train import export_models
 
-    paths = export_models(checkpoint, output)
+    paths = export_models(checkpoint, output, prefix)
     for k, p in paths.items():
         console.print(f"{k}: {p} ({p.stat().st_size} bytes)")
 

@@ -1,0 +1,102 @@
+"""Bench methods: what one curve of the grid is, beyond the codec and the rate points.
+
+A method says how a point is encoded (its QP-map source and post-encode side stream) and who
+detects on the result (the bench's task model on the decoded frames, or a receiver that also
+reads the side stream). Every QP-map source name is a method of its own (``none`` is the
+anchor); ``KIND`` / ``KIND:ARG`` specs of :data:`METHOD_KINDS` add the others:
+
+* ``cdre``, ``cdre:fd``, ``cdre:joint``, ``cdre:PATH`` - the plain codec (uniform QP) plus the
+  CDRE side stream in SEI, scored with the CDRE receiver (bits extracted from the bitstream,
+  the variant's decoder, and for ``joint`` its fine-tuned detector). Shown as ``cdre-fd``,
+  ``cdre-joint`` (``cdre:PATH`` keeps its spec as its name).
+
+Names are canonical specs: ``resolve(resolve(s).name)`` is the same method, so a stored
+config resumes.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ANCHOR = "none"
+
+# detections on decoded BGR frames, given the bitstream (for what it carries beside the video)
+Receive = Callable[[Path, str, Sequence[np.ndarray], float], tuple[list, str]]
+
+
+@dataclass(frozen=True)
+class BenchMethod:
+    name: str
+    qpmap: str = ANCHOR
+    side_stream: str = "none"
+    receiver: Receive | None = None  # None: the bench task model on the decoded frames
+    identity: str = ""  # fingerprint of model files: a retrained model invalidates stored points
+    task_models: tuple[str, ...] = ()  # bench task models it can be compared under (empty: any)
+
+    @property
+    def follows_offsets(self) -> bool:
+        """Whether ``--qp-offsets`` moves this curve (map sources) or it sweeps ``--qps`` (uniform)."""
+        return self.qpmap != ANCHOR
+
+
+@functools.cache
+def _fingerprint(path: str, mtime_ns: int, size: int) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:12]
+
+
+def file_fingerprint(path: Path) -> str:
+    st = path.stat()
+    return _fingerprint(str(path), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _cdre_detector(decoder: str, score_threshold: float):
+    from vcmtool.cdre.receiver import CdreDetector
+
+    return CdreDetector(decoder, score_threshold=score_threshold)
+
+
+def _cdre_receive(decoder: Path) -> Receive:
+    def receive(stream: Path, codec: str, frames: Sequence[np.ndarray], score_threshold: float):
+        from vcmtool.cdre.receiver import detect_with_side_stream
+
+        det = _cdre_detector(str(decoder), score_threshold)
+        return detect_with_side_stream(det, stream, codec, frames), det.version
+
+    return receive
+
+
+def _cdre(arg: str) -> BenchMethod:
+    from vcmtool.cdre.sidestream import CDRE_MODELS, cdre_model
+
+    m = cdre_model(arg or "fd")
+    name = f"cdre-{m.name}" if m.name in CDRE_MODELS else f"cdre:{m.name}"
+    return BenchMethod(name, ANCHOR, f"cdre:{m.name}", _cdre_receive(m.decoder),
+                       f"{file_fingerprint(m.encoder)}|{file_fingerprint(m.decoder)}",
+                       ("yolov3-tiny", "yolov3-tiny-torch"))
+
+
+METHOD_KINDS: dict[str, Callable[[str], BenchMethod]] = {"cdre": _cdre}
+
+
+@functools.cache
+def resolve(spec: str) -> BenchMethod:
+    """A method from its spec; anything that is not a method kind must be a QP-map source."""
+    for sep in (":", "-"):  # "cdre:joint" and its display name "cdre-joint"
+        kind, found, arg = spec.partition(sep)
+        if kind in METHOD_KINDS and (found or spec == kind):
+            return METHOD_KINDS[kind](arg)
+    from vcmtool.qpmap.sources import get_source
+
+    get_source(spec)  # unknown names fail here, with the list of known ones
+    return BenchMethod(spec, qpmap=spec)
