@@ -125,3 +125,14 @@ def test_grid_rate_protocols_and_resume_keys():
     assert not set(keys) & {point_item(cfg, s, "streams").key for s in specs}
     cfg.qp_offsets = None
     assert rate_points(cfg, "roi") == rate_points(cfg, "none")
+
+
+def test_learned_map_methods_carry_a_model_fingerprint():
+    """A retrained JRD model must not reuse bench points stored for the previous one."""
+    from vcmtool.bench.methods import file_fingerprint, resolve
+    from vcmtool.jrd.infer import DEFAULT_MODELS
+
+    assert resolve("none").identity == "" and resolve("roi").identity == ""
+    assert resolve("auto").identity == file_fingerprint(DEFAULT_MODELS["snn"])
+    assert resolve("eljrd").identity == file_fingerprint(DEFAULT_MODELS["eljrd"])
+    assert resolve("auto").identity != resolve("eljrd").identity

@@ -98,5 +98,6 @@ def resolve(spec: str) -> BenchMethod:
             return METHOD_KINDS[kind](arg)
     from vcmtool.qpmap.sources import get_source
 
-    get_source(spec)  # unknown names fail here, with the list of known ones
-    return BenchMethod(spec, qpmap=spec)
+    src = get_source(spec)  # unknown names fail here, with the list of known ones
+    files = [f for f in src.model_files() if f.is_file()]  # a missing one fails at encode time
+    return BenchMethod(spec, qpmap=spec, identity="|".join(file_fingerprint(f) for f in files))

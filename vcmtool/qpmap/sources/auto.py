@@ -49,6 +49,9 @@ class JrdSource(QPMapSource):
 
         return Path(self.arg) if self.arg else DEFAULT_MODELS[self.kind]
 
+    def model_files(self) -> list[Path]:
+        return [self.model_path()]
+
     def process(self, clip: Clip, ctx: MapContext) -> QPMaps:
         return QPMaps(np.stack(list(self.stream(clip, ctx))), ctx.ctu)
 

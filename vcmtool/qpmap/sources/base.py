@@ -15,6 +15,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -69,6 +70,10 @@ class QPMapSource(ABC):
     def versions(self) -> dict[str, str]:
         """Versions of the models this source used, for the report's provenance."""
         return {}
+
+    def model_files(self) -> list[Path]:
+        """Learned files the maps depend on (a retrained model must invalidate stored results)."""
+        return []
 
 
 QPMAP_SOURCES: Registry[type[QPMapSource]] = Registry("QP-map source")
