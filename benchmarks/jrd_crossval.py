@@ -21,6 +21,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+KINDS = ("snn", "eljrd")
 RECIPE = ["--ema", "0.995", "--schedule", "cosine", "--augment", "--clip", "5"]
 
 
@@ -65,30 +66,60 @@ def train(data: Path, run: Path, kind: str, epochs: int) -> None:
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def evaluate(data: Path, run: Path) -> dict:
+def evaluate(data: Path, folds_dir: Path) -> list[dict]:
+    """Per held-out image: its chunk and, for each predictor, the summed |error| over its
+    instance CTUs (as E_total counts them) and the CTU count. ``constant`` predicts the median
+    instance-CTU label of the fold's training images everywhere (the floor a model must beat)."""
+    import numpy as np
     import torch
 
-    from vcmtool.jrd.metrics import ErrorMeter, default_cache, load_samples
+    from vcmtool.jrd.metrics import default_cache, instance_cells, load_samples
     from vcmtool.jrd.train import load_checkpoint, predictor
 
     torch.set_num_threads(1)
-    model, _ = load_checkpoint(run / "last.pt")
-    predict = predictor(model)
-    meter = ErrorMeter()
-    for s in load_samples(data, "val", "yolov3-tiny", default_cache("yolov3-tiny")):
-        meter.add(predict(s.x), s.label, s.instances)
-    return {"sums": meter.sums, "counts": meter.counts, **meter.result()}
+    cache = default_cache("yolov3-tiny")
+    manifest = json.loads((data / "manifest.json").read_text())
+    chunk = int(manifest.get("build", {}).get("split_chunk", 25))
+    chunks = {e["id"]: chunk_of(e, chunk) for e in manifest["images"]}
+    train_labels = [s.label[instance_cells(i["box"], s.label.shape)].ravel()
+                    for s in load_samples(data, "train", "yolov3-tiny", cache) for i in s.instances]
+    median = float(np.median(np.concatenate(train_labels)))
+    models = {kind: predictor(load_checkpoint(folds_dir / kind / "last.pt")[0]) for kind in KINDS}
+    out = []
+    for s in load_samples(data, "val", "yolov3-tiny", cache):
+        preds = {kind: m(s.x) for kind, m in models.items()}
+        preds["constant"] = np.full(s.label.shape, median, np.float32)
+        row = {"id": s.id, "chunk": chunks[s.id], "ctus": 0, **dict.fromkeys(preds, 0.0)}
+        for inst in s.instances:
+            cells = instance_cells(inst["box"], s.label.shape)
+            for name, pred in preds.items():
+                row[name] += float(np.abs(pred[cells] - s.label[cells]).sum())
+            row["ctus"] += int(s.label[cells].size)
+        out.append(row)
+    return out
 
 
-def pooled(parts: list[dict]) -> dict:
-    from vcmtool.jrd.metrics import ErrorMeter
+def summarise(rows: list[dict], boot: int = 2000) -> dict:
+    """Pooled E_total per predictor, and SNN - EL with a 95% bootstrap CI over chunks."""
+    import numpy as np
 
-    m = ErrorMeter()
-    for p in parts:
-        for k in m.sums:
-            m.sums[k] += p["sums"][k]
-            m.counts[k] += p["counts"][k]
-    return m.result()
+    names = [*KINDS, "constant"]
+    chunks = sorted({r["chunk"] for r in rows})
+    sums = np.zeros((len(chunks), len(names) + 1))
+    for r in rows:
+        sums[chunks.index(r["chunk"])] += [r[n] for n in names] + [r["ctus"]]
+    total = sums.sum(0)
+    rng = np.random.default_rng(0)
+    diffs = []
+    for _ in range(boot):
+        b = sums[rng.integers(0, len(chunks), len(chunks))].sum(0)
+        diffs.append((b[0] - b[1]) / b[-1])
+    lo, hi = np.percentile(diffs, [2.5, 97.5]) if diffs else (np.nan, np.nan)
+    return {"chunks": len(chunks), "ctus": int(total[-1]),
+            "E_total": {n: round(float(total[i] / total[-1]), 3) for i, n in enumerate(names)},
+            "snn_minus_eljrd": round(float((total[0] - total[1]) / total[-1]), 3),
+            "ci95": [round(float(lo), 3), round(float(hi), 3)],
+            "p_snn_better": round(float(np.mean(np.array(diffs) < 0)), 3) if diffs else None}
 
 
 def main() -> None:
@@ -102,25 +133,23 @@ def main() -> None:
     a = ap.parse_args()
     datas = [make_fold(a.dataset, a.out / f"fold{k}" / "data", k, a.folds) for k in range(a.folds)]
     jobs = [(d, d.parent / kind, kind, a.snn_epochs if kind == "snn" else a.el_epochs)
-            for kind in ("snn", "eljrd") for d in datas]
+            for kind in KINDS for d in datas]
     with ThreadPoolExecutor(a.jobs) as pool:
         list(pool.map(lambda j: train(*j), jobs))
-    res: dict[str, list[dict]] = {"snn": [], "eljrd": []}
-    for d in datas:
-        for kind in res:
-            res[kind].append(evaluate(d, d.parent / kind))
-    rows = {kind: {"folds": [{k: r[k] for k in ("E_s", "E_m", "E_l", "E_total", "ctus")} for r in parts],
-                   "pooled": pooled(parts)} for kind, parts in res.items()}
+    rows = [r | {"fold": k} for k, d in enumerate(datas) for r in evaluate(d, d.parent)]
+    per_fold = [summarise([r for r in rows if r["fold"] == k], boot=0)["E_total"] for k in range(a.folds)]
+    overall = summarise(rows)
     report = {"folds": a.folds, "snn_epochs": a.snn_epochs, "el_epochs": a.el_epochs, "recipe": RECIPE,
-              "models": rows}
+              "per_fold_E_total": per_fold, "pooled": overall, "images": rows}
     (a.out / "crossval.json").write_text(json.dumps(report, indent=1))
-    lines = ["| model | " + " | ".join(f"fold {k} E_total" for k in range(a.folds)) +
-             " | pooled E_s | pooled E_m | pooled E_l | pooled E_total |",
-             "|---|" + "---|" * (a.folds + 4)]
-    for kind, name in (("snn", "SNN-JRD"), ("eljrd", "EL-JRD")):
-        p = rows[kind]["pooled"]
-        lines.append(f"| {name} | " + " | ".join(str(f["E_total"]) for f in rows[kind]["folds"]) +
-                     f" | {p['E_s']} | {p['E_m']} | {p['E_l']} | {p['E_total']} |")
+    names = {"snn": "SNN-JRD", "eljrd": "EL-JRD", "constant": "constant (train-fold median)"}
+    lines = ["| predictor | " + " | ".join(f"fold {k}" for k in range(a.folds)) + " | pooled E_total |",
+             "|---|" + "---|" * (a.folds + 1)]
+    for key, name in names.items():
+        lines.append(f"| {name} | " + " | ".join(str(f[key]) for f in per_fold) +
+                     f" | {overall['E_total'][key]} |")
+    lines.append(f"\nSNN-JRD - EL-JRD: {overall['snn_minus_eljrd']:+.3f} QP, 95% CI over "
+                 f"{overall['chunks']} chunks {overall['ci95']}, {overall['ctus']} instance CTUs")
     (a.out / "crossval.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
