@@ -36,9 +36,9 @@ $(STAMPS)/install: $(STAMPS)/pip $(NATIVE_SRC)
 
 demo: setup
 	@mkdir -p $(DEMO)
-	$(PYTHON) examples/demo_clip.py $(DEMO)/bikes.y4m
+	$(PYTHON) examples/demo_clip.py $(DEMO)/bikes-30-59.y4m
 	$(PYTHON) -m vcmtool doctor
-	$(PYTHON) -m vcmtool encode $(DEMO)/bikes.y4m --qpmap auto --qp 32 -c kvazaar \
+	$(PYTHON) -m vcmtool encode $(DEMO)/bikes-30-59.y4m --qpmap auto --qp 32 -c kvazaar \
 	  -o $(DEMO)/bikes.hevc --overlay $(DEMO)/overlay.png --qpm-out $(DEMO)/bikes.qpm --json \
 	  > $(DEMO)/report.json.part && mv $(DEMO)/report.json.part $(DEMO)/report.json
 	$(PYTHON) examples/demo_summary.py $(DEMO)/report.json

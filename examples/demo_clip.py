@@ -29,4 +29,4 @@ def main(out: str, frames: int = 30, skip: int = 30) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "demo-out/bikes.y4m")
+    main(sys.argv[1] if len(sys.argv) > 1 else "demo-out/bikes-30-59.y4m")
