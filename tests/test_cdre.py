@@ -192,3 +192,40 @@ def test_cdre_detect_cli_reads_sei_and_side_file(encoded):
     assert [x["frame"] for x in lines] == list(range(8))
     r = run_cli("cdre", "detect", str(out["plain"][0]))
     assert r.returncode == 1 and "no CDRE side stream" in r.stderr.decode()
+
+
+def test_train_selection_keeps_identity_start_unless_val_map_beats_it(tmp_path, bus_jpg):
+    """Real detector and frames: with decoded == original on the validation frames the identity
+    start scores the pseudo GT perfectly, so no later state can beat it and step 0 must ship."""
+    import cv2
+
+    from vcmtool.cdre.train import Trainer
+
+    # bus.jpg: dense, sure detections (the first dev-clip frames have almost none at 0.3)
+    im = cv2.imread(str(bus_jpg))
+    frames = [cv2.resize(im[i * 40 : i * 40 + 960], (256, 320), interpolation=cv2.INTER_AREA)
+              for i in range(4)]
+    orig = np.stack(frames)
+    blurred = np.stack([cv2.GaussianBlur(f, (9, 9), 3) for f in frames])
+    np.savez(tmp_path / "train.npz", orig=orig, dec=blurred)
+    np.savez(tmp_path / "val.npz", orig=orig, dec=orig)
+    item = {"segment": "bikes_t", "qp": 37}
+    torch.manual_seed(0)
+    trainer = Trainer([{**item, "npz": str(tmp_path / "train.npz")}], CdreConfig(),
+                      TrainConfig(steps=2, batch=2, lr=0.05, threads=1, val_every=1, select="map"),
+                      val_items=[{**item, "npz": str(tmp_path / "val.npz")}])
+    start = {k: v.clone() for k, v in trainer.receiver.state_dict().items()}
+    ck = tmp_path / "ck.pt"
+    history = trainer.process(ck)
+    curve = [h for h in history if "val_map50" in h]
+    assert [h["step"] for h in curve] == [0, 1, 2]
+    assert curve[0]["val_map50"] == pytest.approx(1.0)
+    blob = torch.load(ck, map_location="cpu", weights_only=False)
+    assert blob["selected"]["step"] == 0 and blob["selected"]["by"] == "map"
+    assert [v["step"] for v in blob["validation"]] == [0]  # saved when step 0 was chosen
+    for k, v in start.items():
+        assert torch.equal(blob["receiver"][k], v)
+    last = torch.load(f"{ck}.last.pt", map_location="cpu", weights_only=False)
+    assert [v["step"] for v in last["validation"]] == [0, 1, 2]
+    assert export_models(ck, tmp_path / "m")["decoder"].exists()
+    assert load_receiver(tmp_path / "m" / "cdre_decoder.pt")[1]["steps"] == 0

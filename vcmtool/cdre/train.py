@@ -20,13 +20,20 @@ import torch.nn.functional as F  # noqa: N812
 from torch import Tensor
 from tqdm import tqdm
 
+from vcmtool.bench.evaluate import EVAL_MIN_SCORE, GroundTruth
 from vcmtool.cdre.model import CdreConfig, CdreEncoder, CdreReceiver, Placement
+from vcmtool.tasks.base import Detections
 from vcmtool.tasks.darknet import Yolo
 from vcmtool.tasks.darknet_torch import DarknetYolo
 from vcmtool.tasks.postprocess import Letterbox
 from vcmtool.tasks.yolov3_tiny import DEFAULT_INPUT, pipeline_for
 
 PSEUDO_MIN_SCORE = 0.25
+
+
+def _rows(dets: Detections) -> list[list[float]]:
+    return [[*map(float, b), float(s), int(c)] for b, s, c in zip(dets.boxes, dets.scores, dets.classes,
+                                                                 strict=True)]
 
 
 def placements(lbs: Sequence[Letterbox]) -> list[Placement]:
@@ -133,6 +140,22 @@ class TrainConfig:
     seed: int = 0
     threads: int = 2
     val_every: int = 25  # steps between validations (when validation items are given)
+    # checkpoint selection on the validation frames: "map" keeps the highest mAP@.5 vs pseudo GT
+    # (what the bench scores); "loss" the lowest detection loss, which suppressing detections
+    # can lower while mAP falls, so it is kept only to reproduce older models
+    select: str = "map"
+
+
+def _better_map(v: dict, best: dict) -> bool:
+    # strictly higher: ties keep the earlier state, so the identity start wins unless beaten
+    return v["val_map50"] > best["val_map50"]
+
+
+def _better_loss(v: dict, best: dict) -> bool:
+    return v["val_det"] < best["val_det"]
+
+
+SELECTORS = {"map": _better_map, "loss": _better_loss}
 
 
 class Trainer:
@@ -146,6 +169,9 @@ class Trainer:
         self.cfg, self.tcfg = cfg, tcfg
         self.detector = DarknetYolo.from_darknet()
         self.pipeline = pipeline_for(self.detector.net_spec, DEFAULT_INPUT, 0.25, 0.45, True, 300)
+        # validation mAP uses the bench's convention: a low score threshold for the scored detections
+        self.eval_pipeline = pipeline_for(self.detector.net_spec, DEFAULT_INPUT, EVAL_MIN_SCORE, 0.45,
+                                          True, 300)
         self.encoder, self.receiver = CdreEncoder(cfg), CdreReceiver(cfg)
         self.data = [np.load(it["npz"]) for it in items]
         self.data = [{"orig": d["orig"], "dec": d["dec"]} for d in self.data]
@@ -161,6 +187,27 @@ class Trainer:
             if it["segment"] not in val_labels:
                 val_labels[it["segment"]] = self._pseudo_labels(d["orig"])
         self.val_labels = [val_labels[it["segment"]] for it in val_items]
+        self.val_keys = [(it["segment"], int(it["qp"])) for it in val_items]
+        self.val_gt = self._val_ground_truth(val_items) if val_items else None
+
+    def _val_ground_truth(self, val_items: list[dict]) -> GroundTruth:
+        """Pseudo GT as in :mod:`vcmtool.cdre.evaluate`: the plain detector on the originals
+        (computed before training, so the joint variant's tuning does not move it)."""
+        frames: dict[tuple[str, int], list] = {}
+        sizes: dict[str, tuple[int, int]] = {}
+        for it, d in zip(val_items, self.val, strict=True):
+            seg = it["segment"]
+            if seg in sizes:
+                continue
+            sizes[seg] = (int(d["orig"].shape[2]), int(d["orig"].shape[1]))
+            for s in range(0, len(d["orig"]), 4):
+                blob, lbs = self.eval_pipeline.preprocess(list(d["orig"][s : s + 4]))
+                with torch.no_grad():
+                    heads = self.detector(torch.from_numpy(blob))
+                dets = self.eval_pipeline.postprocess([h.numpy() for h in heads], lbs)
+                for i, x in enumerate(dets, start=s):
+                    frames[(seg, i)] = _rows(x)
+        return GroundTruth.from_detections(frames, sizes)
 
     def _pseudo_labels(self, frames: np.ndarray) -> list[np.ndarray]:
         """Detections on the originals, as (N, 5) canvas-pixel targets."""
@@ -186,16 +233,39 @@ class Trainer:
         det = yolo_loss(heads, [labels[i] for i in idx], self.detector.heads, self.pipeline.input_size)
         return det, bits, fo, fc
 
-    def validate(self) -> float:
-        """Mean detection loss per frame on the validation items (lower is better)."""
+    def validate(self) -> dict:
+        """On the validation items: ``val_det``, the mean detection loss per frame, and
+        ``val_map50``, the mean over QPs of mAP@.5 (pycocotools) against the pseudo GT, with the
+        modules in eval mode as shipped; ``val_map50_by_qp`` holds the per-QP values."""
         total, n = 0.0, 0
-        with torch.no_grad():
-            for d, labels in zip(self.val, self.val_labels, strict=True):
-                for s in range(0, len(d["orig"]), 4):
-                    idx = list(range(s, min(s + 4, len(d["orig"]))))
-                    total += float(self._det_loss(d, labels, idx)[0]) * len(idx)
-                    n += len(idx)
-        return total / max(n, 1)
+        by_qp: dict[int, dict[tuple[str, int], list]] = {}
+        modules = (self.encoder, self.receiver)
+        modes = [m.training for m in modules]
+        for m in modules:
+            m.eval()
+        try:
+            with torch.no_grad():
+                for d, labels, (seg, qp) in zip(self.val, self.val_labels, self.val_keys, strict=True):
+                    for s in range(0, len(d["orig"]), 4):
+                        idx = list(range(s, min(s + 4, len(d["orig"]))))
+                        dec = [d["dec"][i] for i in idx]
+                        orig = to_tensor([d["orig"][i] for i in idx])
+                        bits, _, _ = self.encoder.encode(orig, to_tensor(dec))
+                        blob, lbs = self.eval_pipeline.preprocess(dec)
+                        heads = self.receiver.run_detector(self.detector, torch.from_numpy(blob), bits,
+                                                           placements(lbs))
+                        total += float(yolo_loss(heads, [labels[i] for i in idx], self.detector.heads,
+                                                 self.pipeline.input_size)) * len(idx)
+                        n += len(idx)
+                        dets = self.eval_pipeline.postprocess([h.numpy() for h in heads], lbs)
+                        for i, x in zip(idx, dets, strict=True):
+                            by_qp.setdefault(qp, {})[(seg, i)] = _rows(x)
+        finally:
+            for m, mode in zip(modules, modes, strict=True):
+                m.train(mode)
+        maps = {qp: self.val_gt.match(frames).scores().map50 for qp, frames in sorted(by_qp.items())}
+        return {"val_det": total / max(n, 1), "val_map50": float(np.mean(list(maps.values()))),
+                "val_map50_by_qp": {str(q): v for q, v in maps.items()}}
 
     def step_loss(self, di: int, idx: list[int]) -> tuple[Tensor, dict]:
         det, bits, fo, fc = self._det_loss(self.data[di], self.labels[di], idx)
@@ -210,15 +280,21 @@ class Trainer:
                 "encoder": self.encoder.state_dict(), "receiver": self.receiver.state_dict()}
         if selected is not None:
             blob["selected"] = selected
+        blob["validation"] = [{k: h[k] for k in ("step", "val_map50", "val_det")}
+                              for h in history if "val_det" in h]
         if self.tcfg.variant == "joint":
             blob["detector"] = self.detector.state_dict()
         with atomic_path(Path(path)) as tmp:
             torch.save(blob, tmp)
 
     def process(self, checkpoint: str | Path | None = None, every: int = 10) -> list[dict]:
-        """Train; with validation items, ``checkpoint`` holds the state with the lowest validation
-        loss (step 0, the identity embedding, included) and ``<checkpoint>.last.pt`` the latest."""
+        """Train; with validation items, ``checkpoint`` holds the best validated state by
+        ``select`` (step 0, the identity embedding, included and kept on ties, so the selected
+        model is never worse on validation than no embedding) and ``<checkpoint>.last.pt`` the latest."""
         t = self.tcfg
+        if t.select not in SELECTORS:
+            raise ValueError(f"select must be one of {sorted(SELECTORS)}, not {t.select!r}")
+        better = SELECTORS[t.select]
         params = [{"params": [*self.encoder.parameters(), *self.receiver.parameters()], "lr": t.lr}]
         self.detector.requires_grad_(t.variant == "joint")
         if t.variant == "joint":
@@ -233,9 +309,12 @@ class Trainer:
         def validate(done: int) -> None:
             nonlocal best
             v = self.validate()
-            history.append({"step": done, "val_det": v, "elapsed_s": round(time.perf_counter() - t0, 1)})
-            if best is None or v < best["val_det"]:
-                best = {"step": done, "val_det": v}
+            if t.select == "map" and np.isnan(v["val_map50"]):
+                # NaN compares as never better: step 0 would ship silently whatever training did
+                raise ValueError("the validation frames have no pseudo-GT detections; cannot select on mAP")
+            history.append({"step": done, **v, "elapsed_s": round(time.perf_counter() - t0, 1)})
+            if best is None or better(v, best):
+                best = {"step": done, "by": t.select, "val_det": v["val_det"], "val_map50": v["val_map50"]}
                 if checkpoint:
                     self.save(checkpoint, history, best)
 

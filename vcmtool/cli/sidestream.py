@@ -78,24 +78,32 @@ def cdre() -> None:
 @click.option("--val-every", type=click.IntRange(min=0), default=25, show_default=True,
               help="validate on held-aside dev frames every N steps and keep the best state "
                    "(the latest goes to OUTPUT.last.pt); 0 = no validation, keep the last")
+@click.option("--select", type=click.Choice(["map", "loss"]), default="map", show_default=True,
+              help="which validated state to keep: map = highest validation mAP@.5 vs pseudo GT "
+                   "(step 0, the identity, wins ties); loss = lowest validation detection loss")
 def train(output: str, work: str, variant: str, steps: int, batch: int, lr: float, lam: float,
-          channels: int, encoder: str, detector_lr: float, threads: int, val_every: int) -> None:
+          channels: int, encoder: str, detector_lr: float, threads: int, val_every: int, select: str) -> None:
     """Train the CDRE modules on development media (CPU is fine; GPU not needed at this size)."""
     from vcmtool.cdre import data
     from vcmtool.cdre.model import CdreConfig
-    from vcmtool.cdre.train import TrainConfig, Trainer
+    from vcmtool.cdre.train import SELECTORS, TrainConfig, Trainer
 
     items = data.build(data.TRAIN_SEGMENTS, work, codec=encoder)
     val = data.build(data.VAL_SEGMENTS, work, qps=data.VAL_QPS, codec=encoder) if val_every else None
     trainer = Trainer(items, CdreConfig(channels=channels),
                       TrainConfig(variant=variant, steps=steps, batch=batch, lr=lr, lam=lam,
-                                  detector_lr=detector_lr, threads=threads, val_every=max(val_every, 1)),
+                                  detector_lr=detector_lr, threads=threads, val_every=max(val_every, 1),
+                                  select=select),
                       val_items=val)
     history = trainer.process(output)
     losses = [h["loss"] for h in history if "loss" in h]
     vals = [h for h in history if "val_det" in h]
-    best = min(vals, key=lambda h: h["val_det"]) if vals else None
-    chosen = f", kept step {best['step']} (val {best['val_det']:.3f})" if best else ""
+    best = None
+    for h in vals:  # the trainer's own rule, so the message names the state it kept
+        if best is None or SELECTORS[select](h, best):
+            best = h
+    chosen = (f", kept step {best['step']} (val mAP@.5 {best['val_map50']:.3f}, loss {best['val_det']:.3f}; "
+              f"step 0: {vals[0]['val_map50']:.3f})" if best else "")
     console.print(f"trained {steps} steps, last loss {losses[-1]:.3f}{chosen} -> {output}")
 
 
