@@ -30,10 +30,6 @@ def _detector(decoder: str):
     return _CACHE[decoder]
 
 
-def _rows(dets) -> list[list[float]]:
-    return [[*map(float, b), float(s), int(c)] for b, s, c in zip(dets.boxes, dets.scores, dets.classes,
-                                                                 strict=True)]
-
 
 def _eval_item(p: dict) -> dict:
     from vcmtool.cdre.sidestream import (
@@ -63,7 +59,7 @@ def _eval_item(p: dict) -> dict:
         arrs = None
     for s in range(0, len(frames), 4):
         dets = det.process(list(frames[s : s + 4]), None if arrs is None else arrs[s : s + 4])
-        out["frames"] += [_rows(x) for x in dets]
+        out["frames"] += [x.rows() for x in dets]
     return out
 
 

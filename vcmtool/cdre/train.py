@@ -22,7 +22,6 @@ from tqdm import tqdm
 
 from vcmtool.bench.evaluate import EVAL_MIN_SCORE, GroundTruth
 from vcmtool.cdre.model import CdreConfig, CdreEncoder, CdreReceiver, Placement
-from vcmtool.tasks.base import Detections
 from vcmtool.tasks.darknet import Yolo
 from vcmtool.tasks.darknet_torch import DarknetYolo
 from vcmtool.tasks.postprocess import Letterbox
@@ -30,10 +29,6 @@ from vcmtool.tasks.yolov3_tiny import DEFAULT_INPUT, pipeline_for
 
 PSEUDO_MIN_SCORE = 0.25
 
-
-def _rows(dets: Detections) -> list[list[float]]:
-    return [[*map(float, b), float(s), int(c)] for b, s, c in zip(dets.boxes, dets.scores, dets.classes,
-                                                                 strict=True)]
 
 
 def placements(lbs: Sequence[Letterbox]) -> list[Placement]:
@@ -206,7 +201,7 @@ class Trainer:
                     heads = self.detector(torch.from_numpy(blob))
                 dets = self.eval_pipeline.postprocess([h.numpy() for h in heads], lbs)
                 for i, x in enumerate(dets, start=s):
-                    frames[(seg, i)] = _rows(x)
+                    frames[(seg, i)] = x.rows()
         return GroundTruth.from_detections(frames, sizes)
 
     def _pseudo_labels(self, frames: np.ndarray) -> list[np.ndarray]:
@@ -259,7 +254,7 @@ class Trainer:
                         n += len(idx)
                         dets = self.eval_pipeline.postprocess([h.numpy() for h in heads], lbs)
                         for i, x in zip(idx, dets, strict=True):
-                            by_qp.setdefault(qp, {})[(seg, i)] = _rows(x)
+                            by_qp.setdefault(qp, {})[(seg, i)] = x.rows()
         finally:
             for m, mode in zip(modules, modes, strict=True):
                 m.train(mode)

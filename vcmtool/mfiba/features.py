@@ -165,10 +165,6 @@ def _split() -> SplitDetector:
     return _detector
 
 
-def _rows(det) -> list[list[float]]:
-    return [[*map(float, b), float(s), int(c)] for b, s, c in zip(det.boxes, det.scores, det.classes,
-                                                                   strict=True)]
-
 
 def _prepare(payload: dict):
     from vcmtool.mfiba.fit import DevImage, load_bgr
@@ -186,7 +182,7 @@ def precode_image(payload: dict) -> dict:
     """Phase 1 for one image: reference, per-scale pre-coding (rate-QP + MFIP), uniform points."""
     img, bgr, det, blob, boxes, feats, atlas, y, ranges = _prepare(payload)
     out = {"name": img.name, "width": bgr.shape[1], "height": bgr.shape[0],
-           "reference": _rows(det.finish(blob, boxes, feats)), "scales": {}, "uniform": []}
+           "reference": det.finish(blob, boxes, feats).rows(), "scales": {}, "uniform": []}
     if not any(r[4] >= 0.3 for r in out["reference"]):
         return out
     for r in atlas.regions:
@@ -198,12 +194,12 @@ def precode_image(payload: dict) -> dict:
             full[r.top : r.top + r.rows] = dec
             mixed = dict(feats)
             mixed[r.stride] = atlas.unpack(full, ranges)[r.stride]
-            pts.append({"qp": q, "bits": bits, "detections": _rows(det.finish(blob, boxes, mixed))})
+            pts.append({"qp": q, "bits": bits, "detections": det.finish(blob, boxes, mixed).rows()})
         out["scales"][str(r.stride)] = {"pixels": r.rows * atlas.width, "points": pts}
     for q in FCM_QPS:
         bits, dec = code_luma(y, atlas.qp_grid({s: q for s in SCALES}))
         out["uniform"].append({"qp": q, "bits": bits,
-                               "detections": _rows(det.finish(blob, boxes, atlas.unpack(dec, ranges)))})
+                               "detections": det.finish(blob, boxes, atlas.unpack(dec, ranges)).rows()})
     return out
 
 
@@ -215,5 +211,5 @@ def mfiba_image(payload: dict) -> dict:
         q = {int(k): int(v) for k, v in qps.items()}
         bits, dec = code_luma(y, atlas.qp_grid(q))
         pts.append({"qps": qps, "bits": bits,
-                    "detections": _rows(det.finish(blob, boxes, atlas.unpack(dec, ranges)))})
+                    "detections": det.finish(blob, boxes, atlas.unpack(dec, ranges)).rows()})
     return {"name": img.name, "points": pts}

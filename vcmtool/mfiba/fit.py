@@ -60,10 +60,6 @@ def load_bgr(img: DevImage) -> np.ndarray:
     return fr.to_bgr()
 
 
-def _rows(det) -> list[list[float]]:
-    return [[*map(float, b), float(s), int(c)] for b, s, c in zip(det.boxes, det.scores, det.classes,
-                                                                   strict=True)]
-
 
 def measure_image(payload: dict) -> dict:
     """All encodes and detections of one development image (a ``run_items`` work function)."""
@@ -95,7 +91,7 @@ def measure_image(payload: dict) -> dict:
     if inst.any() and not inst.all():
         conds += [("instance", q, np.where(inst, q, REF_QP)) for q in DEGRADE_QPS]
         conds += [("background", q, np.where(inst, REF_QP, q)) for q in DEGRADE_QPS]
-    out = {"name": img.name, "width": w, "height": h, "reference": _rows(ref),
+    out = {"name": img.name, "width": w, "height": h, "reference": ref.rows(),
            "instance_area": float(area[inst].sum()) / (w * h), "points": []}
     with tempfile.TemporaryDirectory(prefix="vcmtool-mfiba-fit-") as td:
         png = Path(td) / "img.png"
@@ -107,7 +103,7 @@ def measure_image(payload: dict) -> dict:
             enc.encode(clip, maps, settings, bs)
             dec = next(decoded_frames(bs)).to_bgr()
             out["points"].append({"cond": cond, "qp": q, "bits": sum(packet_bits(bs)),
-                                  "detections": _rows(model.detect(dec))})
+                                  "detections": model.detect(dec).rows()})
     return out
 
 

@@ -64,6 +64,12 @@ class Detections:
             None if self.masks is None else self.masks[index],
         )
 
+    def rows(self) -> list[list[float]]:
+        """JSON-friendly rows ``[x0, y0, x1, y1, score, class_id]``: how results, caches and the
+        mAP scorer (:class:`vcmtool.bench.evaluate.GroundTruth`) exchange detections."""
+        return [[*map(float, b), float(s), int(c)]
+                for b, s, c in zip(self.boxes, self.scores, self.classes, strict=True)]
+
     def class_name(self, class_id: int) -> str:
         if 0 <= class_id < len(self.class_names):
             return self.class_names[class_id]
