@@ -15,9 +15,10 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import subprocess
 import sys
 from pathlib import Path
+
+from jrd_runs import train_run
 
 
 def runs() -> list[tuple[str, dict[str, bool]]]:
@@ -26,19 +27,6 @@ def runs() -> list[tuple[str, dict[str, bool]]]:
         name = "_".join(f"{k}{'+' if v else '-'}" for k, v in (("tfd", tfd), ("mrr", mrr), ("taa", taa)))
         out.append((name, {"tfd": tfd, "mrr": mrr, "taa": taa}))
     return out
-
-
-def train(dataset: str, out: Path, epochs: int, switches: dict[str, bool], extra: list[str]) -> None:
-    last = out / "last.pt"
-    if last.is_file():
-        import torch
-
-        if torch.load(last, map_location="cpu", weights_only=False)["epoch"] >= epochs:
-            return
-    cmd = [sys.executable, "-m", "vcmtool", "jrd", "train", dataset, "-o", str(out), "--model", "snn",
-           "--stem", "16", "--epochs", str(epochs), "--resume", *extra]
-    cmd += [f"--no-{k}" for k, on in switches.items() if not on]
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
 
 
 def evaluate(dataset: str, ckpt: Path) -> dict:
@@ -82,7 +70,8 @@ def main() -> None:
     for name, sw in runs():
         if wanted and name not in wanted:
             continue
-        train(a.dataset, a.out / name, a.epochs, sw, extra)
+        train_run(a.dataset, a.out / name, "snn", a.epochs,
+                  ["--stem", "16", *extra, *(f"--no-{k}" for k, on in sw.items() if not on)])
         rows.append({"run": name, **sw, **evaluate(a.dataset, a.out / name / "best.pt")})
         r = rows[-1]
         print(json.dumps({"run": name, "best_epoch": r["best_epoch"], "val": r["val"]["E_total"],

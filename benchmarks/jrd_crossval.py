@@ -16,10 +16,10 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from jrd_runs import train_run
 
 KINDS = ("snn", "eljrd")
 RECIPE = ["--ema", "0.995", "--schedule", "cosine", "--augment", "--clip", "5"]
@@ -50,20 +50,6 @@ def make_fold(dataset: Path, out: Path, k: int, folds: int) -> Path:
             link.symlink_to((dataset / sub).resolve())
     (out / "manifest.json").write_text(json.dumps(manifest))
     return out
-
-
-def train(data: Path, run: Path, kind: str, epochs: int) -> None:
-    last = run / "last.pt"
-    if last.is_file():
-        import torch
-
-        if torch.load(last, map_location="cpu", weights_only=False)["epoch"] >= epochs:
-            return
-    cmd = [sys.executable, "-m", "vcmtool", "jrd", "train", str(data), "-o", str(run), "--model", kind,
-           "--epochs", str(epochs), "--resume", *RECIPE]
-    if kind == "snn":
-        cmd += ["--stem", "16"]
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def evaluate(data: Path, folds_dir: Path) -> list[dict]:
@@ -132,10 +118,10 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2, help="trainings at once (one core each)")
     a = ap.parse_args()
     datas = [make_fold(a.dataset, a.out / f"fold{k}" / "data", k, a.folds) for k in range(a.folds)]
-    jobs = [(d, d.parent / kind, kind, a.snn_epochs if kind == "snn" else a.el_epochs)
-            for kind in KINDS for d in datas]
+    jobs = [(d, d.parent / kind, kind, a.snn_epochs if kind == "snn" else a.el_epochs,
+             [*RECIPE, *(["--stem", "16"] if kind == "snn" else [])]) for kind in KINDS for d in datas]
     with ThreadPoolExecutor(a.jobs) as pool:
-        list(pool.map(lambda j: train(*j), jobs))
+        list(pool.map(lambda j: train_run(*j, quiet=True), jobs))
     rows = [r | {"fold": k} for k, d in enumerate(datas) for r in evaluate(d, d.parent)]
     per_fold = [summarise([r for r in rows if r["fold"] == k], boot=0)["E_total"] for k in range(a.folds)]
     overall = summarise(rows)
