@@ -1,9 +1,14 @@
 """Manifests for ``vcmtool batch``: CSV or JSON lines of :class:`EncodeJob` fields -> work items.
 
 Each row is one encode. CSV has a header of EncodeJob field names; JSON lines are one object per
-line with the same keys. Blank lines and lines starting with ``#`` are skipped. Relative paths
-are resolved against the manifest's folder (the current folder for ``-``), so a manifest can
-travel with its clips. Jobs carry absolute paths: with ``--address`` the files must be visible
+line with the same keys. Blank lines and lines starting with ``#`` are skipped. Relative input
+paths are resolved against the manifest's folder (the current folder for ``-``), so a manifest can
+travel with its clips; relative output paths (``output``, ``qpm_out``, ``overlay``,
+``side_stream_out``) against the output folder (``--outdir``). A manifest is untrusted input:
+outputs must stay inside the output folder unless ``--allow-outside``, every row is checked
+against the output policy (:mod:`vcmtool.outputs`) and the same option ranges and ``--param``
+allow-lists as the CLI (:mod:`vcmtool.jobcheck`, ``Encoder.check_settings``), all before any
+encode starts. Jobs carry absolute paths: with ``--address`` the files must be visible
 at the same paths on every Ray node (a shared mount). A row without ``output`` writes
 ``OUTDIR/<stem>.<codec>.<hash><ext>``, the hash covering every option, so two rows never
 clobber each other's bitstream.
@@ -28,15 +33,20 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from vcmtool.encoders import ENCODERS
+from vcmtool.atomic import owner_tag, set_owner_tag, temp_glob
+from vcmtool.encoders import ENCODERS, EncodeSettings
 from vcmtool.errors import UsageError
-from vcmtool.pipeline import EncodeJob, run_encode
+from vcmtool.jobcheck import check_job
+from vcmtool.outputs import check_outputs
+from vcmtool.pipeline import EncodeJob, job_inputs, job_outputs, run_encode
+from vcmtool.provenance import md5_file
 from vcmtool.runner import Item
 
 _HINTS = typing.get_type_hints(EncodeJob)
 FIELDS: tuple[str, ...] = tuple(f.name for f in fields(EncodeJob))
 # Options that name files, and options whose value carries a file after a prefix.
 _PATH_FIELDS = ("input", "output", "overlay", "qpm_out", "side_stream_out")
+OUTPUT_FIELDS = ("output", "overlay", "qpm_out", "side_stream_out")
 PATH_PREFIXES = {"qpmap": "file:", "task_model": "onnx:"}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -51,8 +61,9 @@ class Row:
     def key(self) -> str:
         return job_key(self.job)
 
-    def item(self, quiet: bool) -> Item:
-        return Item(self.key, {"job": asdict(self.job), "line": self.line, "quiet": quiet})
+    def item(self, quiet: bool, tag: str = "") -> Item:
+        # ``tag`` marks the row's temp files as this batch's (see state_tag); not part of the key.
+        return Item(self.key, {"job": asdict(self.job), "line": self.line, "quiet": quiet, "tag": tag})
 
 
 def job_key(job: EncodeJob) -> str:
@@ -145,7 +156,8 @@ def _rows_of(text: str, where: str) -> Iterator[tuple[int, dict[str, Any]]]:
         yield i, {h: c for h, c in zip(header, cells, strict=False) if c.strip() != ""}
 
 
-def parse_manifest(text: str, where: str, base: Path, outdir: Path) -> list[Row]:
+def parse_manifest(text: str, where: str, base: Path, outdir: Path,
+                   allow_outside: bool = False) -> list[Row]:
     """Parse and validate a whole manifest before any work starts: a typo on line 900 must not
     surface after hours of encoding. Errors are UsageErrors naming ``where:line``."""
     rows: list[Row] = []
@@ -157,13 +169,22 @@ def parse_manifest(text: str, where: str, base: Path, outdir: Path) -> list[Row]
                              f"{', '.join(map(repr, unknown))}; use EncodeJob fields: {', '.join(FIELDS)}")
         if not raw.get("input"):
             raise UsageError(f"{at}: no input (every row needs an 'input' path)")
-        kw = {k: resolve_option(k, _coerce(k, v, at), base) for k, v in raw.items()}
+        kw = {k: resolve_option(k, _coerce(k, v, at), outdir if k in OUTPUT_FIELDS else base)
+              for k, v in raw.items()}
         job = EncodeJob(**kw)
         if job.codec not in ENCODERS:
             raise UsageError(f"{at}: unknown codec {job.codec!r}; "
                              f"choose one of: {', '.join(ENCODERS.names())}")
-        if job.output is None:
-            job.output = str(default_output(job, outdir))
+        try:
+            check_job(job)
+            ENCODERS.get(job.codec)().check_settings(EncodeSettings(
+                job.preset, job.intra_period, job.threads, job.allow_frame_qp, job.encoder_params))
+            if job.output is None:
+                job.output = str(default_output(job, outdir))
+            check_outputs(job_outputs(job, job.output), job_inputs(job),
+                          None if allow_outside else outdir)
+        except UsageError as e:
+            raise UsageError(f"{at}: {e}") from None
         rows.append(Row(line, job))
     if not rows:
         raise UsageError(f"{where}: the manifest has no rows")
@@ -179,20 +200,26 @@ def default_output(job: EncodeJob, outdir: Path) -> Path:
 
 
 def _check_unique(rows: list[Row], where: str) -> None:
+    """No two rows write one file, and no row writes a file another row reads."""
     seen_key: dict[str, int] = {}
     seen_out: dict[str, int] = {}
+    reads = {str(Path(p).resolve()): r.line for r in rows for p in job_inputs(r.job) if p != "-"}
     for r in rows:
         if r.key in seen_key:
             raise UsageError(f"{where}:{r.line}: same job as line {seen_key[r.key]}; remove one")
-        out = str(Path(r.job.output).resolve())
-        if out in seen_out:
-            raise UsageError(f"{where}:{r.line}: writes {r.job.output} like line {seen_out[out]}; "
-                             "give each row its own output")
         seen_key[r.key] = r.line
-        seen_out[out] = r.line
+        for o in job_outputs(r.job, r.job.output):
+            out = str(Path(o.path).resolve())
+            if out in seen_out:
+                raise UsageError(f"{where}:{r.line}: writes {o.path} like line {seen_out[out]}; "
+                                 "give each row its own output")
+            if out in reads:
+                raise UsageError(f"{where}:{r.line}: writes {o.path}, which line {reads[out]} reads")
+            seen_out[out] = r.line
 
 
-def read_manifest(manifest: str, outdir: Path | None = None) -> tuple[list[Row], Path]:
+def read_manifest(manifest: str, outdir: Path | None = None,
+                  allow_outside: bool = False) -> tuple[list[Row], Path]:
     """Rows of ``manifest`` (a path or ``-``) and the output folder rows default to."""
     if manifest == "-":
         text, where, base = sys.stdin.read(), "<stdin>", Path.cwd()
@@ -207,7 +234,7 @@ def read_manifest(manifest: str, outdir: Path | None = None) -> tuple[list[Row],
         outdir = outdir or p.with_name(p.name + ".out")
     # Absolute paths: pool and Ray workers need not share the driver's current folder.
     outdir = outdir.resolve()
-    return parse_manifest(text, where, base, outdir), outdir
+    return parse_manifest(text, where, base, outdir, allow_outside), outdir
 
 
 def default_state_dir(manifest: str) -> Path:
@@ -215,37 +242,48 @@ def default_state_dir(manifest: str) -> Path:
 
 
 def outputs_of(job: EncodeJob) -> list[Path]:
-    paths = (job.output, job.qpm_out, job.overlay, getattr(job, "side_stream_out", None))
-    return [Path(p) for p in paths if p]
+    return [Path(o.path) for o in job_outputs(job, job.output or "")]
 
 
-def _parts_of(target: Path) -> list[Path]:
-    # vcmtool.atomic names its temp files ".<name>.<random>.part<suffix>" beside the target.
-    return list(target.parent.glob(f".{target.name}.*.part{target.suffix}")) if target.parent.is_dir() else []
+def state_tag(state_dir: Path) -> str:
+    """The owner tag of this state folder's temp files: two batches with different state folders
+    writing into one output folder never clean up each other's in-flight files."""
+    return hashlib.md5(str(state_dir.resolve()).encode()).hexdigest()[:10]
+
+
+def _parts_of(target: Path, tag: str) -> list[Path]:
+    return list(target.parent.glob(temp_glob(target, tag))) if target.parent.is_dir() else []
 
 
 def prepare_state(rows: list[Row], state_dir: Path) -> None:
-    """Make a resumed run honest: forget finished rows whose output has gone, and remove the
-    temp files a kill -9 left behind (no half-written file survives a resume)."""
+    """Make a resumed run honest: forget finished rows whose outputs have gone or changed, and
+    remove the temp files a kill -9 of *this* batch left behind (tagged with its state folder)."""
     state_dir.mkdir(parents=True, exist_ok=True)
     for stale in state_dir.glob(".*.part*"):
         stale.unlink(missing_ok=True)
+    tag = state_tag(state_dir)
     for r in rows:
         rec = state_dir / f"{r.key}.json"
         if rec.exists() and not _outputs_intact(rec, r.job):
             rec.unlink()
         for out in outputs_of(r.job):
-            for part in _parts_of(out):
+            for part in _parts_of(out, tag):
                 part.unlink(missing_ok=True)
 
 
 def _outputs_intact(record: Path, job: EncodeJob) -> bool:
+    """Every output still there with the md5 the record holds (a size match is not enough: another
+    writer may have replaced a file with one of the same size)."""
     try:
         report = json.loads(record.read_text())
-    except (OSError, json.JSONDecodeError):
+        md5s = report["md5"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
         return False
-    out = Path(job.output)
-    return all(p.exists() for p in outputs_of(job)) and out.stat().st_size == report.get("bytes")
+    for p in outputs_of(job):
+        want = md5s.get(str(p)) if isinstance(md5s, dict) else None
+        if not p.is_file() or want is None or md5_file(p) != want:
+            return False
+    return True
 
 
 @contextlib.contextmanager
@@ -278,6 +316,8 @@ class _NotATerminal:
 def encode_item(payload: dict) -> dict:
     """The work of one row, run in a pool or Ray worker (top-level so it pickles by name)."""
     job = EncodeJob(**payload["job"])
+    if payload.get("tag") and owner_tag() != payload["tag"]:
+        set_owner_tag(payload["tag"])
     if not payload.get("quiet"):
         return run_encode(job)
     # Per-encode bars from several workers would scribble over the batch bar.
@@ -285,5 +325,6 @@ def encode_item(payload: dict) -> dict:
         return run_encode(job)
 
 
-__all__ = ["FIELDS", "PATH_PREFIXES", "Row", "default_state_dir", "encode_item", "parse_manifest",
-           "prepare_state", "read_manifest", "resolve_option", "state_lock"]
+__all__ = ["FIELDS", "OUTPUT_FIELDS", "PATH_PREFIXES", "Row", "default_state_dir", "encode_item",
+           "parse_manifest", "prepare_state", "read_manifest", "resolve_option", "state_lock",
+           "state_tag"]

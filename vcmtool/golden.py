@@ -116,7 +116,10 @@ def load(golden: Path) -> dict:
     if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("entries"), list):
         raise InputError(f"{golden}: not a {FORMAT} file (no 'format': '{FORMAT}' with 'entries'); "
                          "record one with vcmtool encode --record")
-    if doc.get("version", 0) > VERSION:
+    version = doc.get("version", 0)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise InputError(f"{golden}: 'version' {version!r} is not an integer; re-record it")
+    if version > VERSION:
         raise InputError(f"{golden}: format version {doc['version']} is newer than this vcmtool "
                          f"reads ({VERSION}); upgrade vcmtool")
     return doc
@@ -177,10 +180,29 @@ def _compare(entry: dict, bitstream: Path) -> tuple[str, str, str]:
                            f"decoded frames differ from frame {first}")
 
 
+def _untrusted_options(options: dict) -> str | None:
+    """Why a golden entry's options cannot be re-encoded safely (None if they can). A golden file
+    may come from anywhere: it must not make verify write outside its temp folder."""
+    if not isinstance(options, dict):
+        return "'options' is not an object"
+    named = sorted(k for k in ("output", "overlay", "qpm_out", "input") if options.get(k))
+    if named:
+        return f"options name output/input paths ({', '.join(named)}); re-record the entry"
+    for k in _SIDE_OUTPUTS:
+        v = options.get(k)
+        if v and (not isinstance(v, str) or Path(v).name != v or v in (".", "..")):
+            return f"{k} {v!r} must be a plain file name; re-record the entry"
+    return None
+
+
 def check_entry(entry: dict, base: Path, workdir: Path, reencode: bool = True) -> Check:
     """Re-encode one entry (or, with ``reencode=False``, check its recorded output file)."""
-    name = entry.get("name", entry.get("input", "?"))
+    name = str(entry.get("name", entry.get("input", "?")))
+    if not isinstance(entry.get("input"), str) or not isinstance(entry.get("output"), str):
+        return Check(name, "error", detail="entry needs 'input' and 'output' strings; re-record it")
     inp = base / entry["input"]
+    if reencode and (why := _untrusted_options(entry.get("options"))):
+        return Check(name, "error", detail=why)
     try:
         if reencode:
             if not inp.exists():
@@ -213,13 +235,17 @@ def check_entry(entry: dict, base: Path, workdir: Path, reencode: bool = True) -
 
 def verify(golden: Path, reencode: bool = True, progress=None) -> list[Check]:
     doc = load(golden)
+    if not doc["entries"]:
+        raise InputError(f"{golden}: no entries to verify; record some with vcmtool encode --record")
     base = Path(golden).parent
     checks = []
     with tempfile.TemporaryDirectory(prefix="vcmtool-verify-") as tmp:
         for i, entry in enumerate(doc["entries"]):
             try:
+                if not isinstance(entry, dict):
+                    raise TypeError(f"entry is {type(entry).__name__}, not an object")
                 checks.append(check_entry(entry, base, Path(tmp) / str(i), reencode))
-            except (KeyError, TypeError) as e:
+            except (KeyError, TypeError, ValueError, AttributeError) as e:
                 checks.append(Check(entry.get("name", f"entry {i}") if isinstance(entry, dict) else
                                     f"entry {i}", "error", detail=f"malformed entry ({e!r}); re-record it"))
             if progress:

@@ -12,6 +12,7 @@ combination, and features that need all maps first (MFIBA targets, frame-QP-only
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,6 +24,8 @@ from vcmtool.decode import measure_quality, packet_bits
 from vcmtool.encoders import EncodeSettings, get_encoder
 from vcmtool.errors import UsageError
 from vcmtool.io.open import open_video
+from vcmtool.jobcheck import check_job
+from vcmtool.outputs import Output, check_outputs
 from vcmtool.provenance import base_versions, md5_file
 from vcmtool.qpmap.maps import QPMaps
 from vcmtool.qpmap.sources import MapContext, QPMapSource, get_source
@@ -100,22 +103,41 @@ def _side_stream(spec: str):
                          "cdre:fd|joint|DIR") from None
 
 
+def job_outputs(job: EncodeJob, output: str | Path) -> list[Output]:
+    """Every file an encode of ``job`` writes, with the option that named it."""
+    named = [(str(output), "-o/--output"), (job.qpm_out, "--qpm-out"), (job.overlay, "--overlay"),
+             (job.side_stream_out, "--side-stream-out")]
+    return [Output(str(p), opt) for p, opt in named if p]
+
+
+def job_inputs(job: EncodeJob) -> list[str]:
+    """Files an encode of ``job`` reads (the clip, a map file, a task model)."""
+    ins = [job.input]
+    for spec, prefix in ((job.qpmap, "file:"), (job.task_model, "onnx:")):
+        if isinstance(spec, str) and spec.startswith(prefix):
+            ins.append(spec[len(prefix):])
+    return ins
+
+
 def _fps(frames: int, seconds: float) -> float | None:
     return round(frames / seconds, 3) if seconds > 0 else None
 
 
 def run_encode(job: EncodeJob) -> dict:
     t_start = time.perf_counter()
-    if job.ctu not in (16, 32, 64, 128):
-        raise UsageError(f"--ctu {job.ctu}: use 16, 32, 64 or 128")
+    notes: list[str] = check_job(job)
     encoder = get_encoder(job.codec)
+    settings = EncodeSettings(job.preset, job.intra_period, job.threads, job.allow_frame_qp,
+                              dict(job.encoder_params))
+    encoder.check_settings(settings)
+    caps = encoder.capabilities()
+    out = Path(job.output or default_output(job, caps.extension))
+    check_outputs(job_outputs(job, out), job_inputs(job))  # before any work: nothing is lost
     probe = encoder.probe()
     if not probe.available:
         raise UsageError(f"encoder {job.codec} is not available here: {probe.detail}")
-    caps = encoder.capabilities()
     clip = open_video(job.input, job.size, job.fps, job.pix_fmt, job.skip, job.frames)
     info = clip.info
-    notes: list[str] = []
     if info.bit_depth not in caps.bit_depths:
         # Every backend takes 8-bit; a 10-bit source loses its two low bits, and PSNR is still
         # measured against the 10-bit original so the report shows that cost.
@@ -125,8 +147,6 @@ def run_encode(job: EncodeJob) -> dict:
                          f"{caps.block_qp} or a multiple")
     n_frames = clip.count()
     side_stream = _side_stream(job.side_stream)  # before encoding: a typo must not cost an encode
-    settings = EncodeSettings(job.preset, job.intra_period, job.threads, job.allow_frame_qp,
-                              dict(job.encoder_params))
     src = get_source(job.qpmap)
     streamed = streams_maps(job, src, caps)
     overlapped = streamed and job.overlap
@@ -135,34 +155,41 @@ def run_encode(job: EncodeJob) -> dict:
     feed: MapFeed | None = None
     t_map = 0.0  # time producing maps (in the background thread when overlapped)
     t_premap = 0.0  # map time spent before the encoder started (all of it without overlap)
+    # Every output is staged as a temp file beside its target and published together at the end:
+    # a failure anywhere (an unwritable overlay folder, Ctrl-C, SIGTERM) leaves none of them.
     try:
-        if streamed:
-            ctx = map_context(job, caps.qp_range)
-            hint = src.qp_range_hint(ctx)
-            if hint is not None:
-                hint = (hint[0] + job.qp_offset, hint[1] + job.qp_offset)
-            prep = encoder.frame_prep(settings, hint)
-            if overlapped:
-                producer = MapProducer(src.stream(clip, ctx))
-                grids = producer
+        with contextlib.ExitStack() as staged:
+            tmp = staged.enter_context(atomic_path(out, parents=False))
+            tmp_qpm = staged.enter_context(atomic_path(job.qpm_out, parents=False)) if job.qpm_out else None
+            tmp_overlay = (staged.enter_context(atomic_path(job.overlay, parents=False))
+                           if job.overlay else None)
+            tmp_side = (staged.enter_context(atomic_path(job.side_stream_out, parents=False))
+                        if job.side_stream_out else None)
+            if streamed:
+                ctx = map_context(job, caps.qp_range)
+                hint = src.qp_range_hint(ctx)
+                if hint is not None:
+                    hint = (hint[0] + job.qp_offset, hint[1] + job.qp_offset)
+                prep = encoder.frame_prep(settings, hint)
+                if overlapped:
+                    producer = MapProducer(src.stream(clip, ctx))
+                    grids = producer
+                else:
+                    t0 = time.perf_counter()
+                    grids = list(src.stream(clip, ctx))
+                    t_map = t_premap = time.perf_counter() - t0
+                feed = MapFeed(grids, job.ctu, info.height, info.width, prep, job.qp_offset)
             else:
-                t0 = time.perf_counter()
-                grids = list(src.stream(clip, ctx))
-                t_map = t_premap = time.perf_counter() - t0
-            feed = MapFeed(grids, job.ctu, info.height, info.width, prep, job.qp_offset)
-        else:
-            raw_maps, map_info, t_map = compute_maps(job, clip, caps.qp_range, src)
-            maps = raw_maps.offset(job.qp_offset) if job.qp_offset else raw_maps
-            if job.target_kbps is not None or job.target_bpp is not None:
-                from vcmtool.mfiba.target import apply_target
+                raw_maps, map_info, t_map = compute_maps(job, clip, caps.qp_range, src)
+                maps = raw_maps.offset(job.qp_offset) if job.qp_offset else raw_maps
+                if job.target_kbps is not None or job.target_bpp is not None:
+                    from vcmtool.mfiba.target import apply_target
 
-                maps, target_info = apply_target(job, clip, encoder, settings, maps)
-            maps = encoder.prepare_maps(maps, settings).extend(n_frames)
-            notes += maps.notes
-            t_premap = t_map
+                    maps, target_info = apply_target(job, clip, encoder, settings, maps)
+                maps = encoder.prepare_maps(maps, settings).extend(n_frames)
+                notes += maps.notes
+                t_premap = t_map
 
-        out = Path(job.output or default_output(job, caps.extension))
-        with atomic_path(out) as tmp:
             t0 = time.perf_counter()
             with tqdm(total=n_frames, desc=f"encode {job.codec}", unit="f", leave=False,
                       disable=None) as bar:
@@ -181,27 +208,30 @@ def run_encode(job: EncodeJob) -> dict:
             bits = packet_bits(tmp)
             side = None
             if side_stream is not None:
-                side = side_stream(clip, Path(tmp), caps.codec, job.side_stream_out)
+                side = side_stream(clip, Path(tmp), caps.codec, str(tmp_side) if tmp_side else None)
             quality = measure_quality(clip, tmp) if job.measure else None
+            notes += [n for n in result.notes if n not in notes]
+            outputs = {str(out): md5_file(tmp)}
+            if tmp_qpm is not None:
+                from vcmtool.qpmap.qpm import write_qpm
+
+                write_qpm(tmp_qpm, maps)
+                outputs[str(job.qpm_out)] = md5_file(tmp_qpm)
+            overlay_frame = None
+            if tmp_overlay is not None:
+                from vcmtool.qpmap.overlay import write_clip_overlay
+
+                overlay_frame = write_clip_overlay(str(tmp_overlay), clip, maps, caps.qp_range)
+                outputs[str(job.overlay)] = md5_file(tmp_overlay)
+            if tmp_side is not None:
+                outputs[str(job.side_stream_out)] = md5_file(tmp_side)
+            n_bytes = tmp.stat().st_size
+        # leaving the block publishes every output (renames within their folders)
     finally:
         if producer is not None:
             producer.close()
-    notes += [n for n in result.notes if n not in notes]
     t_wait = feed.wait_s if overlapped and feed is not None else 0.0
     t_enc = t_enc_wall - t_wait
-
-    outputs = {str(out): md5_file(out)}
-    if job.qpm_out:
-        from vcmtool.qpmap.qpm import write_qpm
-
-        write_qpm(job.qpm_out, maps)
-        outputs[job.qpm_out] = md5_file(job.qpm_out)
-    overlay_frame = None
-    if job.overlay:
-        from vcmtool.qpmap.overlay import write_clip_overlay
-
-        overlay_frame = write_clip_overlay(job.overlay, clip, maps, caps.qp_range)
-        outputs[job.overlay] = md5_file(job.overlay)
 
     total_bits = sum(bits) + (side["bits"] if side else 0)  # everything transmitted
     pixels = info.width * info.height * n_frames
@@ -216,7 +246,7 @@ def run_encode(job: EncodeJob) -> dict:
         "fps": float(info.fps),
         "pix_fmt": info.pix_fmt,
         "frames": n_frames,
-        "bytes": out.stat().st_size,
+        "bytes": n_bytes,
         "bits": total_bits,
         "bpp": total_bits / pixels,
         "kbps": total_bits * float(info.fps) / max(1, n_frames) / 1000.0,
@@ -246,7 +276,7 @@ def run_encode(job: EncodeJob) -> dict:
         side["kbps"] = side["bits"] * float(info.fps) / max(1, n_frames) / 1000.0
         report["side_stream"] = side
         if job.side_stream_out:
-            report["md5"][job.side_stream_out] = md5_file(job.side_stream_out)
+            side["carrier"] = str(job.side_stream_out)
     if target_info is not None:
         from vcmtool.mfiba.target import target_report
 

@@ -121,7 +121,12 @@ def run_items(
         else:
             gen = _run_pool(fn, todo, workers)
         for it, result, error in gen:
-            state.record(it.key, result, error)
+            try:
+                state.record(it.key, result, error)
+            except (OSError, VcmError) as e:  # a full disk must not stop the other items
+                why = getattr(e, "strerror", None) or str(e)
+                error = f"{error + '; ' if error else ''}result not recorded in {state.path} ({why})"
+                result = None
             bar.update(1)
             yield Outcome(it, result, error)
     finally:

@@ -6,12 +6,17 @@ one line on stderr with exit 2 (usage) or 1 (failure); Ctrl-C exits 130 without 
 
 from __future__ import annotations
 
+import errno
 import sys
 
 import click
 
-from vcmtool import __version__
+from vcmtool import __version__, interrupts
 from vcmtool.errors import VcmError
+
+# Failures of the machine or the user's files, not of vcmtool: reported in one line.
+_USER_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT,
+                errno.EISDIR, errno.ENOTDIR, errno.EFBIG, errno.EMFILE}
 
 
 class VcmGroup(click.Group):
@@ -21,10 +26,16 @@ class VcmGroup(click.Group):
         except VcmError as e:
             click.echo(f"vcmtool: error: {e}", err=True)
             sys.exit(e.exit_code)
-        except KeyboardInterrupt:
-            click.echo("vcmtool: interrupted; no partial output was kept", err=True)
-            sys.exit(130)
+        except KeyboardInterrupt as e:  # Ctrl-C, and SIGTERM/SIGHUP (vcmtool.interrupts)
+            click.echo(f"vcmtool: {interrupts.describe(e)}; no partial output was kept", err=True)
+            sys.exit(interrupts.exit_code(e))
         except BrokenPipeError:
+            sys.exit(1)
+        except OSError as e:  # a full disk, a read-only folder: the OS's words, one line
+            if e.errno not in _USER_ERRNOS:
+                raise
+            where = f"{e.filename}: " if e.filename else ""
+            click.echo(f"vcmtool: error: {where}{e.strerror}", err=True)
             sys.exit(1)
 
 
@@ -32,6 +43,7 @@ class VcmGroup(click.Group):
 @click.version_option(__version__, prog_name="vcmtool")
 def main() -> None:
     """Video coding for machines: learned per-CTU QP maps for standard encoders."""
+    interrupts.install()  # also when called as vcmtool.cli.main (tests, embedding)
 
 
 def _register() -> None:

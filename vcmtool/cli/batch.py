@@ -10,7 +10,15 @@ from pathlib import Path
 
 import click
 
-from vcmtool.batch import default_state_dir, encode_item, prepare_state, read_manifest, state_lock
+from vcmtool.batch import (
+    default_state_dir,
+    encode_item,
+    outputs_of,
+    prepare_state,
+    read_manifest,
+    state_lock,
+    state_tag,
+)
 from vcmtool.cli import main
 from vcmtool.cli.summary import console
 from vcmtool.runner import ENGINES, run_items
@@ -26,9 +34,12 @@ from vcmtool.runner import ENGINES, run_items
 @click.option("--state", "state", type=click.Path(file_okay=False),
               help="folder of per-item results for resuming (default: MANIFEST.state/)")
 @click.option("--outdir", type=click.Path(file_okay=False),
-              help="where rows without 'output' write (default: MANIFEST.out/)")
+              help="output folder: rows without 'output' write here, relative outputs resolve "
+              "here, and no row may write outside it (default: MANIFEST.out/)")
+@click.option("--allow-outside", is_flag=True,
+              help="let rows write outside --outdir (absolute or ../ paths); only for trusted manifests")
 def batch(manifest: str, workers: int | None, engine: str, address: str | None, state: str | None,
-          outdir: str | None) -> None:
+          outdir: str | None, allow_outside: bool) -> None:
     """Encode every row of MANIFEST (CSV or JSON lines of encode options; '-' reads stdin).
 
     Columns/keys are encode option names: input (required), output, codec, qpmap, qp, qp_offset,
@@ -38,7 +49,7 @@ def batch(manifest: str, workers: int | None, engine: str, address: str | None, 
     """
     if address and engine != "ray":
         raise click.UsageError("--address needs --engine ray")
-    rows, out_dir = read_manifest(manifest, Path(outdir) if outdir else None)
+    rows, out_dir = read_manifest(manifest, Path(outdir) if outdir else None, allow_outside)
     state_dir = Path(state) if state else default_state_dir(manifest)
     workers = workers or os.cpu_count() or 1
     by_key = {r.key: r for r in rows}
@@ -49,7 +60,12 @@ def batch(manifest: str, workers: int | None, engine: str, address: str | None, 
     with state_lock(state_dir):
         prepare_state(rows, state_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        items = [r.item(quiet) for r in rows]
+        for r in rows:  # folders inside --outdir that rows name (checked by the output policy)
+            for p in outputs_of(r.job):
+                if p.parent.resolve().is_relative_to(out_dir):
+                    p.parent.mkdir(parents=True, exist_ok=True)
+        tag = state_tag(state_dir)
+        items = [r.item(quiet, tag) for r in rows]
         for o in run_items(encode_item, items, state_dir, workers, engine, address,
                            desc=f"batch {Path(manifest).name}"):
             row = by_key[o.item.key]

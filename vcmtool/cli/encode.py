@@ -64,6 +64,12 @@ def encode(inputs: tuple[str, ...], output: str | None, as_json: bool, params: t
         from vcmtool.golden import RECORD_THREADS
 
         kw["threads"] = RECORD_THREADS  # bytes reproducible across runs and machines
+    if record:
+        from vcmtool.outputs import Output, check_outputs
+
+        named = [(record, "--record"), (output, "-o/--output"), (kw.get("qpm_out"), "--qpm-out"),
+                 (kw.get("overlay"), "--overlay"), (kw.get("side_stream_out"), "--side-stream-out")]
+        check_outputs([Output(p, o) for p, o in named if p], inputs)
     for path in inputs:
         job = EncodeJob(input=path, output=output, map_options=map_opts,
                         encoder_params=parse_params(params), measure=not no_measure,

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import click
 
+from vcmtool.atomic import atomic_path
 from vcmtool.cli import main
 from vcmtool.cli.options import collect_map_options, emit_json, input_options, map_options
 from vcmtool.cli.summary import console
 from vcmtool.encoders import get_encoder
 from vcmtool.io.open import open_video
-from vcmtool.pipeline import EncodeJob, compute_maps
+from vcmtool.jobcheck import check_job
+from vcmtool.outputs import Output, check_outputs
+from vcmtool.pipeline import EncodeJob, compute_maps, job_inputs
 from vcmtool.qpmap.qpm import write_qpm
 
 
@@ -32,6 +37,8 @@ def qpmap_cmd(input: str, output: str, overlay: str | None, as_json: bool, **kw)
     map_opts = collect_map_options(kw)
     kw["ctu"] = int(kw["ctu"])
     job = EncodeJob(input=input, map_options=map_opts, **kw)
+    check_job(job)
+    check_outputs([Output(output, "-o/--output"), Output(overlay or "", "--overlay")], job_inputs(job))
     enc = get_encoder(job.codec)
     caps = enc.capabilities()
     clip = open_video(job.input, job.size, job.fps, job.pix_fmt, job.skip, job.frames)
@@ -39,12 +46,14 @@ def qpmap_cmd(input: str, output: str, overlay: str | None, as_json: bool, **kw)
     if job.qp_offset:
         maps = maps.offset(job.qp_offset)
     maps = enc.prepare_maps(maps, EncodeSettings(allow_frame_qp=True))
-    write_qpm(output, maps)
     overlay_frame = None
-    if overlay:
-        from vcmtool.qpmap.overlay import write_clip_overlay
+    with contextlib.ExitStack() as staged:  # both files or neither
+        write_qpm(staged.enter_context(atomic_path(output, parents=False)), maps)
+        if overlay:
+            from vcmtool.qpmap.overlay import write_clip_overlay
 
-        overlay_frame = write_clip_overlay(overlay, clip, maps, caps.qp_range)
+            tmp = staged.enter_context(atomic_path(overlay, parents=False))
+            overlay_frame = write_clip_overlay(str(tmp), clip, maps, caps.qp_range)
     stats = {"input": input, "output": output, **info, **maps.stats(), "map_s": round(dt, 4),
              "overlay_frame": overlay_frame, "notes": maps.notes}
     if as_json:

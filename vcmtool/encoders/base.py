@@ -9,6 +9,13 @@ Backends that take maps frame by frame while they encode (``Capabilities.streams
 implement ``encode_stream``: the pipeline then predicts maps in a background thread and the
 encoder pulls each one from a :class:`~vcmtool.qpmap.stream.MapFeed` when it needs it;
 ``frame_prep`` is ``prepare_maps`` applied one frame at a time.
+
+``--param KEY=VALUE`` is checked by ``check_settings`` against the backend's allow-list
+(``param_keys``): backends ignore unknown keys silently (ffmpeg's libkvazaar only warns), keys the
+backend sets itself (``owned_params``: base QP, GOP, threads, the ROI file) would make the report
+lie or let an untrusted manifest point kvazaar's ``roi=`` at any file, and a separator inside a
+value (``rd=1,qp=20``) would inject further parameters. Every name in the allow-lists was checked
+against the encoder in the imageio-ffmpeg build.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -77,6 +85,32 @@ class EncodeResult:
 
 class Encoder(ABC):
     name: str = ""
+    #: tuning keys ``--param`` may set; everything else is refused
+    param_keys: ClassVar[frozenset[str]] = frozenset()
+    #: keys the backend sets itself -> the vcmtool option that controls them
+    owned_params: ClassVar[dict[str, str]] = {}
+    #: characters that would split a value into further parameters on this backend's command line
+    param_separators: ClassVar[str] = ",:="
+    #: preset names the backend accepts (empty: any name, checked by the encoder itself)
+    presets: ClassVar[tuple[str, ...]] = ()
+
+    def check_settings(self, settings: EncodeSettings) -> None:
+        """Refuse presets and ``--param`` keys/values this backend would ignore or misread."""
+        if self.presets and settings.preset not in self.presets:
+            raise UsageError(f"--preset {settings.preset}: {self.name} presets are "
+                             f"{', '.join(self.presets)}")
+        for key, value in settings.params.items():
+            if key in self.owned_params:
+                raise UsageError(f"--param {key}: set by vcmtool for {self.name}; use "
+                                 f"{self.owned_params[key]}")
+            if key not in self.param_keys:
+                allowed = ", ".join(sorted(self.param_keys)) or "none"
+                raise UsageError(f"--param {key}: not a {self.name} option vcmtool passes on "
+                                 f"(allowed: {allowed})")
+            bad = [c for c in value if c in self.param_separators or not c.isprintable() or c.isspace()]
+            if not value or bad:
+                raise UsageError(f"--param {key}={value!r}: values must be non-empty without "
+                                 f"spaces or {' '.join(self.param_separators)} for {self.name}")
 
     @classmethod
     @abstractmethod

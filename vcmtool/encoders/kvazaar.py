@@ -53,6 +53,16 @@ WINDOW = 12
 # this undefined): elsewhere kvazaar gets a regular ROI file written before encoding.
 FIFO_OK = sys.platform.startswith("linux") and hasattr(os, "mkfifo")
 PIPE_BYTES = 1 << 20
+# Tuning keys --param may pass to kvazaar (each checked: ffmpeg's libkvazaar only warns on an
+# unknown one). QP-changing keys (vaq, erp-aqp, lossless, bitrate) are owned: they break the map.
+KVAZAAR_PARAMS = frozenset({
+    "rd", "full-intra-search", "me", "subme", "pu-depth-inter", "pu-depth-intra", "tr-depth-intra",
+    "sao", "deblock", "signhide", "rdoq", "rdoq-skip", "transform-skip", "tmvp", "smp", "amp",
+    "bipred", "cu-split-termination", "me-early-termination", "intra-rdo-et", "early-skip",
+    "fast-residual-cost", "max-merge", "mv-rdo", "vps-period", "ref", "wpp", "mv-constraint",
+    "hash", "level", "high-tier", "zero-coeff-rdo", "intra-chroma-search", "tiles", "slices", "aud",
+    "combine-intra-cus", "force-inter", "psnr", "info",
+})
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
            "veryslow", "placebo")
 
@@ -137,6 +147,14 @@ def _write_all(fd: int, data: bytes, alive: Callable[[], bool]) -> bool:
 @ENCODERS.register("kvazaar")
 class Kvazaar(Encoder):
     name = "kvazaar"
+    presets = PRESETS
+    param_keys = KVAZAAR_PARAMS
+    owned_params = {"preset": "--preset", "qp": "--qp / --qpmap", "gop": "--intra-period (low delay)",
+                    "period": "--intra-period", "threads": "--threads", "owf": "--threads",
+                    "roi": "--qpmap", "input": "INPUT", "input-res": "INPUT", "input-fps": "--fps",
+                    "bitrate": "--target-kbps", "vaq": "--qpmap", "erp-aqp": "--qpmap",
+                    "lossless": "--qp", "implicit-rdpcm": "--qp"}
+    param_separators = ",="
 
     @classmethod
     def capabilities(cls) -> Capabilities:
@@ -246,9 +264,8 @@ class Kvazaar(Encoder):
             notes.append(f"kvazaar needs sizes in multiples of 8: coded {width}x{height} "
                          f"(edge-replicated); decoders show the padded picture")
             info = VideoInfo(width, height, info.fps, info.pix_fmt, info.frame_count)
-        preset = settings.preset if settings.preset in PRESETS else "medium"
         params = [
-            f"preset={preset}", f"qp={base}", "gop=0", f"period={settings.intra_period}",
+            f"preset={settings.preset}", f"qp={base}", "gop=0", f"period={settings.intra_period}",
             f"threads={max(0, settings.threads)}", "owf=0",
             f"roi={roi}",
             *(f"{k}={v}" for k, v in settings.params.items()),

@@ -34,10 +34,22 @@ from vcmtool.qpmap.stream import MapFeed
 
 
 class _FrameMaps(Protocol):
+    ctu: int  # cell size of the grids ``frame`` returns (--ctu); the driver expands it to blocks
+
     def frame(self, i: int) -> np.ndarray: ...
 
 
+PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
+           "veryslow", "placebo")
+# Keys that carry the per-block QP recipe, the rate or the GOP: set by vcmtool, never by --param.
+_OWNED = {"qp": "--qp / --qpmap", "crf": "--qp", "bitrate": "--target-kbps", "aq-mode": "--qpmap",
+          "aq-strength": "--qpmap", "keyint": "--intra-period", "bframes": "--intra-period (low delay)",
+          "threads": "--threads", "preset": "--preset", "lossless": "--qp"}
+
+
 class _X26x(Encoder):
+    presets = PRESETS
+    param_separators = ",:="  # ':' separates ffmpeg's -x265-params / -x264-params
     codec: ClassVar[str]
     ffmpeg_codec: ClassVar[str]
     params_flag: ClassVar[str]
@@ -123,13 +135,23 @@ class _X26x(Encoder):
                                 8, settings.preset, params)
         except (RuntimeError, ValueError) as e:
             raise EncoderError(f"{self.name}: {e}") from None
+        # The grids are on --ctu cells (16 for x264 macroblocks, 32, 64, 128): the driver must be
+        # told the cell size, or it reads them as 64x64 CTUs and refuses every other --ctu.
+        ctu = int(maps.ctu)
         with out_path.open("wb") as f:
             for fr in clip.frames():
                 fr = fr.to_bit_depth(8)
-                f.write(enc.encode(fr.y, fr.u, fr.v, maps.frame(fr.index).astype("int32")))
+                grid = maps.frame(fr.index).astype("int32")
+                try:
+                    f.write(enc.encode(fr.y, fr.u, fr.v, grid, None, ctu))
+                except (RuntimeError, ValueError) as e:  # one-line error, not a traceback
+                    raise EncoderError(f"{self.name}: frame {fr.index}: {e}") from None
                 if progress:
                     progress(1)
-            f.write(enc.flush())
+            try:
+                f.write(enc.flush())
+            except RuntimeError as e:
+                raise EncoderError(f"{self.name}: {e}") from None
         return [f"vcmtool._native.{self.driver_name}"]
 
 
@@ -144,6 +166,16 @@ class X265(_X26x):
     block = 64
     driver_name = "X265Encoder"
     lowdelay = ["bframes=0", "info=0", "log-level=error"]
+    # each checked against libx265 in the imageio-ffmpeg build
+    param_keys = frozenset({
+        "rd", "me", "subme", "merange", "ref", "rdoq-level", "psy-rd", "psy-rdoq", "sao", "rect",
+        "amp", "early-skip", "tu-intra-depth", "tu-inter-depth", "limit-refs", "limit-modes", "rskip",
+        "weightp", "strong-intra-smoothing", "signhide", "tskip", "max-merge", "min-cu-size", "hash",
+        "repeat-headers", "aud", "pmode", "pme", "wpp", "b-intra", "constrained-intra", "fast-intra",
+        "tskip-fast", "scenecut", "rc-lookahead",
+    })
+    owned_params = {**_OWNED, "cutree": "--qpmap", "qg-size": "--ctu", "ctu": "--ctu",
+                    "info": "(report)", "pools": "--threads", "frame-threads": "--threads"}
 
 
 @ENCODERS.register("x264")
@@ -157,6 +189,13 @@ class X264(_X26x):
     block = 16
     driver_name = "X264Encoder"
     lowdelay = ["bframes=0"]
+    param_keys = frozenset({
+        "me", "subme", "merange", "ref", "trellis", "psy-rd", "8x8dct", "partitions", "weightp",
+        "mixed-refs", "fast-pskip", "cabac", "aud", "direct", "no-dct-decimate", "deadzone-inter",
+        "deadzone-intra", "nr", "chroma-me", "scenecut", "rc-lookahead",
+    })
+    owned_params = {**_OWNED, "mbtree": "--qpmap", "qpmin": "--qpmap", "qpmax": "--qpmap",
+                    "qp-min": "--qpmap", "qp-max": "--qpmap"}
 
 
 __all__ = ["X264", "X265"]

@@ -59,6 +59,13 @@ def roi_map_text(maps: QPMaps, base: int) -> str:
 @ENCODERS.register("svtav1")
 class SvtAv1(Encoder):
     name = "svtav1"
+    # SvtAv1EncApp options passed as --KEY VALUE; names from its --help (the app is not
+    # installable on these machines, so these are not exercised here).
+    param_keys = frozenset({"enable-cdef", "enable-restoration", "tile-rows", "tile-columns",
+                            "enable-tf", "enable-overlays", "scm", "film-grain"})
+    owned_params = {"qp": "--qp / --qpmap", "rc": "--qpmap", "aq-mode": "--qpmap",
+                    "roi-map-file": "--qpmap", "keyint": "--intra-period", "input": "INPUT",
+                    "i": "INPUT", "b": "-o", "preset": "--preset", "lp": "--threads"}
 
     @classmethod
     def capabilities(cls) -> Capabilities:

@@ -28,6 +28,12 @@ from vcmtool.qpmap.maps import QPMaps
 @ENCODERS.register("vtm")
 class VTM(Encoder):
     name = "vtm"
+    # EncoderApp options passed as --KEY=VALUE (VTM is not installable here: not exercised).
+    param_keys = frozenset({"SAO", "ALF", "CCALF", "LMCSEnable", "MTS", "Affine", "DepQuant",
+                            "SignHideFlag", "MaxCUWidth", "MaxCUHeight"})
+    owned_params = {"QP": "--qp / --qpmap", "q": "--qp / --qpmap", "dQPFile": "--qpmap",
+                    "IntraPeriod": "--intra-period", "InputBitDepth": "INPUT",
+                    "FrameRate": "--fps", "FramesToBeEncoded": "--frames"}
 
     @classmethod
     def capabilities(cls) -> Capabilities:

@@ -29,6 +29,13 @@ PRESETS = {"faster", "fast", "medium", "slow", "slower"}
 @ENCODERS.register("vvenc")
 class VVenC(Encoder):
     name = "vvenc"
+    presets = tuple(sorted(PRESETS))
+    # checked against libvvenc in the imageio-ffmpeg build (lmcs, wpp, deblock are not options)
+    param_keys = frozenset({"alf", "sao", "ccalf", "dmvr", "bdof", "mts", "sbt", "isp", "lfnst",
+                            "affine"})
+    owned_params = {"qp": "--qp / --qpmap", "qpa": "--qpmap", "intraperiod": "--intra-period",
+                    "gopsize": "--intra-period", "decodingrefreshtype": "--intra-period",
+                    "threads": "--threads", "preset": "--preset"}
 
     @classmethod
     def capabilities(cls) -> Capabilities:
@@ -58,7 +65,7 @@ class VVenC(Encoder):
         if settings.intra_period == 1:
             vparams += ["intraperiod=1", "gopsize=1", "decodingrefreshtype=idr"]
         args = ["-c:v", "libvvenc", "-qp", str(qp), "-qpa", "0",
-                "-preset", settings.preset if settings.preset in PRESETS else "medium",
+                "-preset", settings.preset,
                 "-threads", str(max(1, settings.threads))]
         if vparams:
             args += ["-vvenc-params", ":".join(vparams)]
