@@ -297,3 +297,36 @@ def test_verify_refuses_empty_and_malformed_goldens(tmp_path):
     checks = json.loads(r.stdout)["checks"]
     assert [c["status"] for c in checks] == ["error"] * 5
     assert "re-record" in checks[3]["detail"] and "plain file name" in checks[4]["detail"]
+
+
+_SLOW_START = """
+import importlib.abc, sys, time
+class Slow(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "vcmtool.cli":
+            print("importing", flush=True)
+            time.sleep(60)
+        return None
+sys.meta_path.insert(0, Slow())
+sys.argv = ["vcmtool", "doctor"]
+from vcmtool.__main__ import run
+run()
+"""
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_during_start_up_is_one_line(sig, code):
+    # the command modules' imports are held open so the signal lands inside them, every time
+    proc = subprocess.Popen([sys.executable, "-c", _SLOW_START], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE,
+                            preexec_fn=lambda: [signal.signal(s, signal.SIG_DFL)
+                                                for s in (signal.SIGINT, signal.SIGTERM)])
+    try:
+        assert proc.stdout.readline().strip() == b"importing"
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == code, err.decode()
+    assert "during start-up" in err.decode() and "Traceback" not in err.decode()
