@@ -29,24 +29,26 @@ def _planes(vf, bit_depth: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 class ContainerSource:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, name: str | None = None) -> None:
+        """``name``: what messages call the input (``<stdin>`` for a spooled pipe)."""
         import av
 
         self.path = path
+        self.name = name = name or path
         try:
             with av.open(path) as c:
                 if not c.streams.video:
-                    raise InputError(f"{path}: no video stream")
+                    raise InputError(f"{name}: no video stream")
                 s = c.streams.video[0]
                 w, h = s.codec_context.width, s.codec_context.height
                 rate = s.average_rate or s.guessed_rate or Fraction(25)
                 pf = s.codec_context.pix_fmt or "yuv420p"
                 n = s.frames or None
         except av.error.FFmpegError as e:
-            raise InputError(f"{path}: cannot decode ({e.strerror or e})") from None
+            raise InputError(f"{name}: cannot decode ({e.strerror or e})") from None
         if not w or not h:
-            raise InputError(f"{path}: cannot decode (no frame size)")
-        check_geometry(w, h, path)
+            raise InputError(f"{name}: cannot decode (no frame size)")
+        check_geometry(w, h, name)
         high = any(t in pf for t in ("10", "12", "16"))
         self.info = VideoInfo(w, h, Fraction(rate), "yuv420p10le" if high else "yuv420p", n)
 
@@ -61,4 +63,4 @@ class ContainerSource:
                     y, u, v = _planes(vf, self.info.bit_depth)
                     yield Frame(y, u, v, i, self.info.bit_depth)
         except av.error.FFmpegError as e:
-            raise InputError(f"{self.path}: decode failed ({e.strerror or e})") from None
+            raise InputError(f"{self.name}: decode failed ({e.strerror or e})") from None

@@ -126,16 +126,16 @@ def open_video(
     ext = os.path.splitext(label)[1].lower()
     src: FrameSource
     if head.startswith(b"YUV4MPEG2"):
-        src = Y4MSource(path)
+        src = Y4MSource(path, name=label)
     elif ext == ".yuv" or (label == "<stdin>" and size is not None):
         if size is None:
             raise UsageError(f"{label}: raw YUV needs --size WxH (and --fps, --pix-fmt)")
         w, h = parse_size(size)
-        src = RawYUVSource(path, VideoInfo(w, h, Fraction(fps or 30), pix_fmt or "yuv420p"))
+        src = RawYUVSource(path, VideoInfo(w, h, Fraction(fps or 30), pix_fmt or "yuv420p"), label)
     elif ext in IMAGE_EXTS:
         src = ImageSource(path)
     else:
-        src = ContainerSource(path)
+        src = ContainerSource(path, label)
     if fps is not None and not isinstance(src, RawYUVSource):
         src.info = VideoInfo(src.info.width, src.info.height, Fraction(fps), src.info.pix_fmt,
                              src.info.frame_count)

@@ -17,14 +17,14 @@ _CHROMA = {
 }
 
 
-def _read_line(f: BinaryIO, limit: int = 4096) -> bytes:
+def _read_line(f: BinaryIO, where: str, limit: int = 4096) -> bytes:
     out = bytearray()
     while len(out) < limit:
         c = f.read(1)
         if not c or c == b"\n":
             return bytes(out)
         out += c
-    raise InputError("Y4M header line longer than 4096 bytes")
+    raise InputError(f"{where}: Y4M header line longer than {limit} bytes (corrupt Y4M)")
 
 
 def parse_header(line: bytes, where: str) -> VideoInfo:
@@ -43,6 +43,8 @@ def parse_header(line: bytes, where: str) -> VideoInfo:
             elif tag == "F":
                 num, den = val.split(":")
                 fps = Fraction(int(num), int(den))
+                if fps <= 0:
+                    raise ValueError  # F0:1 would give encoders and rates a zero frame rate
             elif tag == "C":
                 if val not in _CHROMA:
                     raise InputError(
@@ -59,17 +61,19 @@ def parse_header(line: bytes, where: str) -> VideoInfo:
 
 
 class Y4MSource:
-    def __init__(self, path: str, stream: BinaryIO | None = None) -> None:
+    def __init__(self, path: str, stream: BinaryIO | None = None, name: str | None = None) -> None:
+        """``name``: what messages call the input (``<stdin>`` for a spooled pipe)."""
         self.path = path
+        self.name = name or path
         self._stream = stream
         if stream is None:
             try:
                 with open(path, "rb") as f:
-                    self.info = parse_header(_read_line(f), path)
+                    self.info = parse_header(_read_line(f, self.name), self.name)
             except OSError as e:
-                raise InputError(f"{path}: cannot read ({e.strerror})") from None
+                raise InputError(f"{self.name}: cannot read ({e.strerror})") from None
         else:
-            self.info = parse_header(_read_line(stream), path)
+            self.info = parse_header(_read_line(stream, self.name), self.name)
 
     def frames(self) -> Iterator[Frame]:
         fb = self.info.frame_bytes
@@ -78,22 +82,23 @@ class Y4MSource:
         assert f is not None
         try:
             if own:
-                _read_line(f)
+                _read_line(f, self.name)
             i = 0
             while True:
-                hdr = _read_line(f, 1024)
+                hdr = _read_line(f, self.name, 1024)
                 if not hdr:
                     if i == 0:
-                        raise InputError(f"{self.path}: Y4M file has no frames")
+                        raise InputError(f"{self.name}: Y4M file has no frames")
                     return
                 if not hdr.startswith(b"FRAME"):
-                    raise InputError(f"{self.path}: frame {i}: missing FRAME marker (corrupt Y4M)")
+                    raise InputError(f"{self.name}: frame {i}: missing FRAME marker (corrupt Y4M)")
                 buf = read_exact(f, fb)
                 if len(buf) < fb:
                     raise InputError(
-                        f"{self.path}: truncated frame {i}: {len(buf)} of {fb} bytes"
+                        f"{self.name}: truncated frame {i}: {len(buf)} of {fb} bytes"
                     )
-                yield read_planes(buf, self.info, i)
+                yield read_planes(buf, self.info, i, self.name,
+                                  "its header says C420p10 (corrupt or mislabelled Y4M)")
                 i += 1
         finally:
             if own:

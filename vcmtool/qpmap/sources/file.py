@@ -17,5 +17,14 @@ class FileSource(QPMapSource):
         if not self.arg:
             raise UsageError("--qpmap file:PATH needs a path (e.g. file:maps.qpm)")
         maps = load_map_file(self.arg, ctx.ctu)
+        if maps.ctu != ctx.ctu:
+            # A .qpm carries its own CTU size. Letting it override --ctu would hand the encoder
+            # a grid of another block size than the one the run checked its backend against.
+            fix = (f"run with --ctu {maps.ctu}" if maps.ctu in (16, 32, 64, 128)
+                   else "encodes take --ctu 16, 32, 64 or 128")
+            raise UsageError(
+                f"{self.arg}: its maps are on a {maps.ctu}x{maps.ctu} CTU grid (.qpm header) but "
+                f"--ctu is {ctx.ctu}; {fix}"
+            )
         maps.check_grid(clip.info.height, clip.info.width)
         return maps
