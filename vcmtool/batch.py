@@ -45,8 +45,8 @@ from vcmtool.runner import Item
 _HINTS = typing.get_type_hints(EncodeJob)
 FIELDS: tuple[str, ...] = tuple(f.name for f in fields(EncodeJob))
 # Options that name files, and options whose value carries a file after a prefix.
-_PATH_FIELDS = ("input", "output", "overlay", "qpm_out", "side_stream_out")
-OUTPUT_FIELDS = ("output", "overlay", "qpm_out", "side_stream_out")
+_PATH_FIELDS = ("input", "output", "overlay", "qpm_out", "side_stream_out", "csv")
+OUTPUT_FIELDS = ("output", "overlay", "qpm_out", "side_stream_out", "csv")
 PATH_PREFIXES = {"qpmap": "file:", "task_model": "onnx:"}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}

@@ -1,9 +1,11 @@
-"""Decode a bitstream with PyAV and compare it with the source: bits per frame, luma PSNR."""
+"""Decode a bitstream with PyAV: decoded frames, bits per frame, and the PSNR of one plane.
+
+The report's measurement built on these (PSNR Y/U/V, SSIM, VMAF) is :mod:`vcmtool.quality`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +13,6 @@ import numpy as np
 from vcmtool.errors import InputError
 from vcmtool.io.container import _planes
 from vcmtool.io.frame import Frame
-from vcmtool.io.open import Clip
 
 _FORMATS = {".hevc": "hevc", ".265": "hevc", ".h265": "hevc", ".h264": "h264", ".264": "h264",
             ".266": "vvc", ".vvc": "vvc", ".ivf": "ivf", ".obu": "obu"}
@@ -41,28 +42,16 @@ def packet_bits(path: Path) -> list[int]:
 
 
 def psnr(a: np.ndarray, b: np.ndarray, peak: float) -> float:
+    """PSNR of one plane in dB (100 for identical planes), the definition of every PSNR in the
+    report (:mod:`vcmtool.quality`)."""
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
     return 100.0 if mse == 0 else 10.0 * float(np.log10(peak * peak / mse))
 
 
-@dataclass
-class Quality:
-    psnr_y: list[float] = field(default_factory=list)
+def __getattr__(name: str):
+    # The report's measurement (PSNR Y/U/V, SSIM, VMAF) lives in vcmtool.quality now.
+    if name in ("Quality", "measure_quality"):
+        from vcmtool import quality
 
-    @property
-    def mean_psnr_y(self) -> float:
-        return float(np.mean(self.psnr_y)) if self.psnr_y else float("nan")
-
-
-def measure_quality(clip: Clip, bitstream: Path) -> Quality:
-    """Per-frame luma PSNR of the decoded bitstream against the source, at source bit depth."""
-    bd = clip.info.bit_depth
-    peak = float((1 << bd) - 1)
-    q = Quality()
-    src = clip.frames()
-    for dec in decoded_frames(bitstream, bd):
-        ref = next(src, None)
-        if ref is None:
-            break
-        q.psnr_y.append(psnr(ref.y, dec.y[: ref.height, : ref.width], peak))
-    return q
+        return getattr(quality, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

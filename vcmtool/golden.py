@@ -31,7 +31,7 @@ from vcmtool.provenance import md5_file
 FORMAT = "vcmtool-golden"
 VERSION = 1
 # Options that shape the bitstream; output paths, overlays and PSNR measurement do not.
-_SKIP = ("input", "output", "overlay", "qpm_out", "measure")
+_SKIP = ("input", "output", "overlay", "qpm_out", "measure", "csv", "vmaf")
 # Outputs that carry transmitted bits besides the bitstream: verify writes them into its temp
 # folder (never over the recorded file) and compares their md5 too.
 _SIDE_OUTPUTS = ("side_stream_out",)
@@ -185,7 +185,7 @@ def _untrusted_options(options: dict) -> str | None:
     may come from anywhere: it must not make verify write outside its temp folder."""
     if not isinstance(options, dict):
         return "'options' is not an object"
-    named = sorted(k for k in ("output", "overlay", "qpm_out", "input") if options.get(k))
+    named = sorted(k for k in ("output", "overlay", "qpm_out", "input", "csv") if options.get(k))
     if named:
         return f"options name output/input paths ({', '.join(named)}); re-record the entry"
     for k in _SIDE_OUTPUTS:

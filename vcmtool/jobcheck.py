@@ -120,7 +120,21 @@ def check_job(job: EncodeJob) -> list[str]:
                                                and not isinstance(v, bool) for k, v in params.items()):
         raise UsageError(f"encoder_params {params!r}: use an object of KEY: VALUE strings")
     job.encoder_params = {k: str(v) for k, v in params.items()}
+    _check_measure(job)
     return notes
+
+
+def _check_measure(job: EncodeJob) -> None:
+    """The measurement options (vcmtool.quality): types, and libvmaf before any encode."""
+    for name in ("measure", "vmaf"):
+        if not isinstance(getattr(job, name), bool):
+            raise UsageError(f"{name} {getattr(job, name)!r}: use true or false")
+    if job.csv is not None and (not isinstance(job.csv, str) or not job.csv or job.csv == "-"):
+        raise UsageError(f"--csv {job.csv!r}: name a file path")
+    if job.vmaf and job.measure:
+        from vcmtool.quality import check_vmaf
+
+        check_vmaf()  # a missing libvmaf must not cost an encode first
 
 
 __all__ = ["CTUS", "QP_MAX", "check_job", "max_threads"]

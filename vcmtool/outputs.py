@@ -16,7 +16,9 @@ line and exit 2, any output that
   request to build a tree at the filesystem root); inside a confining folder the caller creates
   the folders (``batch`` does, for rows inside ``--outdir``).
 
-Existing regular files are replaced (atomically), as before.
+Existing regular files are replaced (atomically). The CLI's ``encode`` and ``qpmap`` first refuse
+an existing output unless ``-y/--overwrite`` (:func:`refuse_existing`); batch and bench manage
+their own output folders and resume in them.
 """
 
 from __future__ import annotations
@@ -119,4 +121,11 @@ def check_outputs(outputs: Iterable[Output], inputs: Sequence[str] = (),
         seen[real] = out
 
 
-__all__ = ["Output", "check_output", "check_outputs"]
+def refuse_existing(outputs: Iterable[Output], how: str = "pass -y/--overwrite") -> None:
+    """ffmpeg's habit: an existing output is replaced only when the user said ``-y``."""
+    for out in outputs:
+        if out.path and out.path != "-" and os.path.lexists(out.path):
+            raise UsageError(f"{out.option} {out.path} exists; {how} to replace it")
+
+
+__all__ = ["Output", "check_output", "check_outputs", "refuse_existing"]

@@ -13,6 +13,7 @@ combination, and features that need all maps first (MFIBA targets, frame-QP-only
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from vcmtool.atomic import atomic_path
-from vcmtool.decode import measure_quality, packet_bits
+from vcmtool.decode import packet_bits
 from vcmtool.encoders import EncodeSettings, get_encoder
 from vcmtool.errors import UsageError
 from vcmtool.io.open import open_video
@@ -30,6 +31,9 @@ from vcmtool.provenance import base_versions, md5_file
 from vcmtool.qpmap.maps import QPMaps
 from vcmtool.qpmap.sources import MapContext, QPMapSource, get_source
 from vcmtool.qpmap.stream import MapFeed, MapProducer
+from vcmtool.quality import measure_quality, report_fields, write_frame_csv
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -54,7 +58,9 @@ class EncodeJob:
     task_model: str = "yolov3-tiny"
     map_options: dict = field(default_factory=dict)
     encoder_params: dict[str, str] = field(default_factory=dict)
-    measure: bool = True  # decode and compute PSNR
+    measure: bool = True  # decode and compute PSNR (Y, U, V) and SSIM (vcmtool.quality)
+    vmaf: bool = False  # also VMAF (ffmpeg's libvmaf); needs measure
+    csv: str | None = None  # per-frame CSV (bits, quality, QP map); written only when measured
     overlay: str | None = None
     qpm_out: str | None = None
     side_stream: str = "none"  # post-encode side stream ("cdre"), see vcmtool.cdre.sidestream
@@ -103,10 +109,39 @@ def _side_stream(spec: str):
                          "cdre:fd|joint|DIR") from None
 
 
+def run_qpmap(job: EncodeJob, output: str | None, overlay: str | None = None) -> tuple[QPMaps, dict]:
+    """The maps an encode of ``job`` would apply (offset, clamped, reduced for ``job.codec``),
+    written to ``output`` (.qpm) and ``overlay`` (PNG) when given: both files or neither."""
+    from vcmtool.qpmap.overlay import write_clip_overlay
+    from vcmtool.qpmap.qpm import write_qpm
+
+    notes = check_job(job)
+    outs = [Output(p, o) for p, o in ((output, "-o/--output"), (overlay, "--overlay")) if p]
+    check_outputs(outs, job_inputs(job))
+    enc = get_encoder(job.codec)
+    caps = enc.capabilities()
+    clip = open_video(job.input, job.size, job.fps, job.pix_fmt, job.skip, job.frames)
+    maps, info, dt = compute_maps(job, clip, caps.qp_range)
+    if job.qp_offset:
+        maps = maps.offset(job.qp_offset)
+    maps = enc.prepare_maps(maps, EncodeSettings(allow_frame_qp=True))
+    overlay_frame = None
+    with contextlib.ExitStack() as staged:
+        if output:
+            write_qpm(staged.enter_context(atomic_path(output, parents=False)), maps)
+        if overlay:
+            tmp = staged.enter_context(atomic_path(overlay, parents=False))
+            overlay_frame = write_clip_overlay(str(tmp), clip, maps, caps.qp_range)
+    stats = {"input": job.input, "output": output, **info, **maps.stats(), "map_s": round(dt, 4),
+             "overlay_frame": overlay_frame, "notes": notes + clip.notes + maps.notes}
+    return maps, stats
+
+
 def job_outputs(job: EncodeJob, output: str | Path) -> list[Output]:
     """Every file an encode of ``job`` writes, with the option that named it."""
     named = [(str(output), "-o/--output"), (job.qpm_out, "--qpm-out"), (job.overlay, "--overlay"),
-             (job.side_stream_out, "--side-stream-out")]
+             (job.side_stream_out, "--side-stream-out"),
+             (job.csv if job.measure else None, "--csv")]  # no measurement, no CSV
     return [Output(str(p), opt) for p, opt in named if p]
 
 
@@ -126,6 +161,7 @@ def _fps(frames: int, seconds: float) -> float | None:
 def run_encode(job: EncodeJob) -> dict:
     t_start = time.perf_counter()
     notes: list[str] = check_job(job)
+    log.debug("job %s", job)
     encoder = get_encoder(job.codec)
     settings = EncodeSettings(job.preset, job.intra_period, job.threads, job.allow_frame_qp,
                               dict(job.encoder_params))
@@ -138,6 +174,7 @@ def run_encode(job: EncodeJob) -> dict:
         raise UsageError(f"encoder {job.codec} is not available here: {probe.detail}")
     clip = open_video(job.input, job.size, job.fps, job.pix_fmt, job.skip, job.frames)
     info = clip.info
+    notes += clip.notes
     if info.bit_depth not in caps.bit_depths:
         # Every backend takes 8-bit; a 10-bit source loses its two low bits, and PSNR is still
         # measured against the 10-bit original so the report shows that cost.
@@ -165,6 +202,8 @@ def run_encode(job: EncodeJob) -> dict:
                            if job.overlay else None)
             tmp_side = (staged.enter_context(atomic_path(job.side_stream_out, parents=False))
                         if job.side_stream_out else None)
+            tmp_csv = (staged.enter_context(atomic_path(job.csv, parents=False))
+                       if job.csv and job.measure else None)
             if streamed:
                 ctx = map_context(job, caps.qp_range)
                 hint = src.qp_range_hint(ctx)
@@ -198,6 +237,7 @@ def run_encode(job: EncodeJob) -> dict:
                 else:
                     result = encoder.encode(clip, maps, settings, tmp, bar.update)
             t_enc_wall = time.perf_counter() - t0
+            log.info("%s: %s", job.codec, " ".join(map(str, result.command)))
             if feed is not None:
                 feed.finish()  # the source's own timings and versions are final after its end
                 maps = result.maps
@@ -209,7 +249,8 @@ def run_encode(job: EncodeJob) -> dict:
             side = None
             if side_stream is not None:
                 side = side_stream(clip, Path(tmp), caps.codec, str(tmp_side) if tmp_side else None)
-            quality = measure_quality(clip, tmp) if job.measure else None
+            quality = (measure_quality(clip, tmp, job.vmaf, job.threads) if job.measure
+                       else None)
             notes += [n for n in result.notes if n not in notes]
             outputs = {str(out): md5_file(tmp)}
             if tmp_qpm is not None:
@@ -225,6 +266,9 @@ def run_encode(job: EncodeJob) -> dict:
                 outputs[str(job.overlay)] = md5_file(tmp_overlay)
             if tmp_side is not None:
                 outputs[str(job.side_stream_out)] = md5_file(tmp_side)
+            if tmp_csv is not None:
+                write_frame_csv(tmp_csv, quality, bits, maps, n_frames, job.vmaf)
+                outputs[str(job.csv)] = md5_file(tmp_csv)
             n_bytes = tmp.stat().st_size
         # leaving the block publishes every output (renames within their folders)
     finally:
@@ -253,6 +297,7 @@ def run_encode(job: EncodeJob) -> dict:
         "bits_per_frame": bits,
         "psnr_y": None if quality is None else round(quality.mean_psnr_y, 4),
         "psnr_y_per_frame": None if quality is None else [round(p, 4) for p in quality.psnr_y],
+        **report_fields(quality, job.vmaf),  # psnr_u/v, ssim_y, ssim (All), vmaf: see quality.py
         "qp": job.qp,
         "qp_offset": job.qp_offset,
         "qpmap": {**map_info, **maps.stats(), "overlay_frame": overlay_frame},
@@ -265,6 +310,7 @@ def run_encode(job: EncodeJob) -> dict:
         "timing": {"map_s": round(t_map, 4), "encode_s": round(t_enc, 4),
                    "other_s": round(t_total - t_premap - t_enc_wall, 4), "total_s": round(t_total, 4),
                    "map_wait_s": round(t_wait, 4), "map_overlapped": overlapped,
+                   "measure_s": round(quality.seconds, 4) if quality is not None else 0.0,  # within other_s
                    "frames_predicted": src.predicted, "predict_s": round(src.predict_s, 4),
                    "map_predict_fps": _fps(src.predicted, src.predict_s),
                    "map_fps": _fps(n_frames, t_map), "encode_fps": _fps(n_frames, t_enc),

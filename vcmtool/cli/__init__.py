@@ -7,6 +7,7 @@ one line on stderr with exit 2 (usage) or 1 (failure); Ctrl-C exits 130 without 
 from __future__ import annotations
 
 import errno
+import logging
 import sys
 
 import click
@@ -41,9 +42,29 @@ class VcmGroup(click.Group):
 
 @click.group(cls=VcmGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="vcmtool")
-def main() -> None:
-    """Video coding for machines: learned per-CTU QP maps for standard encoders."""
+@click.option("-q", "--quiet", is_flag=True,
+              help="print nothing on stderr but errors (no progress, summaries or notes)")
+@click.option("-v", "--verbose", count=True,
+              help="log what runs (-v: steps and encoder commands, -vv: debug)")
+def main(quiet: bool, verbose: int) -> None:
+    """Video coding for machines: learned per-CTU QP maps for standard encoders.
+
+    Results go to stdout (JSON with --json), everything about the work to stderr.
+    """
     interrupts.install()  # also when called as vcmtool.cli.main (tests, embedding)
+    from vcmtool.cli.summary import set_verbosity
+
+    if quiet and verbose:
+        raise click.UsageError("--quiet and --verbose contradict each other; give one")
+    set_verbosity(quiet)
+    level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+    log = logging.getLogger("vcmtool")  # only ours: -v must not turn on every library's logs
+    log.setLevel(level)
+    log.propagate = False
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("vcmtool: %(message)s"))
+        log.addHandler(handler)
 
 
 def _register() -> None:

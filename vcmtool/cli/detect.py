@@ -6,7 +6,7 @@ import click
 
 from vcmtool.cli import main
 from vcmtool.cli.options import emit_json, input_options
-from vcmtool.cli.summary import console
+from vcmtool.cli.summary import result
 from vcmtool.io.open import open_video
 
 
@@ -29,4 +29,4 @@ def detect(input: str, task_model: str, min_score: float, as_json: bool, size, f
             emit_json({"frame": fr.index, "model": model.version, "detections": det.to_json()})
         else:
             names = ", ".join(f"{d['class']} {d['score']:.2f}" for d in det.to_json()) or "nothing"
-            console.print(f"frame {fr.index}: {names}")
+            result.print(f"frame {fr.index}: {names}")

@@ -8,7 +8,7 @@ from rich.table import Table
 from vcmtool import native
 from vcmtool.cli import main
 from vcmtool.cli.options import emit_json
-from vcmtool.cli.summary import console
+from vcmtool.cli.summary import result
 
 
 def collect() -> dict:
@@ -42,9 +42,9 @@ def doctor(as_json: bool) -> None:
                   f"{e['block_qp']}x{e['block_qp']}" if e["block_qp"] else "frame only",
                   f"{e['qp_range'][0]}-{e['qp_range'][1]}", ",".join(map(str, e["bit_depths"])),
                   (e["version"] + " " + e["detail"]).strip())
-    console.print(t)
+    result.print(t)
     n = d["native"]
     fallback = "no (numpy fallback): " + n["native_error"]
-    console.print(f"native extension: {'yes' if n['native'] else fallback}")
+    result.print(f"native extension: {'yes' if n['native'] else fallback}")
     for drv in ("x265", "x264"):
-        console.print(f"  per-CTU {drv} driver: {'yes' if n[drv]['available'] else 'no'}, {n[drv]['detail']}")
+        result.print(f"  per-CTU {drv} driver: {'yes' if n[drv]['available'] else 'no'}, {n[drv]['detail']}")

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
 import click
 
+from vcmtool.atomic import write_text_atomic
 from vcmtool.cli import main
 from vcmtool.cli.options import (
     collect_map_options,
@@ -14,7 +21,8 @@ from vcmtool.cli.options import (
 )
 from vcmtool.cli.summary import print_encode_summary
 from vcmtool.errors import UsageError
-from vcmtool.pipeline import EncodeJob, run_encode
+from vcmtool.outputs import Output, check_outputs, refuse_existing
+from vcmtool.pipeline import EncodeJob, default_output, job_outputs, run_encode
 
 
 @main.command()
@@ -49,37 +57,89 @@ from vcmtool.pipeline import EncodeJob, run_encode
 @click.option("--no-overlap", is_flag=True,
               help="predict every map before encoding starts instead of while encoding (same maps "
               "and bytes; for debugging and timing comparisons)")
-@click.option("--no-measure", is_flag=True, help="skip decoding and PSNR")
-@click.option("--json", "as_json", is_flag=True, help="print the report as JSON on stdout")
+@click.option("--no-measure", is_flag=True, help="skip decoding and PSNR/SSIM/VMAF")
+@click.option("--vmaf", is_flag=True,
+              help="also measure VMAF (ffmpeg libvmaf, model vmaf_v0.6.1; ~50 ms per 720p frame)")
+@click.option("--csv", type=click.Path(dir_okay=False),
+              help="write per-frame bits, PSNR Y/U/V, SSIM, [VMAF] and QP-map mean/min/max as CSV")
+@click.option("--json", "as_json", is_flag=True,
+              help="print the report as JSON on stdout (on stderr when -o - puts the bitstream there)")
+@click.option("--json-out", type=click.Path(dir_okay=False), help="write the JSON report to this file")
+@click.option("-y", "--overwrite", is_flag=True, help="replace output files that already exist")
 @click.option("--record", type=click.Path(dir_okay=False),
               help="append a golden entry to this JSON file for `vcmtool verify` (forces --threads 1)")
-def encode(inputs: tuple[str, ...], output: str | None, as_json: bool, params: tuple[str, ...],
-           no_measure: bool, no_overlap: bool, record: str | None, **kw) -> None:
-    """Encode INPUTS (.yuv, .y4m, any container, '-' for stdin) with a per-CTU QP map."""
-    if output and len(inputs) > 1:
-        raise UsageError("-o/--output names one file; drop it to encode several inputs")
+def encode(inputs: tuple[str, ...], output: str | None, as_json: bool, json_out: str | None,
+           overwrite: bool, params: tuple[str, ...], no_measure: bool, no_overlap: bool,
+           record: str | None, **kw) -> None:
+    """Encode INPUTS (.yuv, .y4m, any container, '-' for stdin) with a per-CTU QP map.
+
+    `-o -` (or `-o pipe:`) writes the bitstream to stdout; the report then goes to stderr
+    (--json) or to --json-out FILE.
+    """
+    to_stdout = output in ("-", "pipe:")
+    per_input = [("-o/--output", output), ("--qpm-out", kw.get("qpm_out")), ("--overlay", kw.get("overlay")),
+                 ("--side-stream-out", kw.get("side_stream_out")), ("--json-out", json_out),
+                 ("--csv", kw.get("csv"))]
+    if no_measure and (kw.get("vmaf") or kw.get("csv")):
+        raise UsageError(f"{'--vmaf' if kw.get('vmaf') else '--csv'} needs the measurement; "
+                         "drop --no-measure")
+    if len(inputs) > 1 and any(v for _, v in per_input):
+        names = ", ".join(o for o, v in per_input if v)
+        raise UsageError(f"{names} name one file; drop them to encode several inputs")
+    if to_stdout and record:
+        raise UsageError("--record needs the bitstream in a file; use -o FILE")
     map_opts = collect_map_options(kw)
     kw["ctu"] = int(kw["ctu"])
     if record:
         from vcmtool.golden import RECORD_THREADS
 
         kw["threads"] = RECORD_THREADS  # bytes reproducible across runs and machines
-    if record:
-        from vcmtool.outputs import Output, check_outputs
-
-        named = [(record, "--record"), (output, "-o/--output"), (kw.get("qpm_out"), "--qpm-out"),
-                 (kw.get("overlay"), "--overlay"), (kw.get("side_stream_out"), "--side-stream-out")]
-        check_outputs([Output(p, o) for p, o in named if p], inputs)
+    extra = [Output(record, "--record")] if record else []
+    if json_out:
+        extra.append(Output(json_out, "--json-out"))
     for path in inputs:
-        job = EncodeJob(input=path, output=output, map_options=map_opts,
+        job = EncodeJob(input=path, output=None if to_stdout else output, map_options=map_opts,
                         encoder_params=parse_params(params), measure=not no_measure,
                         overlap=not no_overlap, **kw)
-        report = run_encode(job)
+        outs = job_outputs(job, job.output or default_output(job, _extension(job.codec)))
+        if to_stdout:
+            outs = outs[1:]
+        check_outputs(outs + extra, [path])
+        if not overwrite:
+            refuse_existing(outs + [o for o in extra if o.option != "--record"])
+        report = _encode_to_stdout(job) if to_stdout else run_encode(job)
         if record:
             from vcmtool.golden import record as record_golden
 
             record_golden(record, job, report)
+        if json_out:
+            write_text_atomic(json_out, json.dumps(report) + "\n")
         if as_json:
-            emit_json(report)
+            if to_stdout:
+                click.echo(json.dumps(report), err=True)
+            else:
+                emit_json(report)
         else:
             print_encode_summary(report)
+
+
+def _extension(codec: str) -> str:
+    from vcmtool.encoders import ENCODERS
+
+    return ENCODERS.get(codec).capabilities().extension
+
+
+def _encode_to_stdout(job: EncodeJob) -> dict:
+    """Encode into a private temp file, then copy it to stdout: the bytes are those of a file
+    encode (muxers and SEI insertion need a seekable file), and nothing reaches the pipe unless
+    the whole encode succeeded."""
+    ext = _extension(job.codec)
+    with tempfile.TemporaryDirectory(prefix="vcmtool-stdout-") as tmp:
+        job.output = str(Path(tmp) / f"stdout{ext}")
+        report = run_encode(job)
+        with open(job.output, "rb") as f:
+            shutil.copyfileobj(f, sys.stdout.buffer, 1 << 20)
+        sys.stdout.buffer.flush()
+    report["md5"]["-"] = report["md5"].pop(job.output)
+    report["output"] = job.output = "-"
+    return report

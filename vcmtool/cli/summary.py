@@ -1,11 +1,42 @@
-"""Human-readable output on stderr (rich), kept apart from the JSON on stdout."""
+"""Where each kind of output goes, for every command alike.
+
+- stdout carries the command's *result*: JSON with ``--json``, a bitstream with ``-o -``, and for
+  the query commands (``doctor``, ``detect``) their table or listing without ``--json``, so
+  ``vcmtool doctor > f`` keeps it. ``result`` is that console.
+- stderr carries everything said *about* the work: progress bars, summaries of commands whose
+  result is files (encode, qpmap, batch, bench, verify, jrd, mfiba, cdre), notes, warnings,
+  errors. ``console`` is that console; ``--quiet`` silences it (errors still print).
+
+Off a terminal (CI logs, files, pipes) rich would wrap tables at 80 columns and cut cells
+(``BD-ra…``); there the width is unlimited unless ``COLUMNS`` says otherwise.
+"""
 
 from __future__ import annotations
+
+import os
+import sys
 
 from rich.console import Console
 from rich.table import Table
 
-console = Console(stderr=True)
+_WIDE = 10_000  # rich draws a table only as wide as its content needs
+
+
+def _width(stream) -> int | None:
+    if os.environ.get("COLUMNS") or (hasattr(stream, "isatty") and stream.isatty()):
+        return None  # rich measures the terminal / honours COLUMNS
+    return _WIDE
+
+
+console = Console(stderr=True, width=_width(sys.stderr))
+result = Console(width=_width(sys.stdout))
+
+
+def set_verbosity(quiet: bool) -> None:
+    """``--quiet``: no summaries, notes or progress bars on stderr (errors still print)."""
+    console.quiet = quiet
+    if quiet:
+        os.environ["TQDM_DISABLE"] = "1"  # tqdm reads it for every bar, workers included
 
 
 def print_encode_summary(r: dict) -> None:
@@ -16,7 +47,13 @@ def print_encode_summary(r: dict) -> None:
     t.add_row("frames", f"{r['frames']} x {r['width']}x{r['height']} @ {r['fps']:.3g} fps")
     t.add_row("size", f"{r['bytes']} bytes, {r['bpp']:.5f} bpp, {r['kbps']:.1f} kbps")
     if r.get("psnr_y") is not None:
-        t.add_row("PSNR-Y", f"{r['psnr_y']:.2f} dB")
+        t.add_row("PSNR-Y", f"{r['psnr_y']:.2f} dB" + (
+            f" (U {r['psnr_u']:.2f}, V {r['psnr_v']:.2f})" if r.get("psnr_u") is not None else ""))
+    if r.get("ssim_y") is not None:
+        t.add_row("SSIM-Y", f"{r['ssim_y']:.4f}" + (
+            f" (all {r['ssim']:.4f})" if r.get("ssim") is not None else ""))
+    if r.get("vmaf") is not None:
+        t.add_row("VMAF", f"{r['vmaf']:.2f} ({r.get('vmaf_model') or 'libvmaf'})")
     q = r["qpmap"]
     t.add_row("QP map", f"{q['source']}: QP {q['min']}..{q['max']} mean {q['mean']:.2f} "
               f"(ctu {q['ctu']}, grid {q['grid'][0]}x{q['grid'][1]})")

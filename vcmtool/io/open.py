@@ -9,7 +9,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Protocol
 
@@ -50,6 +50,7 @@ class Clip:
     source: FrameSource
     skip: int = 0
     limit: int | None = None
+    notes: list[str] = field(default_factory=list)  # where the input is read unlike its header says
 
     @property
     def info(self) -> VideoInfo:
@@ -136,10 +137,21 @@ def open_video(
         src = ImageSource(path)
     else:
         src = ContainerSource(path, label)
-    if fps is not None and not isinstance(src, RawYUVSource):
-        src.info = VideoInfo(src.info.width, src.info.height, Fraction(fps), src.info.pix_fmt,
-                             src.info.frame_count)
-    return Clip(label, src, skip, frames)
+    notes: list[str] = []
+    if not isinstance(src, RawYUVSource):
+        # Self-describing inputs: geometry and sample format come from the file; a flag that
+        # disagrees would be silently ignored, so it is refused. --fps overrides, with a note.
+        info = src.info
+        if size is not None and parse_size(size) != (info.width, info.height):
+            raise UsageError(f"{label}: --size applies to raw YUV; this file says "
+                             f"{info.width}x{info.height} (drop --size)")
+        if pix_fmt is not None and pix_fmt != info.pix_fmt:
+            raise UsageError(f"{label}: --pix-fmt applies to raw YUV; this file is {info.pix_fmt} "
+                             "(drop --pix-fmt)")
+        if fps is not None and Fraction(fps) != info.fps:
+            notes.append(f"--fps {float(fps):g} overrides the input's {float(info.fps):g} fps")
+            src.info = VideoInfo(info.width, info.height, Fraction(fps), info.pix_fmt, info.frame_count)
+    return Clip(label, src, skip, frames, notes)
 
 
 def parse_size(size: str | tuple[int, int]) -> tuple[int, int]:
