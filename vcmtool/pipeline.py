@@ -121,7 +121,9 @@ def run_qpmap(job: EncodeJob, output: str | None, overlay: str | None = None) ->
     enc = get_encoder(job.codec)
     caps = enc.capabilities()
     clip = open_video(job.input, job.size, job.fps, job.pix_fmt, job.skip, job.frames)
-    maps, info, dt = compute_maps(job, clip, caps.qp_range)
+    src = get_source(job.qpmap)
+    maps, info, dt = compute_maps(job, clip, caps.qp_range, src)
+    notes += src.notes()
     if job.qp_offset:
         maps = maps.offset(job.qp_offset)
     maps = enc.prepare_maps(maps, EncodeSettings(allow_frame_qp=True))
@@ -148,7 +150,7 @@ def job_outputs(job: EncodeJob, output: str | Path) -> list[Output]:
 def job_inputs(job: EncodeJob) -> list[str]:
     """Files an encode of ``job`` reads (the clip, a map file, a task model)."""
     ins = [job.input]
-    for spec, prefix in ((job.qpmap, "file:"), (job.task_model, "onnx:")):
+    for spec, prefix in ((job.qpmap, "file:"), (job.qpmap, "dets:"), (job.task_model, "onnx:")):
         if isinstance(spec, str) and spec.startswith(prefix):
             ins.append(spec[len(prefix):])
     return ins
@@ -269,6 +271,7 @@ def run_encode(job: EncodeJob) -> dict:
             if tmp_csv is not None:
                 write_frame_csv(tmp_csv, quality, bits, maps, n_frames, job.vmaf)
                 outputs[str(job.csv)] = md5_file(tmp_csv)
+            notes += [n for n in src.notes() if n not in notes]
             n_bytes = tmp.stat().st_size
         # leaving the block publishes every output (renames within their folders)
     finally:

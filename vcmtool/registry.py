@@ -2,10 +2,15 @@
 
 In the style of CompressAI's model zoo: ``@ENCODERS.register("kvazaar")`` on a class makes it
 reachable by name from the CLI, with no if-chains anywhere else.
+
+A registry with a ``plugin_group`` (see :mod:`vcmtool.plugins`) also holds what installed
+distributions offer through that entry-point group. They are loaded lazily, once: the first time
+the registry is asked for a name it does not have, or for the list of its names.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
@@ -15,9 +20,40 @@ T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, plugin_group: str | None = None,
+                 accepts: Callable[[object], bool] | None = None) -> None:
         self.kind = kind
         self._items: dict[str, T] = {}
+        self.plugin_group: str | None = None
+        self.accepts: Callable[[object], bool] | None = None
+        self._plugins_started = self._plugins_done = False
+        self._plugin_lock = threading.RLock()
+        if plugin_group is not None:
+            self.enable_plugins(plugin_group, accepts)
+
+    def enable_plugins(self, group: str, accepts: Callable[[object], bool] | None = None) -> None:
+        """Also offer what the entry points of ``group`` register (loaded on first need).
+
+        ``accepts(obj)`` says whether an entry point that names an object (rather than a module
+        that registers itself) is of the registry's kind.
+        """
+        self.plugin_group = group
+        self.accepts = accepts
+
+    def load_plugins(self) -> None:
+        """Load the plugin group's entry points (once per process; later calls do nothing)."""
+        if self.plugin_group is None or self._plugins_done:
+            return
+        with self._plugin_lock:  # another thread waits here until the loading thread is done
+            if self._plugins_started:  # done, or this thread's plugin asking its own registry
+                return
+            self._plugins_started = True
+            try:
+                from vcmtool.plugins import load_entry_points
+
+                load_entry_points(self)
+            finally:
+                self._plugins_done = True
 
     def register(self, name: str) -> Callable[[T], T]:
         def deco(obj: T) -> T:
@@ -29,6 +65,8 @@ class Registry(Generic[T]):
         return deco
 
     def get(self, name: str) -> T:
+        if name not in self._items:
+            self.load_plugins()
         try:
             return self._items[name]
         except KeyError:
@@ -36,9 +74,20 @@ class Registry(Generic[T]):
             raise UsageError(f"unknown {self.kind} {name!r}; choose one of: {known}") from None
 
     def names(self) -> list[str]:
+        self.load_plugins()
         return sorted(self._items)
 
+    def peek(self, name: str) -> T | None:
+        """What ``name`` holds now, without loading plugins (None when nothing)."""
+        return self._items.get(name)
+
+    def __len__(self) -> int:
+        """Names registered so far (without loading plugins)."""
+        return len(self._items)
+
     def __contains__(self, name: object) -> bool:
+        if name not in self._items:
+            self.load_plugins()
         return name in self._items
 
     def __iter__(self) -> Iterator[str]:

@@ -25,8 +25,11 @@ def detect(input: str, task_model: str, min_score: float, as_json: bool, size, f
     clip = open_video(input, size, fps, pix_fmt, skip, frames)
     for fr in clip.frames():
         det = model.detect(fr.to_bgr()).filter(min_score)
+        # Frame numbers count from the start of the input, --skip included, so the JSON lines
+        # feed `--qpmap dets:FILE` for any window of the clip.
+        n = fr.index + skip
         if as_json:
-            emit_json({"frame": fr.index, "model": model.version, "detections": det.to_json()})
+            emit_json({"frame": n, "model": model.version, "detections": det.to_json()})
         else:
             names = ", ".join(f"{d['class']} {d['score']:.2f}" for d in det.to_json()) or "nothing"
-            result.print(f"frame {fr.index}: {names}")
+            result.print(f"frame {n}: {names}")

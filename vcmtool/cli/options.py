@@ -26,7 +26,13 @@ def input_options(f: Callable) -> Callable:
 def map_options(f: Callable) -> Callable:
     opts = [
         click.option("--qpmap", "qpmap", default="none", show_default=True,
-                     help="QP-map source: none | roi | auto (SNN-JRD) | eljrd | file:PATH (.qpm/.npy/.csv)"),
+                     help="QP-map source: none | roi | auto (SNN-JRD) | eljrd | file:PATH "
+                     "(.qpm/.npy/.csv) | dets:FILE (your detections, roi's --roi-* options: a "
+                     "COCO results list [{image_id, category_id, bbox: [x,y,w,h], score}] or JSON "
+                     'lines {"frame": i, "boxes": [[x0,y0,x1,y1,score,class], ...]}, also '
+                     "`vcmtool detect --json` output; frame numbers are 0-based source frames, "
+                     "counted before --skip) | a plugin's name (entry-point group "
+                     "vcmtool.qpmap_sources)"),
         click.option("--qp", type=click.IntRange(0, 63), default=32, show_default=True,
                      help="base QP (uniform QP for --qpmap none)"),
         click.option("--ctu", type=click.Choice(["16", "32", "64", "128"]), default="64",

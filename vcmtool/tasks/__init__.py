@@ -3,6 +3,8 @@
 ``get_task_model("yolov3-tiny")`` (the default, OpenCV DNN) or ``get_task_model("onnx:PATH")``.
 Also registered: ``yolov3-tiny-ort`` (onnxruntime) and ``yolov3-tiny-torch`` (PyTorch; torch
 is imported only when that one is built). Importing this package never imports torch.
+Installed distributions add task models (factories ``(arg: str = "", **options) -> TaskModel``)
+through the ``vcmtool.task_models`` entry-point group (:mod:`vcmtool.plugins`).
 """
 
 from vcmtool.tasks import onnx_detector as _onnx_detector  # noqa: F401  (registers "onnx")
@@ -17,6 +19,8 @@ from vcmtool.tasks.base import (
 )
 from vcmtool.tasks.onnx_detector import OnnxDetector
 from vcmtool.tasks.yolov3_tiny import YoloV3Tiny
+
+TASK_MODELS.enable_plugins("vcmtool.task_models", accepts=callable)
 
 __all__ = [
     "DEFAULT_TASK_MODEL",

@@ -1,7 +1,8 @@
 """QP-map sources: each turns a clip into per-frame CTU QP maps.
 
 A source is named on the command line as ``NAME`` or ``NAME:ARG`` (``file:maps.qpm``);
-adding one is one file with ``@QPMAP_SOURCES.register(NAME)``.
+adding one is one file with ``@QPMAP_SOURCES.register(NAME)``, or, from another distribution,
+an entry point in the ``vcmtool.qpmap_sources`` group (:mod:`vcmtool.plugins`).
 
 ``process`` returns every map at once; ``stream`` yields them frame by frame so the pipeline
 can encode while later maps are still being predicted (``vcmtool.qpmap.stream``). The default
@@ -70,6 +71,11 @@ class QPMapSource(ABC):
     def versions(self) -> dict[str, str]:
         """Versions of the models this source used, for the report's provenance."""
         return {}
+
+    def notes(self) -> list[str]:
+        """Remarks on the maps made so far (input entries ignored, ...) for the report's notes;
+        complete once ``process`` returned or ``stream`` ended."""
+        return []
 
     def model_files(self) -> list[Path]:
         """Learned files the maps depend on (a retrained model must invalidate stored results)."""

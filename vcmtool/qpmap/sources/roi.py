@@ -4,12 +4,16 @@ Options (``MapContext.options``): ``roi_qp_in`` / ``roi_qp_out`` (absolute QPs; 
 and base+6), ``roi_margin`` (pixels added around each box, default 16), ``roi_classes``
 (class names to keep; default all), ``roi_min_score`` (default 0.3). Maps are streamed frame
 by frame (one detection per predicted frame), so detection overlaps with encoding.
+
+:class:`RoiOptions` and :func:`boxes_to_map` are the options and the box rasterisation that
+``dets`` (boxes from a file) shares, so both turn the same boxes into the same map.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 from tqdm import tqdm
@@ -25,6 +29,34 @@ def _qps(ctx: MapContext) -> tuple[int, int]:
     q_in = int(o.get("roi_qp_in") if o.get("roi_qp_in") is not None else ctx.qp - 4)
     q_out = int(o.get("roi_qp_out") if o.get("roi_qp_out") is not None else ctx.qp + 6)
     return q_in, q_out
+
+
+@dataclass(frozen=True)
+class RoiOptions:
+    """The ``--roi-*`` options as ``roi`` and ``dets`` read them from ``MapContext.options``."""
+
+    q_in: int
+    q_out: int
+    margin: float
+    classes: list[str] | None
+    min_score: float
+
+    @classmethod
+    def from_context(cls, ctx: MapContext) -> RoiOptions:
+        o = ctx.options
+        q_in, q_out = _qps(ctx)
+        return cls(q_in, q_out, float(o.get("roi_margin", 16)), o.get("roi_classes") or None,
+                   float(o.get("roi_min_score", 0.3)))
+
+
+def boxes_to_map(boxes: np.ndarray, height: int, width: int, ctu: int, opts: RoiOptions
+                 ) -> np.ndarray:
+    """The ROI map of one frame: boxes (N, 4) ``x0, y0, x1, y1`` in pixels, grown by the margin,
+    get ``q_in``, every other CTU ``q_out``; parts outside the frame are clipped away."""
+    m = opts.margin
+    b = np.asarray(boxes, np.float64).reshape(-1, 4) + np.array([-m, -m, m, m])
+    return native.rasterize_boxes(height, width, ctu, b, np.full(len(b), opts.q_in, np.uint8),
+                                  opts.q_out)
 
 
 @QPMAP_SOURCES.register("roi")
@@ -48,11 +80,7 @@ class RoiSource(QPMapSource):
 
         model = get_task_model(ctx.task_model)
         self._model_version = model.version
-        o = ctx.options
-        q_in, q_out = _qps(ctx)
-        margin = float(o.get("roi_margin", 16))
-        classes = o.get("roi_classes") or None
-        min_score = float(o.get("roi_min_score", 0.3))
+        opts = RoiOptions.from_context(ctx)
         info = clip.info
         self.predicted, self.predict_s = 0, 0.0
         last: np.ndarray | None = None
@@ -61,14 +89,10 @@ class RoiSource(QPMapSource):
             if last is None or fr.index % max(1, ctx.map_interval) == 0:
                 bgr = fr.to_bgr()
                 t0 = time.perf_counter()
-                det = model.detect(bgr).filter(min_score, classes)
+                det = model.detect(bgr).filter(opts.min_score, opts.classes)
                 self.predict_s += time.perf_counter() - t0
                 self.predicted += 1
-                boxes = det.boxes.reshape(-1, 4) + np.array([-margin, -margin, margin, margin])
-                last = native.rasterize_boxes(
-                    info.height, info.width, ctx.ctu, boxes,
-                    np.full(len(boxes), q_in, dtype=np.uint8), q_out,
-                )
+                last = boxes_to_map(det.boxes, info.height, info.width, ctx.ctu, opts)
             yield last
 
     def versions(self) -> dict[str, str]:
