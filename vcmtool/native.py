@@ -7,12 +7,19 @@ reports it (``native_status()`` gives the details, including the x265/x264 drive
 Every function here has a numpy/pure-Python version (``*_numpy``) with the same results and the
 same error messages; the tests hold the two against each other. Malformed *input data* (files,
 streams) raises :class:`vcmtool.errors.InputError`; bad arguments raise ``ValueError``.
+
+Sizes and counts are validated here, once, before either path runs (``_count``,
+``_check_size``): both paths then refuse the same arguments with the same ``ValueError``, and
+the C++ code (which checks again, overflow-safe) never sees a size whose product wraps.
+tests/test_native_fuzz.py holds both paths against each other on random and hostile arguments.
 """
 
 from __future__ import annotations
 
+import operator
 import os
 import struct
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -44,6 +51,52 @@ def _format_error(e: Exception, prefix: str = "") -> InputError:
     return InputError(f"{prefix}{e}")
 
 
+_INT64_MAX = 2**63 - 1
+
+
+def _count(value: Any, what: str, minimum: int = 0) -> int:
+    """An integer argument (Python or numpy integer) in ``minimum..2**63-1``, else ``ValueError``.
+
+    Floats are refused rather than truncated: the native path would truncate where numpy would
+    fail later, so the two paths would disagree. The upper bound is what the C++ side can take
+    (int64); beyond it pybind11 raises TypeError where numpy might try to allocate.
+    """
+    try:
+        v = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{what} must be an integer, got {value!r}") from None
+    if v < minimum:
+        raise ValueError(f"{what} must be >= {minimum}, got {v}")
+    if v > _INT64_MAX:
+        raise ValueError(f"{what} {v} does not fit in 64 bits")
+    return v
+
+
+def _check_size(nbytes: int, what: str) -> None:
+    """Refuse outputs whose size does not fit in a signed 64-bit (``Py_ssize_t``) count.
+
+    Python integers do not overflow, so this is the exact test the C++ code makes with
+    ``__builtin_mul_overflow``; sizes below it that memory cannot hold fail with MemoryError.
+    """
+    if nbytes > sys.maxsize:
+        raise ValueError(f"{what}: size overflows 64 bits ({nbytes} bytes)")
+
+
+def _byte_buffer(data: Any) -> memoryview:
+    """A flat byte view of any C-contiguous buffer (bytes, bytearray, memoryview, arrays).
+
+    Both paths read this one view, so a non-buffer (TypeError) or a strided buffer
+    (ValueError) fails the same way on both.
+    """
+    mv = memoryview(data)
+    if not mv.c_contiguous:
+        raise ValueError("buffer must be C-contiguous")
+    if mv.ndim == 1 and mv.format == "B":
+        return mv
+    # cast() refuses shapes with a zero: an empty buffer of any shape is just no bytes.
+    return mv.cast("B") if mv.nbytes else memoryview(b"")
+
+
 # ---------------------------------------------------------------------------------------------
 # CTU grid pooling and rasterization
 
@@ -56,18 +109,21 @@ def grid_shape(height: int, width: int, ctu: int) -> tuple[int, int]:
 _POOL_MODES = ("min", "max", "mean")
 
 
-def _check_pool_args(pixmap: np.ndarray, ctu: int, mode: str) -> None:
-    if mode not in _POOL_MODES:
+def _check_pool_args(pixmap: np.ndarray, ctu: int, mode: str) -> int:
+    if not isinstance(mode, str) or mode not in _POOL_MODES:
         raise ValueError(f"pool mode {mode!r}; use 'min', 'max' or 'mean'")
-    if int(ctu) < 1:
-        raise ValueError(f"ctu must be >= 1, got {ctu}")
+    ctu = _count(ctu, "ctu", 1)
     if np.ndim(pixmap) != 2:
         raise ValueError(f"pixel map must be 2-D, got shape {np.shape(pixmap)}")
+    return ctu
 
 
 def pool_ctu_numpy(pixmap: np.ndarray, ctu: int, mode: str = "min") -> np.ndarray:
-    _check_pool_args(pixmap, ctu, mode)
+    ctu = _check_pool_args(pixmap, ctu, mode)
     h, w = pixmap.shape
+    # A CTU larger than the map pools the same as one the map's size; without the clamp the
+    # padding below would be ctu x ctu (terabytes for a huge ctu the native path handles).
+    ctu = min(ctu, max(h, w, 1))
     gh, gw = grid_shape(h, w, ctu)
     ph, pw = gh * ctu - h, gw * ctu - w
     if mode == "mean":
@@ -101,12 +157,20 @@ def pool_ctu(pixmap: np.ndarray, ctu: int, mode: str = "min") -> np.ndarray:
     numpy. Partial CTUs at the right/bottom edge pool only their real pixels.
     """
     pixmap = np.asarray(pixmap)
-    _check_pool_args(pixmap, ctu, mode)
+    ctu = _check_pool_args(pixmap, ctu, mode)
     if pixmap.dtype == bool and mode != "mean":
         return pool_ctu(pixmap.view(np.uint8), ctu, mode).astype(bool)
     if _has("pool_ctu") and pixmap.dtype in (np.uint8, np.float32) and pixmap.size:
-        return _native.pool_ctu(_rows_contiguous(pixmap), int(ctu), mode)
+        return _native.pool_ctu(_rows_contiguous(pixmap), ctu, mode)
     return pool_ctu_numpy(pixmap, ctu, mode)
+
+
+def _grid_args(height: Any, width: Any, ctu: Any) -> tuple[int, int, int]:
+    """Picture size and ctu given as plain numbers: the grid they ask for must be addressable."""
+    h, w, c = _count(height, "height"), _count(width, "width"), _count(ctu, "ctu", 1)
+    gh, gw = grid_shape(h, w, c)
+    _check_size(gh * gw, "CTU grid")
+    return h, w, c
 
 
 def _box_args(boxes: Any, qps: Any, background: int) -> tuple[np.ndarray, np.ndarray]:
@@ -148,12 +212,11 @@ def rasterize_boxes(
 
     A CTU touched by several boxes takes the smallest QP; untouched CTUs get ``background``.
     """
-    if int(ctu) < 1:
-        raise ValueError(f"ctu must be >= 1, got {ctu}")
+    height, width, ctu = _grid_args(height, width, ctu)
     b, q = _box_args(boxes, qps, background)
     if _has("rasterize_boxes"):
-        return _native.rasterize_boxes(int(height), int(width), int(ctu), b, q, int(background))
-    return rasterize_boxes_numpy(height, width, ctu, b, q, background)
+        return _native.rasterize_boxes(height, width, ctu, b, q, int(background))
+    return rasterize_boxes_numpy(height, width, ctu, b, q, int(background))
 
 
 def _mask_args(masks: Any, qps: Any, background: int) -> tuple[np.ndarray, np.ndarray]:
@@ -173,6 +236,7 @@ def _mask_args(masks: Any, qps: Any, background: int) -> tuple[np.ndarray, np.nd
 
 
 def rasterize_masks_numpy(masks: np.ndarray, qps: np.ndarray, ctu: int, background: int) -> np.ndarray:
+    ctu = _count(ctu, "ctu", 1)
     m, q = _mask_args(masks, qps, background)
     gh, gw = grid_shape(m.shape[1], m.shape[2], ctu)
     grid = np.full((gh, gw), background, dtype=np.uint8)
@@ -187,15 +251,14 @@ def rasterize_masks(masks: np.ndarray, qps: np.ndarray, ctu: int, background: in
 
     A CTU holding any pixel of a mask takes min(its value, that mask's QP).
     """
-    if int(ctu) < 1:
-        raise ValueError(f"ctu must be >= 1, got {ctu}")
+    ctu = _count(ctu, "ctu", 1)
     m, q = _mask_args(masks, qps, background)
     if _has("rasterize_masks") and m.size:
         if m.dtype not in (np.uint8, np.bool_):
             m = m != 0
         if m.shape[2] > 1 and m.strides[2] != 1:
             m = np.ascontiguousarray(m)
-        return _native.rasterize_masks(m, q, int(ctu), int(background))
+        return _native.rasterize_masks(m, q, ctu, int(background))
     return rasterize_masks_numpy(m, q, ctu, background)
 
 
@@ -216,8 +279,19 @@ def _int_maps(maps: Any, what: str = "QP maps") -> np.ndarray:
     return a
 
 
-def qpm_bytes_numpy(maps: np.ndarray, ctu: int) -> bytes:
+def _qpm_args(maps: Any, ctu: Any) -> tuple[np.ndarray, int]:
     a = _int_maps(maps)
+    f, gh, gw = a.shape
+    ctu = _count(ctu, "ctu")
+    # The header fields are uint16/uint32: a larger value would not fit (struct.error in the
+    # numpy path, a silent wrap if unchecked), so both paths refuse it here.
+    if ctu > 0xFFFF or gw > 0xFFFF or gh > 0xFFFF or f > 0xFFFFFFFF:
+        raise ValueError("ctu, grid or frame count too large for a .qpm header")
+    return a, ctu
+
+
+def qpm_bytes_numpy(maps: np.ndarray, ctu: int) -> bytes:
+    a, ctu = _qpm_args(maps, ctu)
     f, gh, gw = a.shape
     if a.size and (a.min() < 0 or a.max() > 255):
         raise ValueError("QPs must fit in uint8")
@@ -226,32 +300,70 @@ def qpm_bytes_numpy(maps: np.ndarray, ctu: int) -> bytes:
 
 def qpm_bytes(maps: np.ndarray, ctu: int) -> bytes:
     """A whole ``.qpm`` file (header + frames) from (frames, rows, cols) integer QPs."""
-    a = _int_maps(maps)
+    a, ctu = _qpm_args(maps, ctu)
     if _has("qpm_encode") and a.dtype not in (np.uint32, np.uint64):
-        return _native.qpm_encode(np.ascontiguousarray(a), int(ctu))
+        return _native.qpm_encode(np.ascontiguousarray(a), ctu)
     return qpm_bytes_numpy(a, ctu)
 
 
-def qpm_first_above(buf: bytes, frames: int, frame_size: int, max_qp: int) -> tuple[int, int]:
-    """Index of the first frame with a QP above ``max_qp`` and that frame's maximum; (-1, 0)."""
-    if _has("qpm_check"):
-        return _native.qpm_check(buf, frames, frame_size, max_qp)
-    a = np.frombuffer(buf, dtype=np.uint8, count=frames * frame_size).reshape(frames, frame_size)
-    if not frames or not frame_size:
+def _qpm_check_args(buf: Any, frames: Any, frame_size: Any, max_qp: Any) -> tuple[memoryview, int, int, int]:
+    mv = _byte_buffer(buf)
+    frames, frame_size = _count(frames, "frame count"), _count(frame_size, "frame size")
+    # Python integers do not wrap: this is the exact bound the C++ code tests by division.
+    if frames * frame_size > mv.nbytes:
+        raise ValueError(f"buffer of {mv.nbytes} bytes is shorter than {frames} frames of {frame_size} bytes")
+    # QPs are uint8: clamping the limit to -1..255 changes no answer and keeps it in C int range.
+    try:
+        max_qp = operator.index(max_qp)
+    except TypeError:
+        raise ValueError(f"max_qp must be an integer, got {max_qp!r}") from None
+    return mv, frames, frame_size, min(max(max_qp, -1), 255)
+
+
+def qpm_first_above_numpy(buf: bytes, frames: int, frame_size: int, max_qp: int) -> tuple[int, int]:
+    mv, frames, frame_size, max_qp = _qpm_check_args(buf, frames, frame_size, max_qp)
+    if not frames or not frame_size:  # no QPs at all, so none above the limit
         return -1, 0
+    a = np.frombuffer(mv, dtype=np.uint8, count=frames * frame_size).reshape(frames, frame_size)
     m = a.max(axis=1)
     bad = np.flatnonzero(m > max_qp)
     return (int(bad[0]), int(m[bad[0]])) if len(bad) else (-1, 0)
 
 
-def kvazaar_roi_bytes_numpy(deltas: np.ndarray) -> bytes:
+def qpm_first_above(buf: bytes, frames: int, frame_size: int, max_qp: int) -> tuple[int, int]:
+    """Index of the first frame with a QP above ``max_qp`` and that frame's maximum; (-1, 0).
+
+    ``buf`` holds at least ``frames`` x ``frame_size`` bytes (``ValueError`` otherwise, also for
+    negative counts); frames of size 0 hold no QP, so (-1, 0).
+    """
+    mv, frames, frame_size, max_qp = _qpm_check_args(buf, frames, frame_size, max_qp)
+    if _has("qpm_check"):
+        return _native.qpm_check(mv, frames, frame_size, max_qp)
+    return qpm_first_above_numpy(mv, frames, frame_size, max_qp)
+
+
+def _kvazaar_args(deltas: Any) -> np.ndarray:
     d = _int_maps(deltas, "kvazaar ROI deltas")
+    f, gh, gw = d.shape
+    # An empty array can have huge dimensions: the int32 header and the output size are checked.
+    if gw > 0x7FFFFFFF or gh > 0x7FFFFFFF:
+        raise ValueError("kvazaar ROI grid too large for its int32 header")
+    _check_size(f * (8 + gh * gw), "kvazaar ROI")
+    return d
+
+
+def kvazaar_roi_bytes_numpy(deltas: np.ndarray) -> bytes:
+    d = _kvazaar_args(deltas)
     if d.size and (d.min() < -128 or d.max() > 127):
         bad = d[(d < -128) | (d > 127)].flat[0]
         raise ValueError(f"kvazaar ROI delta {int(bad)} does not fit in int8")
     f, gh, gw = d.shape
-    head = struct.pack("<ii", gw, gh)
-    return b"".join(head + m.astype(np.int8).tobytes() for m in d)
+    # One (frames, 8 + cells) array, not a join over frames: many frames of an empty grid are
+    # one allocation (or one MemoryError), not a Python loop.
+    rec = np.empty((f, 8 + gh * gw), np.uint8)
+    rec[:, :8] = np.frombuffer(struct.pack("<ii", gw, gh), np.uint8)
+    rec[:, 8:] = d.reshape(f, gh * gw).astype(np.int8).view(np.uint8)
+    return rec.tobytes()
 
 
 def kvazaar_roi_bytes(deltas: np.ndarray) -> bytes:
@@ -261,7 +373,7 @@ def kvazaar_roi_bytes(deltas: np.ndarray) -> bytes:
     order (verified with ffmpeg's libkvazaar: a single header for all frames makes kvazaar
     assert on frame 2; kvazaar reads one record per frame and loops at EOF).
     """
-    d = _int_maps(deltas, "kvazaar ROI deltas")
+    d = _kvazaar_args(deltas)
     if _has("kvazaar_roi") and d.dtype.kind in "iu" and d.dtype not in (np.uint32, np.uint64):
         return _native.kvazaar_roi(np.ascontiguousarray(d))
     return kvazaar_roi_bytes_numpy(d)
@@ -274,16 +386,18 @@ def _offset_args(
     single = g.ndim == 2
     g = _int_maps(g, "QP map")
     f, gh, gw = g.shape
-    h = gh * ctu if height is None else int(height)
-    w = gw * ctu if width is None else int(width)
-    if ctu < 1 or block < 1:
-        raise ValueError("ctu and block must be >= 1")
+    ctu, block = _count(ctu, "ctu", 1), _count(block, "block", 1)
+    h = _count(gh * ctu if height is None else height, "height")
+    w = _count(gw * ctu if width is None else width, "width")
+    if h < 1 or w < 1:  # an empty picture has no blocks to set (the native path refuses it too)
+        raise ValueError(f"bad picture size {w}x{h}")
     if grid_shape(h, w, ctu) != (gh, gw):
         raise ValueError(f"grid {gw}x{gh} does not cover {w}x{h} with ctu {ctu}")
+    _check_size(f * (-(-h // block)) * (-(-w // block)) * 4, "block offsets")
     b = np.asarray(base, dtype=np.float64).reshape(-1)
     if b.shape != (f,):
         b = np.broadcast_to(b, (f,)).copy()
-    return g, b, h, w, single
+    return g, b, ctu, block, h, w, single
 
 
 def block_offsets_numpy(
@@ -295,9 +409,12 @@ def block_offsets_numpy(
     height: int | None = None,
     width: int | None = None,
 ) -> np.ndarray:
-    g, b, h, w, single = _offset_args(qp_map, base, ctu, block, height, width)
+    g, b, ctu, block, h, w, single = _offset_args(qp_map, base, ctu, block, height, width)
     f, gh, gw = g.shape
     bh, bw = -(-h // block), -(-w // block)
+    if not f:  # no frames: nothing to compute (the spans below could be huge)
+        res = np.zeros((0, bh, bw), np.float32)
+        return res[0] if single else res
 
     def spans(n_blocks: int, size: int, cells: int) -> tuple[np.ndarray, np.ndarray]:
         i = np.arange(n_blocks)
@@ -335,11 +452,11 @@ def block_offsets(
     (``ceil(height/block)`` x ``ceil(width/block)``; height/width default to the full grid).
     Where a block spans several cells (ctu < block) it takes their minimum QP.
     """
-    g, b, h, w, single = _offset_args(qp_map, base, ctu, block, height, width)
+    g, b, ctu, block, h, w, single = _offset_args(qp_map, base, ctu, block, height, width)
     if _has("block_offsets") and (
         g.dtype.itemsize < 4 or g.dtype == np.int32 or not g.size or (g.min() >= -(2**31) and g.max() < 2**31)
     ):
-        res = _native.block_offsets(g, b, int(ctu), int(block), h, w)
+        res = _native.block_offsets(g, b, ctu, block, h, w)
         return res[0] if single else res
     return block_offsets_numpy(qp_map, base, ctu=ctu, block=block, height=height, width=width)
 
@@ -361,10 +478,20 @@ x264_offsets = x265_offsets  # x264 ``quant_offsets``: one per 16x16 macroblock,
 
 def _svt_args(offsets: Any, frame_numbers: Any) -> tuple[np.ndarray, np.ndarray]:
     o = _int_maps(offsets, "SVT-AV1 ROI offsets")
-    fn = np.arange(len(o)) if frame_numbers is None else np.asarray(frame_numbers).reshape(-1)
-    if len(fn) != len(o):
-        raise ValueError(f"{len(o)} maps but {len(fn)} frame numbers")
-    return o, fn.astype(np.int64)
+    if frame_numbers is None:
+        return o, np.arange(len(o), dtype=np.int64)
+    raw = np.asarray(frame_numbers).reshape(-1)
+    if len(raw) != len(o):
+        raise ValueError(f"{len(o)} maps but {len(raw)} frame numbers")
+    # Integers within int64 only: a float would be truncated and a huge number wrapped (or an
+    # OverflowError), silently naming the wrong frame. One per frame, so a Python loop is cheap.
+    try:
+        vals = [operator.index(x) for x in raw.tolist()]
+    except TypeError:
+        raise ValueError("SVT-AV1 frame numbers must be integers") from None
+    if any(not -(2**63) <= v <= _INT64_MAX for v in vals):
+        raise ValueError("SVT-AV1 frame number does not fit in 64 bits")
+    return o, np.array(vals, dtype=np.int64)
 
 
 def svtav1_roi_text_numpy(offsets: np.ndarray, frame_numbers: Sequence[int] | None = None) -> str:
@@ -464,11 +591,20 @@ def pack_bits(arr: np.ndarray) -> bytes:
     return pack_bits_numpy(a)
 
 
-def unpack_bits_from_numpy(data: bytes, offset: int = 0) -> tuple[np.ndarray, int]:
-    mv = memoryview(data).cast("B")
-    n = len(mv)
-    if offset < 0 or offset > n:
+def _unpack_args(data: Any, offset: Any) -> tuple[memoryview, int]:
+    mv = _byte_buffer(data)
+    try:
+        offset = operator.index(offset)
+    except TypeError:
+        raise ValueError(f"offset must be an integer, got {offset!r}") from None
+    if offset < 0 or offset > mv.nbytes:  # also offsets beyond int64, which C++ cannot take
         raise ValueError("offset outside the buffer")
+    return mv, offset
+
+
+def unpack_bits_from_numpy(data: bytes, offset: int = 0) -> tuple[np.ndarray, int]:
+    mv, offset = _unpack_args(data, offset)
+    n = len(mv)
     if offset == n:
         raise InputError(f"packed bits: no frame header at byte {offset}")
     nd = mv[offset]
@@ -496,27 +632,30 @@ def unpack_bits_from_numpy(data: bytes, offset: int = 0) -> tuple[np.ndarray, in
 
 def unpack_bits_from(data: bytes, offset: int = 0) -> tuple[np.ndarray, int]:
     """Decode the record starting at ``offset``: (uint8 array of 0/1, offset after it)."""
+    mv, offset = _unpack_args(data, offset)
     if _has("unpack_bits"):
         try:
-            return _native.unpack_bits(data, int(offset))
+            return _native.unpack_bits(mv, offset)
         except _native.FormatError as e:
             raise _format_error(e) from None
-    return unpack_bits_from_numpy(data, offset)
+    return unpack_bits_from_numpy(mv, offset)
 
 
 def unpack_bits(data: bytes) -> np.ndarray:
     """Inverse of :func:`pack_bits` for exactly one record (trailing bytes are an error)."""
-    arr, end = unpack_bits_from(data, 0)
-    if end != len(memoryview(data).cast("B")):
-        raise InputError(f"packed bits: {len(data) - end} bytes after the record")
+    mv = _byte_buffer(data)
+    arr, end = unpack_bits_from(mv, 0)
+    if end != mv.nbytes:
+        raise InputError(f"packed bits: {mv.nbytes - end} bytes after the record")
     return arr
 
 
 def iter_unpack_bits(data: bytes) -> Iterator[np.ndarray]:
     """Decode concatenated records one by one."""
-    off, n = 0, len(memoryview(data).cast("B"))
+    mv = _byte_buffer(data)
+    off, n = 0, mv.nbytes
     while off < n:
-        arr, off = unpack_bits_from(data, off)
+        arr, off = unpack_bits_from(mv, off)
         yield arr
 
 

@@ -26,7 +26,15 @@ namespace {
 class ByteView {
    public:
     explicit ByteView(const py::handle& obj) {
-        if (PyObject_GetBuffer(obj.ptr(), &view_, PyBUF_SIMPLE) != 0) throw py::error_already_set();
+        if (PyObject_GetBuffer(obj.ptr(), &view_, PyBUF_SIMPLE) != 0) {
+            // A strided buffer is a bad argument (ValueError, as in vcmtool.native); a non-buffer
+            // keeps Python's TypeError.
+            if (PyErr_ExceptionMatches(PyExc_BufferError)) {
+                PyErr_Clear();
+                throw ArgError("buffer must be C-contiguous");
+            }
+            throw py::error_already_set();
+        }
         ok_ = true;
     }
     ~ByteView() {
@@ -135,7 +143,10 @@ py::array_t<uint8_t> rasterize_boxes_py(int64_t h, int64_t w, int64_t ctu,
     if (qps.ndim() != 1 || qps.shape(0) != boxes.shape(0)) throw ArgError("need one QP per box");
     if (background < 0 || background > 255) throw ArgError("background QP must fit in uint8");
     if (ctu < 1 || h < 0 || w < 0) throw ArgError("bad picture size or ctu");
-    py::array_t<uint8_t> out({ceil_div(h, ctu), ceil_div(w, ctu)});
+    // h and w are plain numbers from the caller: the grid they ask for must be addressable.
+    const int64_t gh = ceil_div(h, ctu), gw = ceil_div(w, ctu);
+    checked_mul(gh, gw, "CTU grid");
+    py::array_t<uint8_t> out({gh, gw});
     rasterize_boxes(h, w, ctu, boxes.data(), qps.data(), boxes.shape(0), uint8_t(background), out.mutable_data());
     return out;
 }
@@ -205,7 +216,10 @@ py::bytes qpm_encode(const py::array& maps, int ctu) {
         throw ArgError("ctu, grid or frame count too large for a .qpm header");
     int64_t bad = -1;
     // Header: struct "<4sHHHI" = magic, ctu, grid_w, grid_h, frames (14 bytes).
-    py::bytes out = make_bytes(14 + f * gh * gw, [&](char* p) {
+    // f * gh * gw is the array's size when no dimension is 0 (numpy keeps that in range); checked
+    // anyway, so the header fields alone can never size the output.
+    const int64_t total = checked_add(14, checked_mul(checked_mul(f, gh, "QP maps"), gw, "QP maps"), "QP maps");
+    py::bytes out = make_bytes(total, [&](char* p) {
         uint8_t* u = reinterpret_cast<uint8_t*>(p);
         std::memcpy(u, "QPM1", 4);
         u[4] = uint8_t(ctu);
@@ -223,7 +237,11 @@ py::bytes qpm_encode(const py::array& maps, int ctu) {
 
 py::tuple qpm_check(const py::handle& buf, int64_t frames, int64_t frame_size, int max_qp) {
     ByteView v(buf);
-    if (frame_size < 0 || frames < 0 || frames * frame_size > v.size()) throw ArgError("buffer shorter than frames");
+    if (frames < 0 || frame_size < 0) throw ArgError("frame count and frame size must be >= 0");
+    // frames * frame_size can overflow (and wrap below the buffer size): compare by division.
+    if (frame_size != 0 && uint64_t(frames) > uint64_t(v.size()) / uint64_t(frame_size))
+        throw ArgError("buffer of " + std::to_string(v.size()) + " bytes is shorter than " + std::to_string(frames) +
+                       " frames of " + std::to_string(frame_size) + " bytes");
     int bad_max = 0;
     int64_t f;
     {
@@ -236,9 +254,14 @@ py::tuple qpm_check(const py::handle& buf, int64_t frames, int64_t frame_size, i
 py::bytes kvazaar_roi_py(const py::array& d) {
     require_ndim(d, 3, "delta maps");
     const IntData src = int_data(d);
-    const int64_t f = d.shape(0), gh = d.shape(1), gw = d.shape(2), n = gh * gw;
+    const int64_t f = d.shape(0), gh = d.shape(1), gw = d.shape(2);
+    // The record header holds int32 sizes; an empty array can still have huge (or, with zero
+    // cells, very many) dimensions, so the output size is checked, not assumed.
+    if (gw > 0x7fffffff || gh > 0x7fffffff) throw ArgError("kvazaar ROI grid too large for its int32 header");
+    const int64_t n = checked_mul(gh, gw, "kvazaar ROI");
+    const int64_t total = checked_mul(f, checked_add(8, n, "kvazaar ROI"), "kvazaar ROI");
     int64_t bad = -1;
-    py::bytes out = make_bytes(f * (8 + n), [&](char* p) {
+    py::bytes out = make_bytes(total, [&](char* p) {
         uint8_t* o = reinterpret_cast<uint8_t*>(p);
         for (int64_t i = 0; i < f; ++i, o += 8 + n) {
             put_le32(o, uint32_t(gw));
@@ -258,6 +281,9 @@ py::array_t<float> block_offsets_py(py::array_t<int32_t, py::array::c_style | py
     const int64_t f = grid.shape(0);
     if (base.ndim() != 1 || base.shape(0) != f) throw ArgError("need one base QP per frame");
     if (h < 1 || w < 1 || block < 1 || ctu < 1) throw ArgError("bad picture size, ctu or block");
+    // Sizes and grid coverage before the output exists (a grid that does not cover h x w would
+    // be read out of bounds; a huge h with a huge ctu asks for an unaddressable output).
+    check_block_offsets(f, grid.shape(1), grid.shape(2), ctu, block, h, w);
     py::array_t<float> out({f, ceil_div(h, block), ceil_div(w, block)});
     float* o = out.mutable_data();
     block_offsets(grid.data(), f, grid.shape(1), grid.shape(2), ctu, base.data(), block, h, w, o);
@@ -306,7 +332,7 @@ py::tuple unpack_bits_py(const py::handle& buf, int64_t offset) {
     ByteView v(buf);
     const uint8_t* d = v.data();
     const int64_t n = v.size();
-    if (offset < 0 || offset > n) throw ArgError("offset outside the buffer");
+    if (offset < 0 || offset > n) throw ArgError("offset outside the buffer");  // before any read
     if (offset == n) throw FormatError("packed bits: no frame header at byte " + std::to_string(offset));
     const int nd = d[offset];
     if (nd < 1 || nd > kMaxDims)
@@ -472,6 +498,9 @@ void get_planes(const py::array& y, const py::array& u, const py::array& v, int 
                            " for " + std::to_string(depth) + "-bit input");
         if ((pw > 1 && p.strides(1) != isz) || p.strides(0) <= 0)
             throw ArgError(std::string("plane ") + names[i] + ": rows must be contiguous");
+        // The encoders take int strides: a wider row step would be truncated, not refused.
+        if (p.strides(0) > std::numeric_limits<int>::max())
+            throw ArgError(std::string("plane ") + names[i] + ": row stride too large");
         out[i] = PlaneRef{p.data(), int64_t(p.strides(0))};
     }
 }
@@ -493,10 +522,19 @@ void get_qp(const py::object& grid, const py::object& base, int64_t ctu, QpArgs&
         a.qp.gh = a.grid.shape(0);
         a.qp.gw = a.grid.shape(1);
     }
+    if (ctu < 1) throw ArgError("ctu must be >= 1");
     a.qp.ctu = ctu;
     if (!base.is_none()) {
+        // Any Python integer: out-of-range values are an argument error here, not a cast
+        // failure (RuntimeError) or a silent wrap to int.
+        const py::int_ b = py::int_(base);
+        int overflow = 0;
+        const long long v = PyLong_AsLongLongAndOverflow(b.ptr(), &overflow);
+        if (v == -1 && PyErr_Occurred()) throw py::error_already_set();
+        if (overflow || v < std::numeric_limits<int>::min() || v > std::numeric_limits<int>::max())
+            throw ArgError("base QP " + std::string(py::str(b)) + " is out of range");
         a.qp.has_base = true;
-        a.qp.base = base.cast<int>();
+        a.qp.base = int(v);
     }
 }
 

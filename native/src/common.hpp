@@ -20,7 +20,26 @@ struct ArgError : std::invalid_argument {
     using std::invalid_argument::invalid_argument;
 };
 
-inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+// ceil(a / b) for a >= 0, b >= 1. Written without `a + b - 1`, which overflows for sizes near
+// INT64_MAX (a huge ctu or block from Python would wrap to a negative grid size).
+inline int64_t ceil_div(int64_t a, int64_t b) { return a / b + (a % b != 0 ? 1 : 0); }
+
+// Size arithmetic on values that come from Python (counts, shapes, sizes): every product and sum
+// that sizes a buffer or bounds a read is checked, so an overflowing request is an ArgError
+// instead of a small allocation followed by an out-of-bounds write or read.
+inline int64_t checked_mul(int64_t a, int64_t b, const char* what) {
+    int64_t r;
+    if (a < 0 || b < 0) throw ArgError(std::string(what) + ": negative size");
+    if (__builtin_mul_overflow(a, b, &r)) throw ArgError(std::string(what) + ": size overflows 64 bits");
+    return r;
+}
+
+inline int64_t checked_add(int64_t a, int64_t b, const char* what) {
+    int64_t r;
+    if (a < 0 || b < 0) throw ArgError(std::string(what) + ": negative size");
+    if (__builtin_add_overflow(a, b, &r)) throw ArgError(std::string(what) + ": size overflows 64 bits");
+    return r;
+}
 
 inline void put_le32(uint8_t* p, uint32_t v) {
     p[0] = uint8_t(v);

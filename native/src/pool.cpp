@@ -101,11 +101,11 @@ void pool_minmax(const T* src, ptrdiff_t stride, int64_t h, int64_t w, int64_t c
     const int64_t gh = ceil_div(h, ctu), gw = ceil_div(w, ctu);
     std::vector<T> acc(size_t(w > 0 ? w : 1));
     for (int64_t r = 0; r < gh; ++r) {
-        const int64_t y0 = r * ctu, y1 = std::min(h, y0 + ctu);
+        const int64_t y0 = r * ctu, y1 = y0 + std::min(ctu, h - y0);
         std::memcpy(acc.data(), src + y0 * stride, size_t(w) * sizeof(T));
         rows_op(acc.data(), src + (y0 + 1) * stride, stride, y1 - y0 - 1, w, is_max);
         for (int64_t c = 0; c < gw; ++c) {
-            const int64_t x0 = c * ctu, x1 = std::min(w, x0 + ctu);
+            const int64_t x0 = c * ctu, x1 = x0 + std::min(ctu, w - x0);
             T m = acc[size_t(x0)];
             for (int64_t x = x0 + 1; x < x1; ++x) m = pick(m, acc[size_t(x)], is_max);
             out[r * gw + c] = m;
@@ -119,11 +119,11 @@ void pool_mean_u8_t(const uint8_t* src, ptrdiff_t stride, int64_t h, int64_t w, 
     const int64_t gh = ceil_div(h, ctu), gw = ceil_div(w, ctu);
     std::vector<Acc> acc(size_t(w > 0 ? w : 1));
     for (int64_t r = 0; r < gh; ++r) {
-        const int64_t y0 = r * ctu, y1 = std::min(h, y0 + ctu);
+        const int64_t y0 = r * ctu, y1 = y0 + std::min(ctu, h - y0);
         std::fill(acc.begin(), acc.end(), Acc(0));
         rows_add(acc.data(), src + y0 * stride, stride, y1 - y0, w);
         for (int64_t c = 0; c < gw; ++c) {
-            const int64_t x0 = c * ctu, x1 = std::min(w, x0 + ctu);
+            const int64_t x0 = c * ctu, x1 = x0 + std::min(ctu, w - x0);
             uint64_t s = 0;
             for (int64_t x = x0; x < x1; ++x) s += acc[size_t(x)];
             out[r * gw + c] = float(double(s) / double((y1 - y0) * (x1 - x0)));
@@ -135,11 +135,11 @@ void pool_mean_f32(const float* src, ptrdiff_t stride, int64_t h, int64_t w, int
     const int64_t gh = ceil_div(h, ctu), gw = ceil_div(w, ctu);
     std::vector<double> acc(size_t(w > 0 ? w : 1));
     for (int64_t r = 0; r < gh; ++r) {
-        const int64_t y0 = r * ctu, y1 = std::min(h, y0 + ctu);
+        const int64_t y0 = r * ctu, y1 = y0 + std::min(ctu, h - y0);
         std::fill(acc.begin(), acc.end(), 0.0);
         rows_add_f32_f64(acc.data(), src + y0 * stride, stride, y1 - y0, w);
         for (int64_t c = 0; c < gw; ++c) {
-            const int64_t x0 = c * ctu, x1 = std::min(w, x0 + ctu);
+            const int64_t x0 = c * ctu, x1 = x0 + std::min(ctu, w - x0);
             double s = 0;
             for (int64_t x = x0; x < x1; ++x) s += acc[size_t(x)];
             out[r * gw + c] = float(s / double((y1 - y0) * (x1 - x0)));
@@ -196,8 +196,10 @@ void rasterize_boxes(int64_t h, int64_t w, int64_t ctu, const float* boxes, cons
         const double x1 = std::min(W, double(b[2])), y1 = std::min(H, double(b[3]));
         if (x1 <= x0 || y1 <= y0) continue;
         const int64_t c0 = int64_t(std::floor(x0 / C)), r0 = int64_t(std::floor(y0 / C));
-        const int64_t c1 = std::min(gw, int64_t(std::ceil(x1 / C)));
-        const int64_t r1 = std::min(gh, int64_t(std::ceil(y1 / C)));
+        // Clamp in double before converting: a float -> int64 conversion of a value past
+        // INT64_MAX is undefined (huge pictures make W / C such a value).
+        const int64_t c1 = int64_t(std::min(double(gw), std::ceil(x1 / C)));
+        const int64_t r1 = int64_t(std::min(double(gh), std::ceil(y1 / C)));
         const uint8_t q = qps[i];
         for (int64_t r = r0; r < r1; ++r)
             for (int64_t c = c0; c < c1; ++c) {
@@ -218,13 +220,13 @@ void rasterize_masks(const uint8_t* masks, ptrdiff_t mstride, ptrdiff_t stride, 
         const uint8_t q = qps[i];
         const uint8_t* m = masks + i * mstride;
         for (int64_t r = 0; r < gh; ++r) {
-            const int64_t y0 = r * ctu, y1 = std::min(h, y0 + ctu);
+            const int64_t y0 = r * ctu, y1 = y0 + std::min(ctu, h - y0);
             std::fill(hit.begin(), hit.end(), uint8_t(0));
             for (int64_t y = y0; y < y1; ++y) {
                 const uint8_t* row = m + y * stride;
                 for (int64_t c = 0; c < gw; ++c) {
                     if (hit[size_t(c)]) continue;
-                    const int64_t x0 = c * ctu, x1 = std::min(w, x0 + ctu);
+                    const int64_t x0 = c * ctu, x1 = x0 + std::min(ctu, w - x0);
                     uint8_t any = 0;
                     for (int64_t x = x0; x < x1; ++x) any |= row[x];
                     hit[size_t(c)] = any != 0;

@@ -73,6 +73,9 @@ VCM_CLONES uint8_t max_u8(const uint8_t* p, int64_t n) {
 
 int64_t first_frame_above(const uint8_t* data, int64_t frames, int64_t frame_size, int max_qp,
                           int* bad_max) {
+    // Frames of no QPs hold none above the limit; returning here also keeps a huge frame count
+    // with frame_size 0 from spinning through empty frames.
+    if (frames <= 0 || frame_size <= 0) return -1;
     for (int64_t f = 0; f < frames; ++f) {
         const uint8_t m = max_u8(data + f * frame_size, frame_size);
         if (m > max_qp) {
@@ -83,23 +86,35 @@ int64_t first_frame_above(const uint8_t* data, int64_t frames, int64_t frame_siz
     return -1;
 }
 
-void block_offsets(const int32_t* grid, int64_t frames, int64_t gh, int64_t gw, int64_t ctu,
-                   const double* base, int64_t block, int64_t h, int64_t w, float* out) {
+void check_block_offsets(int64_t frames, int64_t gh, int64_t gw, int64_t ctu, int64_t block, int64_t h,
+                         int64_t w) {
     if (ctu < 1 || block < 1) throw ArgError("ctu and block must be >= 1");
-    const int64_t bh = ceil_div(h, block), bw = ceil_div(w, block);
+    if (h < 1 || w < 1 || frames < 0 || gh < 0 || gw < 0) throw ArgError("bad picture size, frame count or grid");
     if (ceil_div(h, ctu) != gh || ceil_div(w, ctu) != gw)
         throw ArgError("grid " + std::to_string(gw) + "x" + std::to_string(gh) + " does not cover " +
                        std::to_string(w) + "x" + std::to_string(h) + " with ctu " + std::to_string(ctu));
+    // The output (frames x blocks x float) must be addressable: a huge picture over a tiny
+    // grid (a huge ctu) asks for more blocks than memory can index.
+    const int64_t blocks = checked_mul(ceil_div(h, block), ceil_div(w, block), "block offsets");
+    checked_mul(checked_mul(frames, blocks, "block offsets"), int64_t(sizeof(float)), "block offsets");
+}
+
+void block_offsets(const int32_t* grid, int64_t frames, int64_t gh, int64_t gw, int64_t ctu,
+                   const double* base, int64_t block, int64_t h, int64_t w, float* out) {
+    check_block_offsets(frames, gh, gw, ctu, block, h, w);
+    if (frames == 0) return;  // the span tables below would be sized by the picture, for nothing
+    const int64_t bh = ceil_div(h, block), bw = ceil_div(w, block);
     // Cell span [first, last) under each block row / column (several cells when ctu < block).
     const size_t nbh = static_cast<size_t>(bh), nbw = static_cast<size_t>(bw);
     std::vector<int64_t> r0(nbh), r1(nbh), c0(nbw), c1(nbw);
     for (int64_t b = 0; b < bh; ++b) {
         r0[size_t(b)] = (b * block) / ctu;
-        r1[size_t(b)] = std::min(gh, ceil_div(std::min(h, (b + 1) * block), ctu));
+        // b * block < h here, so the block's end is computed without forming (b + 1) * block.
+        r1[size_t(b)] = std::min(gh, ceil_div(b * block + std::min(block, h - b * block), ctu));
     }
     for (int64_t b = 0; b < bw; ++b) {
         c0[size_t(b)] = (b * block) / ctu;
-        c1[size_t(b)] = std::min(gw, ceil_div(std::min(w, (b + 1) * block), ctu));
+        c1[size_t(b)] = std::min(gw, ceil_div(b * block + std::min(block, w - b * block), ctu));
     }
     const bool simple = ctu % block == 0;
     for (int64_t f = 0; f < frames; ++f) {
@@ -118,7 +133,7 @@ void block_offsets(const int32_t* grid, int64_t frames, int64_t gh, int64_t gw, 
                 const int64_t per = ctu / block;  // blocks per CTU
                 for (int64_t c = 0; c < gw; ++c) {
                     const float v = float(double(g[ra * gw + c]) - bs);
-                    const int64_t b0 = c * per, b1 = std::min(bw, b0 + per);
+                    const int64_t b0 = c * per, b1 = b0 + std::min(per, bw - b0);
                     for (int64_t bx = b0; bx < b1; ++bx) row[bx] = v;
                 }
             } else {
@@ -150,22 +165,24 @@ struct SmallInts {  // "0".."999" as up to 3 chars, for the common case
 };
 const SmallInts kSmall;
 
-// Appends the decimal form of v at p; returns the new end.
+// Appends the decimal form of v at p (at most 20 chars); returns the new end.
 inline char* put_int(char* p, int64_t v) {
+    // Magnitude in uint64: -v overflows for INT64_MIN (and then indexed kSmall out of bounds).
+    uint64_t u = uint64_t(v);
     if (v < 0) {
         *p++ = '-';
-        v = -v;
+        u = 0 - u;
     }
-    if (v < 1000) {
-        std::memcpy(p, kSmall.c[v], 3);  // callers leave >= 3 bytes of slack
-        return p + kSmall.len[v];
+    if (u < 1000) {
+        std::memcpy(p, kSmall.c[u], 3);  // callers leave >= 3 bytes of slack
+        return p + kSmall.len[u];
     }
     char tmp[24];
     int n = 0;
     do {
-        tmp[n++] = char('0' + v % 10);
-        v /= 10;
-    } while (v);
+        tmp[n++] = char('0' + u % 10);
+        u /= 10;
+    } while (u);
     while (n) *p++ = tmp[--n];
     return p;
 }
@@ -174,20 +191,26 @@ inline char* put_int(char* p, int64_t v) {
 
 std::string svtav1_roi(const int32_t* offsets, const int64_t* frame_numbers, int64_t frames,
                        int64_t gh, int64_t gw) {
-    const int64_t n = gh * gw;
+    const int64_t n = checked_mul(gh, gw, "SVT-AV1 ROI map");
+    // Per frame: the frame number (<= 20 chars) and '\n', then " -255" at most per offset;
+    // 8 bytes of slack for put_int's 3-byte copies.
+    const int64_t per = checked_add(21, checked_mul(n, 5, "SVT-AV1 ROI map"), "SVT-AV1 ROI map");
     std::string s;
-    s.resize(size_t(frames * (21 + n * 5) + 8));
+    s.resize(size_t(checked_add(checked_mul(frames, per, "SVT-AV1 ROI map"), 8, "SVT-AV1 ROI map")));
     char* p = s.data();
     for (int64_t f = 0; f < frames; ++f) {
         const int32_t* o = offsets + f * n;
+        // Range first, over the whole frame, then the segment count: the same error as the
+        // numpy twin when a frame has both problems.
+        for (int64_t i = 0; i < n; ++i)
+            if (o[i] < -255 || o[i] > 255)
+                throw ArgError("SVT-AV1 ROI offset " + std::to_string(o[i]) + " (frame " +
+                               std::to_string(f) + ") outside -255..255");
         int32_t distinct[8];
         int nd = 0;
         p = put_int(p, frame_numbers[f]);
         for (int64_t i = 0; i < n; ++i) {
             const int32_t v = o[i];
-            if (v < -255 || v > 255)
-                throw ArgError("SVT-AV1 ROI offset " + std::to_string(v) + " (frame " +
-                               std::to_string(f) + ") outside -255..255");
             bool seen = false;
             for (int k = 0; k < nd; ++k) seen |= distinct[k] == v;
             if (!seen) {
@@ -206,8 +229,14 @@ std::string svtav1_roi(const int32_t* offsets, const int64_t* frame_numbers, int
 }
 
 std::string csv(const int32_t* maps, int64_t frames, int64_t gh, int64_t gw) {
+    // Per row: gw values of at most 11 chars ("-2147483648") with separators, and '\n' (also
+    // when gw is 0: rows of an empty grid are still lines); per frame a blank line; 8 bytes of
+    // slack for put_int's 3-byte copies.
+    const char* what = "CSV of QP maps";
+    const int64_t row = checked_add(checked_mul(gw, 12, what), 1, what);
+    const int64_t frame = checked_add(checked_mul(gh, row, what), 1, what);
     std::string s;
-    s.resize(size_t(frames * (1 + gh * gw * 12) + 8));
+    s.resize(size_t(checked_add(checked_mul(frames, frame, what), 8, what)));
     char* p = s.data();
     for (int64_t f = 0; f < frames; ++f) {
         if (f) *p++ = '\n';

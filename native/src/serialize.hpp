@@ -13,13 +13,18 @@ template <typename T>
 int64_t narrow_u8(const T* src, int64_t n, int64_t lo, int64_t hi, uint8_t* dst);
 
 // Index of the first frame (frame_size bytes each) holding a value > max_qp, or -1; *bad_max
-// receives that frame's maximum.
+// receives that frame's maximum. data must hold frames * frame_size bytes (the caller checks,
+// overflow-safe); frames or frame_size <= 0 return -1 at once.
 int64_t first_frame_above(const uint8_t* data, int64_t frames, int64_t frame_size, int max_qp,
                           int* bad_max);
 
 // Per-block float offsets (block x block pixels) from a per-CTU grid: for each frame f,
 // out[f, by, bx] = min(grid cells under the block) - base[f]. out is F x ceil(h/block) x
 // ceil(w/block).
+// Throws ArgError unless block_offsets can run on these sizes: ctu, block, h, w >= 1, the grid
+// covers h x w with ctu cells, and the output size fits in 64 bits.
+void check_block_offsets(int64_t frames, int64_t gh, int64_t gw, int64_t ctu, int64_t block, int64_t h,
+                         int64_t w);
 void block_offsets(const int32_t* grid, int64_t frames, int64_t gh, int64_t gw, int64_t ctu,
                    const double* base, int64_t block, int64_t h, int64_t w, float* out);
 
