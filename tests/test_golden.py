@@ -68,6 +68,7 @@ def test_record_again_replaces_the_same_entry(recorded, tmp_path):
         "30",
         "-o",
         str(g.parent / "out/k.hevc"),
+        "-y",  # the recorded output is replaced: re-recording is deliberate
         "--record",
         str(g),
     )

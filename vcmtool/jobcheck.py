@@ -60,7 +60,9 @@ def _positive(value: Any, opt: str, hi: float) -> None:
 def _check_map_options(o: Any) -> None:
     if not isinstance(o, dict):
         raise UsageError(f"map_options {o!r}: not a JSON object")
-    known = {"roi_qp_in", "roi_qp_out", "roi_margin", "roi_min_score", "roi_classes"}
+    # roi/dets options, and MFIBA's target-rate knobs (manifests only; see mfiba/target.py)
+    known = {"roi_qp_in", "roi_qp_out", "roi_margin", "roi_min_score", "roi_classes",
+             "mfiba_params", "target_tolerance", "target_max_passes"}
     unknown = sorted(set(o) - known)
     if unknown:
         raise UsageError(f"map_options: unknown key(s) {', '.join(unknown)}; "
@@ -77,6 +79,13 @@ def _check_map_options(o: Any) -> None:
         s = o["roi_min_score"]
         if isinstance(s, bool) or not isinstance(s, int | float) or not 0 <= s <= 1:
             raise UsageError(f"--roi-min-score {s!r}: use a number in 0..1")
+    if o.get("mfiba_params") is not None and not isinstance(o["mfiba_params"], str):
+        raise UsageError(f"mfiba_params {o['mfiba_params']!r}: use a file path")
+    tol = o.get("target_tolerance")
+    if tol is not None and (isinstance(tol, bool) or not isinstance(tol, int | float) or not 0 < tol <= 0.5):
+        raise UsageError(f"target_tolerance {tol!r}: use a fraction in (0, 0.5]")
+    if o.get("target_max_passes") is not None:
+        _int(o["target_max_passes"], "target_max_passes", 1, 50, "target_max_passes")
     cls = o.get("roi_classes")
     if cls is not None and (not isinstance(cls, list) or not all(isinstance(c, str) for c in cls)):
         raise UsageError(f"--roi-classes {cls!r}: use a list of class names")

@@ -232,18 +232,13 @@ class TargetController:
 def apply_target(job, clip: Clip, encoder: Encoder, settings: EncodeSettings,
                  maps: QPMaps) -> tuple[QPMaps, dict]:
     """The pipeline hook: replace ``maps`` by MFIBA target-rate maps; returns them and a report."""
-    if job.target_kbps is not None and job.target_bpp is not None:
-        raise UsageError("--target-kbps and --target-bpp both set the rate; give one")
+    # ranges and "one of kbps/bpp" are checked with every other option (vcmtool.jobcheck)
     if job.qp_offset:
         raise UsageError("--qp-offset and a target rate both set the rate; drop --qp-offset")
     info = clip.info
     if job.target_kbps is not None:
-        if job.target_kbps <= 0:
-            raise UsageError(f"--target-kbps {job.target_kbps}: must be > 0")
         target_bpp = job.target_kbps * 1000.0 / (float(info.fps) * info.width * info.height)
     else:
-        if job.target_bpp <= 0:
-            raise UsageError(f"--target-bpp {job.target_bpp}: must be > 0")
         target_bpp = float(job.target_bpp)
     opts = job.map_options or {}
     params = load_params(opts.get("mfiba_params"))
