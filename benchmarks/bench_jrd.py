@@ -2,7 +2,7 @@
 
     python benchmarks/bench_jrd.py [--runs 5] [--threads 1] [--frames 16] [--json]
 
-Per model (``models/snn_jrd.onnx``, ``models/eljrd.onnx``): parameters (ONNX initialisers),
+Per model (``vcmtool/models/snn_jrd.onnx``, ``vcmtool/models/eljrd.onnx``): parameters (ONNX initialisers),
 FLOPs (PyTorch ``FlopCounterMode`` on the same architecture: convolutions and matrix products,
 dense, i.e. without counting the sparsity of spikes; elementwise neuron updates are not counted),
 ONNX file size, and per 720p / 1080p frame: onnxruntime latency (median of ``--runs`` after one

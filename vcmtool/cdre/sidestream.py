@@ -24,11 +24,11 @@ import numpy as np
 
 from vcmtool.atomic import atomic_path
 from vcmtool.errors import InputError, ModelError
+from vcmtool.modelfiles import model_path
 from vcmtool.native import pack_bits, unpack_bits
 
-MODELS = Path(__file__).resolve().parents[2] / "models"
-ENCODER_ONNX = MODELS / "cdre_encoder.onnx"
-DECODER_PT = MODELS / "cdre_decoder.pt"
+ENCODER_ONNX = model_path("cdre_encoder.onnx")
+DECODER_PT = model_path("cdre_decoder.pt")
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class CdreModel:
 # the shipped variants: frozen detector ("Ours-FD") and joint fine-tuning ("Ours")
 CDRE_MODELS: dict[str, CdreModel] = {
     "fd": CdreModel("fd", ENCODER_ONNX, DECODER_PT),
-    "joint": CdreModel("joint", MODELS / "cdre_joint_encoder.onnx", MODELS / "cdre_joint_decoder.pt"),
+    "joint": CdreModel("joint", model_path("cdre_joint_encoder.onnx"), model_path("cdre_joint_decoder.pt")),
 }
 
 
@@ -163,7 +163,7 @@ class CdreSideEncoder:
 
         path = Path(path)
         if not path.exists():
-            raise ModelError(f"{path}: CDRE encoder missing; run 'vcmtool cdre export' or reinstall models/")
+            raise ModelError(f"{path}: CDRE encoder missing; run 'vcmtool cdre export' or reinstall vcmtool")
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.log_severity_level = 3

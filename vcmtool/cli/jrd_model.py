@@ -95,7 +95,7 @@ def export_cmd(checkpoint: str, output: str, unrolled: bool, as_json: bool) -> N
 @jrd.command("eval")
 @click.argument("dataset", type=click.Path(file_okay=False))
 @click.option("--model", "model_path", type=click.Path(dir_okay=False),
-              help="ONNX model [models/snn_jrd.onnx]")
+              help="ONNX model [the shipped vcmtool/models/snn_jrd.onnx]")
 @click.option("--split", type=click.Choice(["train", "val", "test"]), default="test",
               show_default=True)
 @click.option("--task-model", default="yolov3-tiny", show_default=True)

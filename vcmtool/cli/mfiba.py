@@ -102,8 +102,9 @@ def _plots(doc: dict, curve: list, cls_curves: dict, rq: dict, out_dir: Path) ->
 
 
 @mfiba.command("fit")
-@click.option("-o", "--output", default="models/mfiba_params.json", show_default=True,
-              type=click.Path(dir_okay=False), help="parameter JSON to write")
+@click.option("-o", "--output", default="vcmtool/models/mfiba_params.json", show_default=True,
+              type=click.Path(dir_okay=False), help="parameter JSON to write (default: the shipped file, "
+              "relative to a checkout)")
 @click.option("--plots", "plot_dir", type=click.Path(file_okay=False), help="write PNG plots here")
 @click.option("--state", "state_dir", default=".cache/mfiba-fit", show_default=True,
               type=click.Path(file_okay=False), help="resumable per-image results")

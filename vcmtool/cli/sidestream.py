@@ -109,8 +109,10 @@ def train(output: str, work: str, variant: str, steps: int, batch: int, lr: floa
 
 @cdre.command("export")
 @click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
-@click.option("-o", "--output", default="models", show_default=True, type=click.Path(file_okay=False),
-              help="directory for PREFIX_encoder.onnx and PREFIX_decoder.pt")
+@click.option("-o", "--output", default="vcmtool/models", show_default=True,
+              type=click.Path(file_okay=False),
+              help="directory for PREFIX_encoder.onnx and PREFIX_decoder.pt (default: the shipped models, "
+              "relative to a checkout)")
 @click.option("--prefix", default="cdre", show_default=True,
               help="file name prefix (the shipped joint model uses cdre_joint)")
 def export(checkpoint: str, output: str, prefix: str) -> None:

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from vcmtool.errors import ModelError
+from vcmtool.modelfiles import model_path
 
-MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
-DEFAULT_MODELS = {"snn": MODELS_DIR / "snn_jrd.onnx", "eljrd": MODELS_DIR / "eljrd.onnx"}
+DEFAULT_MODELS = {"snn": model_path("snn_jrd.onnx"), "eljrd": model_path("eljrd.onnx")}
 
 
 def providers() -> list[str]:
@@ -34,7 +34,7 @@ class JrdPredictor:
         self.path = Path(path)
         if not self.path.is_file():
             raise ModelError(f"{self.path}: JRD model file missing; run `vcmtool jrd export` "
-                             "or restore it from the repository")
+                             "or reinstall vcmtool (it ships vcmtool/models/)")
         so = ort.SessionOptions()
         so.log_severity_level = 3
         if threads:

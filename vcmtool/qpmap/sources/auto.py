@@ -1,6 +1,6 @@
 """``auto``: task-model prior + SNN-JRD (ONNX, onnxruntime) -> per-CTU JRD QP map.
 
-``--qpmap auto`` uses ``models/snn_jrd.onnx``; ``auto:PATH`` another exported JRD model. Each
+``--qpmap auto`` uses ``vcmtool/models/snn_jrd.onnx``; ``auto:PATH`` another exported JRD model. Each
 predicted frame costs one task-model detection (the PIA prior) and one SNN-JRD run; with
 ``--map-interval N`` only every N-th frame is predicted and the map is reused in between. The map
 holds absolute QPs in the target codec's range (the model's domain converted, see

@@ -1,4 +1,4 @@
-"""``eljrd``: the EL-JRD baseline predictor (``models/eljrd.onnx``), used like ``auto``."""
+"""``eljrd``: the EL-JRD baseline predictor (``vcmtool/models/eljrd.onnx``), used like ``auto``."""
 
 from __future__ import annotations
 
