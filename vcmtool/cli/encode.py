@@ -43,7 +43,8 @@ from vcmtool.pipeline import EncodeJob, default_output, job_outputs, run_encode
 @click.option("--threads", type=click.IntRange(min=0), default=1, show_default=True,
               help="encoder threads (1 gives bit-exact reproducible output)")
 @click.option("--allow-frame-qp", is_flag=True,
-              help="let frame-QP-only encoders (vvenc, vtm) use one QP per frame from the map")
+              help="let encoders without block QPs use the map's mean QP: per frame (vtm), per clip "
+              "(vvenc through ffmpeg)")
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
               help="extra encoder parameter (repeatable)")
 @click.option("--overlay", type=click.Path(dir_okay=False),
