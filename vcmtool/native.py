@@ -753,7 +753,7 @@ class _Driver:
 
 
 class X265Encoder(_Driver):
-    """libx265 with absolute per-CTU QPs (DESIGN.md recipe: aq-mode 1, aq-strength 0.0001,
+    """libx265 with absolute per-CTU QPs (docs/design.md, "x265 and x264": aq-mode 1, aq-strength 0.0001,
     cutree 0, qg-size 64, forced frame QP + per-16x16 quantOffsets).
 
     Defaults (overridable through ``params``, x265 option names): bframes=0 (low delay),

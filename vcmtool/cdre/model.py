@@ -1,4 +1,5 @@
-"""CDRE networks (seed 001, Sun et al., "Embedding Compression Distortion in VCM").
+"""CDRE networks (the CDRE paper, sec. II: Sun et al., "Embedding Compression Distortion in Video
+Coding for Machines").
 
 Encoder side (runs after the main encode, ~18K parameters, ~0.9K MACs per pixel):
   * :class:`CompressionSensitiveExtractor` - three Conv+InstanceNorm+LeakyReLU blocks, shared

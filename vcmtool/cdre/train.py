@@ -1,4 +1,4 @@
-"""Training of the CDRE modules (seed 001 eq. 8): L = L_det + lambda * sum_i (1 + cos(F_i^o, F_i^c)).
+"""Training of the CDRE modules (the CDRE paper, eq. 8): L = L_det + lambda * sum_i (1 + cos(F_i^o, F_i^c)).
 
 ``L_det`` is the YOLOv3 loss of the (frozen or jointly tuned) PyTorch YOLOv3-tiny on the
 *decoded* frames with the CDRE embedding, against pseudo labels: the same detector's

@@ -19,7 +19,7 @@ FLOOR_SHARE = 0.05
 
 @main.group()
 def mfiba() -> None:
-    """MFIBA bit allocation models (seed 002): fit them from multi-pass coding, or print them."""
+    """MFIBA bit allocation models (the MFIBA paper): fit them from multi-pass coding, or print them."""
 
 
 def _fit_curves(pts: list[tuple[float, float, float]]) -> dict:

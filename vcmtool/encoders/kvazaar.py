@@ -1,6 +1,6 @@
 """kvazaar (HEVC) with per-CTU QP deltas, through ffmpeg's libkvazaar (or kvazaar on PATH).
 
-Recipe measured on these machines (DESIGN.md): ``preset`` first (it resets gop), then
+Recipe measured on these machines (docs/design.md, "kvazaar"): ``preset`` first (it resets gop), then
 ``qp=BASE,gop=0,roi=FILE``. The ROI file repeats an int32 width/height header before every
 frame's int8 deltas (verified: a single header makes kvazaar assert on frame 2). kvazaar aborts
 when a CU QP leaves [-26, +25] around its predicted QP, so each frame's map is squeezed into a

@@ -2,9 +2,10 @@
 through ffmpeg.
 
 The two backends differ only in names and numbers, so they share this module: per-block QP
-needs the C API (``quantOffsets`` / ``quant_offsets`` with a forced frame QP, DESIGN.md); the
-x265 CLI and ffmpeg cannot carry it. Without the native drivers a non-uniform map is refused
-(or reduced to frame QPs with --allow-frame-qp, applied through ffmpeg's ``zones``).
+needs the C API (``quantOffsets`` / ``quant_offsets`` with a forced frame QP, docs/design.md,
+"x265 and x264"); the x265 CLI and ffmpeg cannot carry it. Without the native drivers a
+non-uniform map is refused (or reduced to frame QPs with --allow-frame-qp, applied through
+ffmpeg's ``zones``).
 The native drivers encode frame by frame, so they take streamed maps (``encode_stream``).
 """
 

@@ -1,7 +1,7 @@
 """SVT-AV1 ``SvtAv1EncApp`` >= 1.6 with a superblock ROI map (qindex offsets).
 
-ffmpeg's libsvtav1 silently ignores ROI options and Debian's 1.4.1 lacks them (DESIGN.md),
-so only the app is used, and only when its version is new enough. Map values are AV1 "QP"s
+ffmpeg's libsvtav1 silently ignores ROI options and Debian's 1.4.1 lacks them (docs/design.md,
+"SVT-AV1"), so only the app is used, and only when its version is new enough. Map values are AV1 "QP"s
 on SVT's 0..63 scale; offsets are converted to qindex (x4) and quantised to at most 8 levels
 because the ROI map allows no more distinct values per frame.
 """

@@ -1,4 +1,4 @@
-"""Build the fine-grained JRD dataset (seed 000, section 3): one independent work item per image.
+"""Build the fine-grained JRD dataset (the SNN-JRD paper, sec. 3): one independent work item per image.
 
 Per image: the task model on the original gives the reference instances; the image is intra
 coded once at every QP of the codec through the encoder backend, decoded, and detected again;

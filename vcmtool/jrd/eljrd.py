@@ -1,4 +1,4 @@
-"""EL-JRD baseline (Zhang et al. 2021) as seed 000 section 5.2 re-implemented it (PyTorch).
+"""EL-JRD baseline (Zhang et al. 2021) as the SNN-JRD paper, sec. 5.2, re-implemented it (PyTorch).
 
 Binary discriminators at the distortion levels 32, 38, 41, 43, 45, 47, 49, 51: discriminator k
 says whether the CTU's JRD QP is >= level k (i.e. the instances there still survive level k).

@@ -74,7 +74,7 @@ def to_codec_domain(qp: np.ndarray, model_qp_max: int, qp_range: tuple[int, int]
     """Round the model's QPs and fit them to the target codec's range.
 
     HEVC (0..51) and VVC (0..63) share the step-size scale up to 51, so a QP keeps its value;
-    VVC-domain predictions for an HEVC target clamp at 51 (DESIGN.md "QP maps"). A model's
+    VVC-domain predictions for an HEVC target clamp at 51 (docs/design.md "QP maps"). A model's
     "no constraint" value (its qp_max) becomes the target's maximum.
     """
     q = np.rint(qp).astype(np.int16)

@@ -1,8 +1,8 @@
-"""JRD annotation rules (seed 000, section 3.2-3.3) as pure functions.
+"""JRD annotation rules (the SNN-JRD paper, sec. 3.2-3.3) as pure functions.
 
 * Reference instances: the task model's detections on the original image with score > 0.3
   (the paper's background rule; without human labels the original's detections are the
-  reference, DESIGN.md "pseudo ground truth").
+  reference, docs/design.md "Task models and pseudo ground truth").
 * At each compression level the reference instance is matched to the compressed image's
   detections (box IoU > 0.75) and compared by the four distances of eq. 2-4: mask 1-IoU,
   box 1-IoU, |score difference|, class difference.

@@ -1,4 +1,4 @@
-"""PIA (prior instance acquisition, seed 000 section 4.2): task-model detections -> F_p (3, H, W).
+"""PIA (prior instance acquisition, the SNN-JRD paper, sec. 4.2): task-model detections -> F_p (3, H, W).
 
 The paper max-reduces Mask R-CNN instance maps into one map and concatenates it to three
 channels. Our task model (YOLOv3-tiny) has boxes, not masks, so an instance map is its box

@@ -1,4 +1,4 @@
-"""SNN-JRD: the spiking-guided JRD predictor of seed 000, section 4 (PyTorch; training/export only).
+"""SNN-JRD: the spiking-guided JRD predictor of the SNN-JRD paper, sec. 4 (PyTorch; training/export only).
 
 Input: the PIA tensor ``F_p`` (N, 3, H, W) from :mod:`vcmtool.jrd.prior`; output: the QP map
 (N, ceil(H/64), ceil(W/64)) in the dataset codec's domain (0..qp_max).

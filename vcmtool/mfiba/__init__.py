@@ -1,4 +1,4 @@
-"""MFIBA (seed 002): task loss-rate models, importance-weighted closed-form bit allocation, and
+"""MFIBA (the MFIBA paper, sec. 3): task loss-rate models, importance-weighted closed-form bit allocation, and
 target-bitrate control of QP maps built on them."""
 
 from vcmtool.mfiba.allocate import Allocation, allocate, unconstrained_lambda

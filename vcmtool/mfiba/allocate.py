@@ -1,4 +1,4 @@
-"""Closed-form MFIBA bit allocation (seed 002, eq. 4-6).
+"""Closed-form MFIBA bit allocation (the MFIBA paper, eq. 4-6).
 
 Units i (feature scales in the paper; here also CTU classes x frames) have importance w_i, size
 s_i (pixels, or the paper's 1/k^i scale factor) and rate r_i per size unit (bpp). Minimising

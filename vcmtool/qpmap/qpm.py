@@ -1,4 +1,4 @@
-"""The canonical ``.qpm`` file (see DESIGN.md) and the CSV / .npy alternatives.
+"""The canonical ``.qpm`` file (docs/design.md, "The .qpm file") and the CSV / .npy alternatives.
 
 Layout, little-endian: b"QPM1", uint16 ctu, uint16 grid_w, uint16 grid_h, uint32 frames, then
 per frame grid_w*grid_h uint8 QPs in raster order. Readers stream frame by frame and reject
