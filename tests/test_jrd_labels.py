@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vcmtool.jrd.labels import (
+from vcmtool.lab.jrd.labels import (
     Instance,
     Thresholds,
     box_iou,
@@ -114,8 +114,8 @@ def test_reference_instances_and_size_classes():
 @pytest.fixture(scope="module")
 def real_curves(tmp_path_factory):
     """Real bus.jpg through kvazaar at a few QPs and YOLOv3-tiny on each decode."""
-    from vcmtool.jrd.dataset import BuildConfig, _QPDetector
-    from vcmtool.jrd.sources import load_frame
+    from vcmtool.lab.jrd.dataset import BuildConfig, _QPDetector
+    from vcmtool.lab.jrd.sources import load_frame
     from vcmtool.tasks import get_task_model
 
     frame = load_frame("ultralytics:bus.jpg")

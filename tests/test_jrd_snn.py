@@ -7,9 +7,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from vcmtool.jrd.eljrd import ElJrd  # noqa: E402
-from vcmtool.jrd.prior import instance_prior, model_input  # noqa: E402
-from vcmtool.jrd.snn import LIF, SnnConfig, SnnJrd, jrd_loss, spike_fn  # noqa: E402
+from vcmtool.lab.jrd.eljrd import ElJrd  # noqa: E402
+from vcmtool.lab.jrd.snn import LIF, SnnConfig, SnnJrd, jrd_loss, spike_fn  # noqa: E402
+from vcmtool.qpmap.prior import instance_prior, model_input  # noqa: E402
 from vcmtool.tasks.base import Detections  # noqa: E402
 
 
@@ -66,7 +66,7 @@ def test_prior_channels_and_odd_size_grid():
 
 
 def _export(model, kind, tmp_path, unrolled=False):
-    from vcmtool.jrd.export import export_onnx
+    from vcmtool.lab.jrd.export import export_onnx
 
     ck = {
         "kind": kind,
@@ -87,7 +87,7 @@ def test_onnx_matches_pytorch(tmp_path):
     # the export uses the closed-form LIF; its equality with the T-step recursion is tested above
     # (exporting the unrolled graph works too, `jrd export --unrolled`, but loads ~10x slower)
     unrolled = False
-    from vcmtool.jrd.infer import JrdPredictor
+    from vcmtool.qpmap.jrd_model import JrdPredictor
 
     torch.manual_seed(0)
     model = SnnJrd(SnnConfig(stem=16)).eval()
@@ -106,7 +106,7 @@ def test_onnx_matches_pytorch(tmp_path):
 
 
 def test_eljrd_onnx_matches_pytorch_and_decodes_levels(tmp_path):
-    from vcmtool.jrd.infer import JrdPredictor
+    from vcmtool.qpmap.jrd_model import JrdPredictor
 
     torch.manual_seed(0)
     model = ElJrd().eval()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import run_cli
 
-from vcmtool.jrd.infer import DEFAULT_MODELS, regrid, to_codec_domain
+from vcmtool.qpmap.jrd_model import DEFAULT_MODELS, regrid, to_codec_domain
 from vcmtool.qpmap.qpm import read_qpm
 
 
@@ -51,7 +51,7 @@ def test_corrupt_or_missing_model_is_a_one_line_error(bikes_y4m, tmp_path, conte
 
 
 def test_shipped_models_carry_their_domain():
-    from vcmtool.jrd.infer import JrdPredictor
+    from vcmtool.qpmap.jrd_model import JrdPredictor
 
     for kind, path in DEFAULT_MODELS.items():
         p = JrdPredictor(path)

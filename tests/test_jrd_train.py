@@ -11,7 +11,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from vcmtool.jrd.train import TrainOptions, WeightEma, _lr_at, _mirror, train  # noqa: E402
+from vcmtool.lab.jrd.train import TrainOptions, WeightEma, _lr_at, _mirror, train  # noqa: E402
 
 DATASET = Path(__file__).resolve().parents[1] / "data" / "jrd-hevc"
 
@@ -84,15 +84,15 @@ def test_bad_recipe_is_a_usage_error(tiny_dataset, tmp_path):
 
 
 def test_instance_weights_cover_labelled_instances(tiny_dataset, tmp_path):
-    from vcmtool.jrd.metrics import load_samples
-    from vcmtool.jrd.train import instance_weights
+    from vcmtool.lab.jrd.metrics import load_samples
+    from vcmtool.lab.jrd.train import instance_weights
 
     samples = load_samples(tiny_dataset, "train", "yolov3-tiny", tmp_path)
     s = next(s for s in samples if s.instances)
     w = instance_weights(s, 3.0)
     assert set(np.unique(w)) <= {1.0, 4.0} and (w == 4.0).any()
     # weight 0 on every instance CTU reproduces eq. 5 restricted to the background
-    from vcmtool.jrd.snn import jrd_loss
+    from vcmtool.lab.jrd.snn import jrd_loss
 
     pred, y = torch.rand(1, *w.shape) * 51, torch.from_numpy(s.label)[None]
     bg = torch.from_numpy(w == 1.0)[None]

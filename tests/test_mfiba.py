@@ -9,10 +9,10 @@ import pytest
 
 from tests.conftest import half_psnr_gap, run_cli
 from vcmtool.errors import UsageError
-from vcmtool.mfiba import CauchyLossRate, QuadraticLossRate, RateQPModel, allocate, unconstrained_lambda
-from vcmtool.mfiba.target import dither_round, split_units
 from vcmtool.qpmap.maps import QPMaps
 from vcmtool.qpmap.qpm import read_qpm
+from vcmtool.ratecontrol import CauchyLossRate, QuadraticLossRate, RateQPModel, allocate, unconstrained_lambda
+from vcmtool.ratecontrol.target import dither_round, split_units
 
 
 def test_allocation_meets_budget_and_kkt():
@@ -139,7 +139,7 @@ def test_target_conflicting_options_exit_2(bikes_y4m, tmp_path):
 
 
 def test_feature_atlas_roundtrip_and_per_scale_qp():
-    from vcmtool.mfiba.features import CTU, Atlas, code_luma
+    from vcmtool.lab.mfiba.features import CTU, Atlas, code_luma
 
     rng = np.random.default_rng(2)
     feats = {

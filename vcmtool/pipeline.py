@@ -32,6 +32,7 @@ from vcmtool.qpmap.maps import QPMaps
 from vcmtool.qpmap.sources import MapContext, QPMapSource, get_source
 from vcmtool.qpmap.stream import MapFeed, MapProducer
 from vcmtool.quality import measure_quality, report_fields, write_frame_csv
+from vcmtool.sidestreams import get_side_stream
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +64,9 @@ class EncodeJob:
     csv: str | None = None  # per-frame CSV (bits, quality, QP map); written only when measured
     overlay: str | None = None
     qpm_out: str | None = None
-    side_stream: str = "none"  # post-encode side stream ("cdre"), see vcmtool.cdre.sidestream
+    side_stream: str = "none"  # post-encode side stream ("cdre"), see vcmtool.sidestreams.cdre
     side_stream_out: str | None = None  # write it to this file instead of SEI in the bitstream
-    target_kbps: float | None = None  # MFIBA target-rate allocation (vcmtool.mfiba.target)
+    target_kbps: float | None = None  # MFIBA target-rate allocation (vcmtool.ratecontrol.target)
     target_bpp: float | None = None
     overlap: bool = True  # predict streamed maps while encoding (False: all maps first; same bytes)
 
@@ -95,18 +96,6 @@ def streams_maps(job: EncodeJob, src: QPMapSource, caps) -> bool:
     """Whether maps go to the encoder frame by frame as they are predicted."""
     return bool(caps.streams_maps and src.streams and job.target_kbps is None
                 and job.target_bpp is None)
-
-
-def _side_stream(spec: str):
-    if spec == "none":
-        return None
-    from vcmtool.cdre.sidestream import SIDE_STREAMS
-
-    try:
-        return SIDE_STREAMS[spec]
-    except KeyError:
-        raise UsageError(f"--side-stream {spec}: use none, {', '.join(SIDE_STREAMS)} or "
-                         "cdre:fd|joint|DIR") from None
 
 
 def run_qpmap(job: EncodeJob, output: str | None, overlay: str | None = None) -> tuple[QPMaps, dict]:
@@ -185,7 +174,7 @@ def run_encode(job: EncodeJob) -> dict:
         raise UsageError(f"{job.codec} sets QPs per {caps.block_qp}x{caps.block_qp}; use --ctu "
                          f"{caps.block_qp} or a multiple")
     n_frames = clip.count()
-    side_stream = _side_stream(job.side_stream)  # before encoding: a typo must not cost an encode
+    side_stream = get_side_stream(job.side_stream)  # before encoding: a typo must not cost an encode
     src = get_source(job.qpmap)
     streamed = streams_maps(job, src, caps)
     overlapped = streamed and job.overlap
@@ -224,7 +213,7 @@ def run_encode(job: EncodeJob) -> dict:
                 raw_maps, map_info, t_map = compute_maps(job, clip, caps.qp_range, src)
                 maps = raw_maps.offset(job.qp_offset) if job.qp_offset else raw_maps
                 if job.target_kbps is not None or job.target_bpp is not None:
-                    from vcmtool.mfiba.target import apply_target
+                    from vcmtool.ratecontrol.target import apply_target
 
                     maps, target_info = apply_target(job, clip, encoder, settings, maps)
                 maps = encoder.prepare_maps(maps, settings).extend(n_frames)
@@ -327,7 +316,7 @@ def run_encode(job: EncodeJob) -> dict:
         if job.side_stream_out:
             side["carrier"] = str(job.side_stream_out)
     if target_info is not None:
-        from vcmtool.mfiba.target import target_report
+        from vcmtool.ratecontrol.target import target_report
 
         report["target"] = target_report(target_info, report)
     return report

@@ -61,14 +61,14 @@ def file_fingerprint(path: Path) -> str:
 
 @functools.lru_cache(maxsize=4)
 def _cdre_detector(decoder: str, score_threshold: float):
-    from vcmtool.cdre.receiver import CdreDetector
+    from vcmtool.sidestreams.cdre_receiver import CdreDetector
 
     return CdreDetector(decoder, score_threshold=score_threshold)
 
 
 def _cdre_receive(decoder: Path) -> Receive:
     def receive(stream: Path, codec: str, frames: Sequence[np.ndarray], score_threshold: float):
-        from vcmtool.cdre.receiver import detect_with_side_stream
+        from vcmtool.sidestreams.cdre_receiver import detect_with_side_stream
 
         det = _cdre_detector(str(decoder), score_threshold)
         return detect_with_side_stream(det, stream, codec, frames), det.version
@@ -77,7 +77,7 @@ def _cdre_receive(decoder: Path) -> Receive:
 
 
 def _cdre(arg: str) -> BenchMethod:
-    from vcmtool.cdre.sidestream import CDRE_MODELS, cdre_model
+    from vcmtool.sidestreams.cdre import CDRE_MODELS, cdre_model
 
     m = cdre_model(arg or "fd")
     name = f"cdre-{m.name}" if m.name in CDRE_MODELS else f"cdre:{m.name}"

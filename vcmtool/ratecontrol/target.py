@@ -28,10 +28,10 @@ from vcmtool.decode import packet_bits
 from vcmtool.encoders.base import Encoder, EncodeSettings
 from vcmtool.errors import UsageError
 from vcmtool.io.open import Clip
-from vcmtool.mfiba.allocate import allocate
-from vcmtool.mfiba.models import RateQPModel
-from vcmtool.mfiba.params import CLASSES, MfibaParams, load_params
 from vcmtool.qpmap.maps import QPMaps
+from vcmtool.ratecontrol.allocate import allocate
+from vcmtool.ratecontrol.models import RateQPModel
+from vcmtool.ratecontrol.params import CLASSES, MfibaParams, load_params
 
 GOLDEN = 0.6180339887498949
 PRIOR_SLOPE = -0.115  # log-rate per QP when no fitted prior exists: rate halves every ~6 QP

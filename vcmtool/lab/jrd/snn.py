@@ -1,6 +1,6 @@
 """SNN-JRD: the spiking-guided JRD predictor of the SNN-JRD paper, sec. 4 (PyTorch; training/export only).
 
-Input: the PIA tensor ``F_p`` (N, 3, H, W) from :mod:`vcmtool.jrd.prior`; output: the QP map
+Input: the PIA tensor ``F_p`` (N, 3, H, W) from :mod:`vcmtool.qpmap.prior`; output: the QP map
 (N, ceil(H/64), ceil(W/64)) in the dataset codec's domain (0..qp_max).
 
 Choices where the paper is ambiguous (each one is ours, not the paper's):
@@ -12,7 +12,7 @@ Choices where the paper is ambiguous (each one is ours, not the paper's):
   (10 elementwise steps per SN). Surrogate gradient: forward Heaviside, backward the derivative of
   ``sigmoid(4 x)`` (straight-through form ``s + (H - s).detach()``, so export needs no custom op).
 * **Working resolution.** Full-resolution frames go in (no resize, no crop; the frame is padded
-  by edge replication to a multiple of 64, :func:`vcmtool.jrd.prior.pad_to_ctu`, so that every
+  by edge replication to a multiple of 64, :func:`vcmtool.qpmap.prior.pad_to_ctu`, so that every
   CTU, partial ones included, is whole). The network then works at 1/``stem`` of that (average
   pooling; the shipped model uses stem 8, i.e. 8x8 cells per CTU) because it is trained and run
   on 2 shared CPU cores.
@@ -337,7 +337,7 @@ class SnnJrd(nn.Module):
         self.head = QPHead(2 * c, cfg.head_width, cfg.steps, CTU // cfg.stem, cfg.qp_max)
 
     def forward(self, fp: Tensor) -> Tensor:
-        """``fp`` (N, 3, H, W) with H, W multiples of 64 (:func:`vcmtool.jrd.prior.pad_to_ctu`)."""
+        """``fp`` (N, 3, H, W) with H, W multiples of 64 (:func:`vcmtool.qpmap.prior.pad_to_ctu`)."""
         x = F.avg_pool2d(fp, self.cfg.stem) if self.cfg.stem > 1 else fp
         fs, fc, ft = self.tfd(x)
         return self.head(torch.cat([self.mrr(fs, fc), self.taa(fs, fc, ft)], 1))

@@ -23,7 +23,7 @@ _CACHE: dict[str, object] = {}
 
 def _detector(decoder: str):
     from vcmtool.bench.evaluate import EVAL_MIN_SCORE
-    from vcmtool.cdre.receiver import CdreDetector
+    from vcmtool.sidestreams.cdre_receiver import CdreDetector
 
     if decoder not in _CACHE:
         _CACHE[decoder] = CdreDetector(decoder, score_threshold=EVAL_MIN_SCORE)
@@ -32,7 +32,7 @@ def _detector(decoder: str):
 
 
 def _eval_item(p: dict) -> dict:
-    from vcmtool.cdre.sidestream import (
+    from vcmtool.sidestreams.cdre import (
         CdreSideEncoder,
         bits_by_frame,
         embed_in_bitstream,

@@ -1,10 +1,10 @@
 """Training and evaluation of the JRD predictors (SNN-JRD and the EL-JRD baseline). Imports torch.
 
-Data: a JRD dataset (:mod:`vcmtool.jrd.format`); each image becomes the PIA input F_p (from the
-task model's detections on the original, :mod:`vcmtool.jrd.prior`) and its CTU label grid.
+Data: a JRD dataset (:mod:`vcmtool.lab.jrd.format`); each image becomes the PIA input F_p (from the
+task model's detections on the original, :mod:`vcmtool.qpmap.prior`) and its CTU label grid.
 Inputs are cached under ``OUT/cache`` so a resumed run does not re-detect.
 
-Validation errors: :mod:`vcmtool.jrd.metrics`.
+Validation errors: :mod:`vcmtool.lab.jrd.metrics`.
 
 Optimisation as section 5.4: Adam, lr 4e-4, batch 1, full-resolution (un-resized) inputs; loss
 eq. 5 (alpha 0.3, theta 3) for SNN-JRD, class-balanced BCE for EL-JRD. A checkpoint
@@ -40,9 +40,9 @@ from tqdm import tqdm
 
 from vcmtool.atomic import atomic_path
 from vcmtool.errors import InputError, UsageError
-from vcmtool.jrd.eljrd import LEVELS, ElJrd, balanced_bce, level_targets
-from vcmtool.jrd.metrics import Sample, default_cache, evaluate, instance_cells, load_samples
-from vcmtool.jrd.snn import SnnConfig, SnnJrd, jrd_loss
+from vcmtool.lab.jrd.eljrd import LEVELS, ElJrd, balanced_bce, level_targets
+from vcmtool.lab.jrd.metrics import Sample, default_cache, evaluate, instance_cells, load_samples
+from vcmtool.lab.jrd.snn import SnnConfig, SnnJrd, jrd_loss
 
 # --- the two model kinds: how to build one, its loss, its config --------------------------------
 
@@ -186,7 +186,7 @@ def train(dataset_dir: str | Path, out_dir: str | Path, opts: TrainOptions,
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    from vcmtool.jrd.format import load_dataset
+    from vcmtool.lab.jrd.format import load_dataset
 
     ds = load_dataset(dataset_dir)
     qp_max, codec = ds.qp_max, ds.manifest.get("codec", "hevc")

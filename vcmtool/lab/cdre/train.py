@@ -21,19 +21,14 @@ from torch import Tensor
 from tqdm import tqdm
 
 from vcmtool.bench.evaluate import EVAL_MIN_SCORE, GroundTruth
-from vcmtool.cdre.model import CdreConfig, CdreEncoder, CdreReceiver, Placement
+from vcmtool.sidestreams.cdre_model import CdreConfig, CdreEncoder, CdreReceiver
+from vcmtool.sidestreams.cdre_receiver import placements
 from vcmtool.tasks.darknet import Yolo
 from vcmtool.tasks.darknet_torch import DarknetYolo
-from vcmtool.tasks.postprocess import Letterbox
 from vcmtool.tasks.yolov3_tiny import DEFAULT_INPUT, pipeline_for
 
 PSEUDO_MIN_SCORE = 0.25
 
-
-
-def placements(lbs: Sequence[Letterbox]) -> list[Placement]:
-    return [Placement(lb.new_w, lb.new_h, lb.pad_x, lb.pad_y, lb.dst_w, lb.dst_h, lb.src_w, lb.src_h)
-            for lb in lbs]
 
 
 def to_tensor(bgrs: Sequence[np.ndarray]) -> Tensor:
@@ -186,7 +181,7 @@ class Trainer:
         self.val_gt = self._val_ground_truth(val_items) if val_items else None
 
     def _val_ground_truth(self, val_items: list[dict]) -> GroundTruth:
-        """Pseudo GT as in :mod:`vcmtool.cdre.evaluate`: the plain detector on the originals
+        """Pseudo GT as in :mod:`vcmtool.lab.cdre.evaluate`: the plain detector on the originals
         (computed before training, so the joint variant's tuning does not move it)."""
         frames: dict[tuple[str, int], list] = {}
         sizes: dict[str, tuple[int, int]] = {}
@@ -360,22 +355,6 @@ def detector_delta(tuned: dict[str, Tensor]) -> dict[str, Tensor]:
             if v.is_floating_point() and not torch.equal(v, base[k])}
 
 
-def tuned_detector(blob: dict) -> DarknetYolo | None:
-    """The receiver's detector from an exported decoder blob; None when it is darknet's own."""
-    if "detector" not in blob and "detector_delta" not in blob:
-        return None
-    det = DarknetYolo.from_darknet()
-    if "detector" in blob:
-        det.load_state_dict(blob["detector"])
-    else:
-        state = det.state_dict()
-        for k, d in blob["detector_delta"].items():
-            state[k] = state[k] + d.float()
-        det.load_state_dict(state)
-    det.eval()
-    return det
-
-
 def export_models(checkpoint: str | Path, out_dir: str | Path, prefix: str = "cdre") -> dict[str, Path]:
     """Checkpoint -> ``<prefix>_encoder.onnx`` (sender) and ``<prefix>_decoder.pt`` (receiver
     modules; a jointly tuned detector travels as a float16 delta to the darknet weights)."""
@@ -412,17 +391,3 @@ def export_models(checkpoint: str | Path, out_dir: str | Path, prefix: str = "cd
     with atomic_path(dec_path) as tmp:
         torch.save(blob, tmp)
     return {"encoder": enc_path, "decoder": dec_path}
-
-
-def load_receiver(path: str | Path) -> tuple[CdreReceiver, dict]:
-    """The decoder-side modules of an exported ``cdre_decoder.pt`` (and the blob, for "detector")."""
-    from vcmtool.errors import ModelError
-
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=False)
-        rec = CdreReceiver(CdreConfig.from_dict(blob["config"]))
-        rec.load_state_dict(blob["receiver"])
-    except (OSError, KeyError, RuntimeError) as e:
-        raise ModelError(f"{path}: cannot load the CDRE decoder ({e}); run 'vcmtool cdre export'") from None
-    rec.eval()
-    return rec, blob

@@ -100,7 +100,7 @@ class Dataset:
             if img is not None:
                 return img
         from vcmtool.atomic import atomic_path
-        from vcmtool.jrd.sources import load_frame
+        from vcmtool.lab.jrd.sources import load_frame
 
         bgr = load_frame(entry["source"], int(entry["frame"])).to_bgr()
         if bgr.shape[:2] != (entry["height"], entry["width"]):

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vcmtool.errors import ModelError
-from vcmtool.mfiba.models import CauchyLossRate, RateQPModel
 from vcmtool.modelfiles import model_path
+from vcmtool.ratecontrol.models import CauchyLossRate, RateQPModel
 
 DEFAULT_PATH = model_path("mfiba_params.json")
 CLASSES = ("background", "instance")  # class index 0 and 1 of a unit

@@ -1,7 +1,7 @@
 """Run an exported JRD predictor (SNN-JRD or EL-JRD ONNX) with onnxruntime; no torch.
 
 The ONNX file takes ``fp`` (1, 3, H, W) float32, H and W multiples of 64 (see
-:func:`vcmtool.jrd.prior.model_input`), and returns ``qp`` (1, H/64, W/64) float32 QPs in the
+:func:`vcmtool.qpmap.prior.model_input`), and returns ``qp`` (1, H/64, W/64) float32 QPs in the
 domain of the dataset it was trained on; that domain (``codec``, ``qp_max``) and the model kind
 are stored in the file's metadata. The CUDA provider is used when onnxruntime has it.
 """

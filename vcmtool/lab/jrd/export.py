@@ -1,7 +1,7 @@
 """Checkpoint -> ONNX for onnxruntime inference (imports torch).
 
 The LIF neurons are exported in their closed form (one surrogate-free Heaviside per stair of the
-T = 10 step spike count, :class:`vcmtool.jrd.snn.LIF`), which is the T-step recursion unrolled
+T = 10 step spike count, :class:`vcmtool.lab.jrd.snn.LIF`), which is the T-step recursion unrolled
 and summed analytically: the same spikes, fewer nodes. ``unrolled=True`` exports the literal
 10-step recursion instead (same outputs; larger, slower graph). H and W are dynamic axes.
 """
@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 
 from vcmtool.atomic import atomic_path
-from vcmtool.jrd.snn import LIF
-from vcmtool.jrd.train import load_checkpoint
+from vcmtool.lab.jrd.snn import LIF
+from vcmtool.lab.jrd.train import load_checkpoint
 
 OPSET = 17
 

@@ -28,8 +28,8 @@ from vcmtool.atomic import atomic_path, write_text_atomic
 from vcmtool.errors import EncoderError, UsageError
 from vcmtool.io.frame import Frame, VideoInfo
 from vcmtool.io.open import Clip
-from vcmtool.jrd import format as fmt
-from vcmtool.jrd.labels import (
+from vcmtool.lab.jrd import format as fmt
+from vcmtool.lab.jrd.labels import (
     MATCH_IOU,
     REF_MIN_SCORE,
     Instance,
@@ -42,7 +42,7 @@ from vcmtool.jrd.labels import (
     reference_instances,
     size_class,
 )
-from vcmtool.jrd.sources import FrameRef, expand, is_video, load_frame
+from vcmtool.lab.jrd.sources import FrameRef, expand, is_video, load_frame
 from vcmtool.runner import Item, Outcome, run_items
 
 # Fastest preset of each backend that keeps its intra tools (measured: kvazaar ultrafast is 2x

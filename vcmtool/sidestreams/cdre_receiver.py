@@ -1,4 +1,7 @@
-"""Receiver side: YOLOv3-tiny (PyTorch) on decoded frames, with or without the CDRE embedding."""
+"""Receiver side: YOLOv3-tiny (PyTorch) on decoded frames, with or without the CDRE embedding.
+
+Runtime only: loading an exported decoder and running it; training lives in
+:mod:`vcmtool.lab.cdre.train`, which this module never imports."""
 
 from __future__ import annotations
 
@@ -8,11 +11,47 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vcmtool.cdre.sidestream import DECODER_PT
-from vcmtool.cdre.train import load_receiver, placements, tuned_detector
+from vcmtool.sidestreams.cdre import DECODER_PT
+from vcmtool.sidestreams.cdre_model import CdreConfig, CdreReceiver, Placement
 from vcmtool.tasks.base import Detections
 from vcmtool.tasks.darknet_torch import DarknetYolo
+from vcmtool.tasks.postprocess import Letterbox
 from vcmtool.tasks.yolov3_tiny import DEFAULT_INPUT, pipeline_for
+
+
+def placements(lbs: Sequence[Letterbox]) -> list[Placement]:
+    return [Placement(lb.new_w, lb.new_h, lb.pad_x, lb.pad_y, lb.dst_w, lb.dst_h, lb.src_w, lb.src_h)
+            for lb in lbs]
+
+
+def tuned_detector(blob: dict) -> DarknetYolo | None:
+    """The receiver's detector from an exported decoder blob; None when it is darknet's own."""
+    if "detector" not in blob and "detector_delta" not in blob:
+        return None
+    det = DarknetYolo.from_darknet()
+    if "detector" in blob:
+        det.load_state_dict(blob["detector"])
+    else:
+        state = det.state_dict()
+        for k, d in blob["detector_delta"].items():
+            state[k] = state[k] + d.float()
+        det.load_state_dict(state)
+    det.eval()
+    return det
+
+
+def load_receiver(path: str | Path) -> tuple[CdreReceiver, dict]:
+    """The decoder-side modules of an exported ``cdre_decoder.pt`` (and the blob, for "detector")."""
+    from vcmtool.errors import ModelError
+
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=False)
+        rec = CdreReceiver(CdreConfig.from_dict(blob["config"]))
+        rec.load_state_dict(blob["receiver"])
+    except (OSError, KeyError, RuntimeError) as e:
+        raise ModelError(f"{path}: cannot load the CDRE decoder ({e}); run 'vcmtool cdre export'") from None
+    rec.eval()
+    return rec, blob
 
 
 class CdreDetector:
@@ -49,8 +88,8 @@ def detect_with_side_stream(detector: CdreDetector, bitstream: Path, codec: str,
                             decoded_bgrs: Sequence[np.ndarray], batch: int = 4) -> list[Detections]:
     """What a receiver does: the CDRE bits from ``bitstream``'s SEI messages (display order),
     then the embedded detector on the decoded frames."""
-    from vcmtool.cdre.sidestream import bits_by_frame, extract_from_bitstream
     from vcmtool.errors import InputError
+    from vcmtool.sidestreams.cdre import bits_by_frame, extract_from_bitstream
 
     bits = bits_by_frame(extract_from_bitstream(Path(bitstream), codec))
     missing = [i for i in range(len(decoded_bgrs)) if i not in bits]

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 
 from vcmtool.atomic import atomic_path, write_text_atomic
-from vcmtool.jrd.format import SPLITS, load_dataset
-from vcmtool.jrd.labels import SIZE_CLASSES
+from vcmtool.lab.jrd.format import SPLITS, load_dataset
+from vcmtool.lab.jrd.labels import SIZE_CLASSES
 
 BIN = 5
 

@@ -2,7 +2,7 @@
 
 Binary discriminators at the distortion levels 32, 38, 41, 43, 45, 47, 49, 51: discriminator k
 says whether the CTU's JRD QP is >= level k (i.e. the instances there still survive level k).
-They share a small CNN on the same PIA input as SNN-JRD (F_p, :mod:`vcmtool.jrd.prior`) and are
+They share a small CNN on the same PIA input as SNN-JRD (F_p, :mod:`vcmtool.qpmap.prior`) and are
 trained with class-balanced binary cross-entropy (positive weight = negatives / positives per
 level, counted on the training labels), the class adjustment of the original.
 
