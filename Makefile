@@ -6,7 +6,7 @@ STAMPS := .cache/stamps
 NATIVE_SRC := $(shell find native -type f 2>/dev/null) CMakeLists.txt pyproject.toml
 DEMO := demo-out
 
-.PHONY: all setup demo test lint bench clean
+.PHONY: all setup demo test test-fast lint bench clean
 
 all: test
 
@@ -48,8 +48,15 @@ demo: setup
 test: setup
 	$(PYTHON) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
-lint:
-	$(PYTHON) -m ruff check vcmtool tests benchmarks examples
+# The edit loop: everything but the tests marked slow (real multi-encode runs, installs, signals).
+test-fast: setup
+	$(PYTHON) -m pytest -q -p no:cacheprovider -m "not slow" $(PYTEST_ARGS)
+
+# Style and layering: ruff's checks and formatting, and the import contracts in pyproject.toml.
+lint: setup
+	$(PYTHON) -m ruff check vcmtool tests benchmarks examples tools
+	$(PYTHON) -m ruff format --check vcmtool tests benchmarks examples tools
+	$(PYTHON) -c "import sys; from importlinter.cli import lint_imports_command as c; sys.argv[0] = 'lint-imports'; sys.exit(c())"
 
 bench: setup
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PYTHON) $$b || exit 1; done

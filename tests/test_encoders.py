@@ -88,7 +88,7 @@ def test_vvenc_encodes_10bit(bikes_y4m_10bit, tmp_path):
     clip = open_video(str(bikes_y4m_10bit), frames=2)
     out = encode("vvenc", clip, QPMaps.uniform(37, 1, 128, 256), tmp_path / "v.266",
                  EncodeSettings(preset="faster"))
-    from vcmtool.decode import measure_quality
+    from vcmtool.quality import measure_quality
 
     assert 25 < measure_quality(clip, out).mean_psnr_y < 60
 

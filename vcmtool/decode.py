@@ -46,12 +46,3 @@ def psnr(a: np.ndarray, b: np.ndarray, peak: float) -> float:
     report (:mod:`vcmtool.quality`)."""
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
     return 100.0 if mse == 0 else 10.0 * float(np.log10(peak * peak / mse))
-
-
-def __getattr__(name: str):
-    # The report's measurement (PSNR Y/U/V, SSIM, VMAF) lives in vcmtool.quality now.
-    if name in ("Quality", "measure_quality"):
-        from vcmtool import quality
-
-        return getattr(quality, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
