@@ -29,7 +29,8 @@ from vcmtool.tasks import darknet
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = ("snn_jrd.onnx", "eljrd.onnx", "cdre_encoder.onnx", "cdre_decoder.pt", "cdre_joint_encoder.onnx",
-           "cdre_joint_decoder.pt", "mfiba_params.json", "MODEL_CARD.md", "CDRE_MODEL_CARD.md")
+           "cdre_joint_decoder.pt", "mfiba_params.json", "MODEL_CARD.md", "CDRE_MODEL_CARD.md",
+           "nanodet-g.onnx", "NANODET_MODEL_CARD.md")
 FALLBACK_LINE = "vcmtool: building without the C++ extension"
 
 # Written into each test venv: the machine's editable vcmtool (a .pth import hook in the system

@@ -75,6 +75,13 @@ class GroundTruth:
         self.cat_ids = sorted({a["category_id"] for a in annotations})  # absent ones score -1 anyway
         self.images = images
         self.categories = categories
+        self.person_cat: int | None = None  # category of "person", for the per-class AP@0.5
+
+    def set_person(self, class_names: Sequence[str]) -> GroundTruth:
+        """Name the task model's classes, so that scores also give person AP@0.5."""
+        if "person" in class_names:
+            self.person_cat = self.class_to_cat.get(list(class_names).index("person"))
+        return self
 
     @classmethod
     def from_detections(cls, frames: dict[Key, list[Row]], sizes: dict[str, tuple[int, int]],
@@ -156,22 +163,25 @@ class GroundTruth:
         p.areaRng, p.areaRngLbl, p.maxDets = [[0, 1e10]], ["all"], [100]
         with _quiet():
             ev.evaluate()
-        return Matched(ev, len(self.keys))
+        return Matched(ev, len(self.keys), self.person_cat)
 
 
 @dataclass
 class Scores:
     map50: float
     map: float  # mAP@[.5:.95]
+    ap50_person: float = float("nan")  # AP@0.5 of class person (nan: no person in the ground truth)
 
 
 class Matched:
     """Per-frame matches of one rate point; mAP on all frames or on a resample of them."""
 
-    def __init__(self, ev, n_images: int) -> None:
+    def __init__(self, ev, n_images: int, person_cat: int | None = None) -> None:
         self.ev = ev
         self.n = n_images
         self.k = len(ev.params.catIds)
+        cats = list(ev.params.catIds)
+        self._person = cats.index(person_cat) if person_cat in cats else None
         self._eval_imgs = list(ev.evalImgs)  # layout: category-major, then image
         self._base = copy.deepcopy(ev.params)
 
@@ -192,7 +202,8 @@ class Matched:
         with _quiet():
             ev.accumulate()
         prec = ev.eval["precision"][:, :, :, 0, -1]  # T x R x K at area all, maxDets 100
-        return Scores(_mean_valid(prec[0]), _mean_valid(prec))
+        person = _mean_valid(prec[0, :, self._person]) if self._person is not None else float("nan")
+        return Scores(_mean_valid(prec[0]), _mean_valid(prec), person)
 
 
 def _mean_valid(a: np.ndarray) -> float:

@@ -51,6 +51,7 @@ class BenchConfig:
     ctu: int = 64
     map_interval: int = 1
     task_model: str = "yolov3-tiny"
+    judges: list[str] | None = None  # detectors that score the decoded frames (None: see judges.py)
     map_options: dict = field(default_factory=dict)
     encoder_params: dict[str, str] = field(default_factory=dict)
     gt: str | None = None
@@ -129,8 +130,12 @@ def point_item(cfg: BenchConfig, spec: PointSpec, stream_dir: str) -> Item:
     return Item(key, payload)
 
 
-def source_item(cfg: BenchConfig, inp: str) -> Item:
+def source_item(cfg: BenchConfig, inp: str, identity: str = "") -> Item:
+    """The task model (``cfg.task_model``) on one uncompressed input; ``identity`` fingerprints
+    its model file, if it has one (empty for the task model's own items: their keys stay put)."""
     hidden = f"source|{inp}|{cfg.frames}|{cfg.skip}|{cfg.size}|{cfg.fps}|{cfg.pix_fmt}|{cfg.task_model}"
+    if identity:
+        hidden += f"|{identity}"
     return Item(_key(f"{Path(inp).stem}_source", hidden), {"input": inp, "config": cfg.to_json()})
 
 

@@ -26,11 +26,13 @@ from vcmtool.bench.run import BenchResult
 from vcmtool.provenance import base_versions, git_commit, md5_file
 
 POINT_COLS = ["input", "codec", "method", "qp", "qp_offset", "frames", "bits", "side_bits", "bpp", "psnr_y",
-              "map50", "map", "map_s", "encode_s", "other_s", "eval_s", "cached", "stream"]
+              "map50", "map", "ap50_person", "map_s", "encode_s", "other_s", "eval_s", "cached", "stream"]
 CURVE_COLS = ["group", "codec", "method", "rate", "qp", "qp_offset", "frames", "bits", "side_bits", "bpp",
-              "psnr_y", "map50", "map50_ci", "map", "map_ci", "map_s", "encode_s", "other_s", "eval_s"]
+              "psnr_y", "map50", "map50_ci", "map", "map_ci", "ap50_person", "map_s", "encode_s", "other_s",
+              "eval_s"]
 BD_COLS = ["group", "codec", "method", "anchor", "bd_rate_map50", "bd_rate_map50_ci", "bd_rate_map",
-           "bd_rate_map_ci", "bd_map50", "bd_map50_ci", "bd_map", "bd_map_ci", "bd_rate_psnr", "bd_psnr",
+           "bd_rate_map_ci", "bd_map50", "bd_map50_ci", "bd_map", "bd_map_ci", "bd_rate_ap50_person",
+           "bd_rate_ap50_person_ci", "bd_rate_psnr", "bd_psnr",
            "bd_rate_map50_overlap", "bd_map50_overlap", "warnings"]
 
 
@@ -49,13 +51,25 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(text).name).strip("_") or "group"
 
 
+JUDGE_COLS = ("map50", "map", "ap50_person")
+JUDGE_BD_COLS = ("bd_rate_map50", "bd_rate_map", "bd_map50", "bd_map", "bd_rate_ap50_person")
+
+
+def judge_names(res: BenchResult) -> list[str]:
+    """The judges, the task model first (its figures are also the rows' top-level ones)."""
+    return list(res.judges) or [res.config.task_model]
+
+
 def to_json(res: BenchResult) -> dict:
     return _clean({"config": res.config.to_json(), "reference": res.reference, "bd": res.bd,
                    "curves": res.curves, "points": [_point_row(p) for p in res.points],
                    "failures": res.failures, "warnings": res.warnings,
                    "protocol": {"pseudo_gt_min_score": PSEUDO_GT_MIN_SCORE,
                                 "eval_min_score": EVAL_MIN_SCORE,
-                                "ground_truth": res.config.gt or "pseudo (task model on uncompressed frames)",
+                                "ground_truth": res.config.gt or "pseudo (each judge on the uncompressed "
+                                                                 "frames, scored against its own)",
+                                "judges": res.judges or {res.config.task_model: ""},
+                                "primary_judge": res.config.task_model,
                                 "bd_method": "pchip (bjontegaard package)",
                                 "map_unit": "percent", "bd_map_unit": "mAP points"}})
 
@@ -65,18 +79,26 @@ def _point_row(p: dict) -> dict:
     return {"input": s["input"], "codec": s["codec"], "method": s["qpmap"], "qp": s["qp"],
             "qp_offset": s["qp_offset"], "frames": p["frames"], "bits": p["bits"],
             "side_bits": p["side_bits"], "bpp": p["bpp"], "psnr_y": p["psnr_y"], "map50": p["map50"],
-            "map": p["map"], **{k: p["timing"][k] for k in ("map_s", "encode_s", "other_s")},
+            "map": p["map"], "ap50_person": p.get("ap50_person"), "judges": p.get("judges", {}),
+            **{k: p["timing"][k] for k in ("map_s", "encode_s", "other_s")},
             "eval_s": p["eval_s"], "cached": p["cached"], "stream": p["stream"],
             "stream_md5": next(iter(p["md5"].values()), None), "notes": p["notes"],
             "task_model": p["task_model"], "encoder_version": p["versions"].get("ffmpeg/encoder")}
 
 
-def _csv(rows: list[dict], cols: list[str]) -> str:
+def _csv(rows: list[dict], cols: list[str], judged: tuple[str, ...] = (), judges: list[str] | None = None
+         ) -> str:
+    """CSV of ``cols``, plus ``KEY@JUDGE`` columns for each judge and each key of ``judged``."""
+    extra = [(f"{k}@{j}", j, k) for j in (judges or []) for k in judged]
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
+    w = csv.DictWriter(buf, fieldnames=cols + [e[0] for e in extra], extrasaction="ignore",
+                       lineterminator="\n")
     w.writeheader()
     for r in rows:
-        w.writerow({k: _cell(r.get(k)) for k in cols})
+        cells = {k: _cell(r.get(k)) for k in cols}
+        for name, j, k in extra:
+            cells[name] = _cell((r.get("judges", {}).get(j) or {}).get(k))
+        w.writerow(cells)
     return buf.getvalue()
 
 
@@ -107,35 +129,65 @@ def bd_cells(b: dict) -> list[str]:
             _fmt(b["bd_rate_psnr"], None, "%"), _fmt(b["bd_psnr"], None, "", 2)]
 
 
-def plot_group(path: Path, curves: list[dict], group: str) -> None:
+def judge_bd_cells(b: dict, judge: str) -> list[str]:
+    """One judge's BD-rate mAP@.5, BD-rate mAP, BD-mAP@.5, BD-mAP and BD-rate person AP@.5."""
+    jb = b.get("judges", {}).get(judge) if "judges" in b else b
+    if jb is None:  # a method with its own receiver: only the receiver judges it
+        return ["n/a (receiver)"] * 5
+    return [_fmt(jb.get("bd_rate_map50"), jb.get("bd_rate_map50_ci"), "%"),
+            _fmt(jb.get("bd_rate_map"), jb.get("bd_rate_map_ci"), "%"),
+            _fmt(jb.get("bd_map50"), jb.get("bd_map50_ci")), _fmt(jb.get("bd_map"), jb.get("bd_map_ci")),
+            _fmt(jb.get("bd_rate_ap50_person"), jb.get("bd_rate_ap50_person_ci"), "%")]
+
+
+def plot_group(path: Path, curves: list[dict], group: str, judges: list[str] | None = None) -> None:
+    """RD curves of one group: a row of mAP@0.5 / mAP@[.5:.95] panels per judge (the task
+    model's row also shows PSNR)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = (("map50", "map50_ci", "mAP@0.5 (%)"), ("map", "map_ci", "mAP@[.5:.95] (%)"),
-              ("psnr_y", None, "luma PSNR (dB)"))
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4), constrained_layout=True)
+    judges = judges or [""]
+    rows = len(judges)
+    fig, grid = plt.subplots(rows, 3, figsize=(15, 4.4 * rows), constrained_layout=True, squeeze=False)
+    cells = []
+    for r, judge in enumerate(judges):
+        by = f" - judge {judge}" if len(judges) > 1 else ""
+        cells += [(grid[r][0], judge, "map50", "map50_ci", f"mAP@0.5 (%){by}"),
+                  (grid[r][1], judge, "map", "map_ci", f"mAP@[.5:.95] (%){by}")]
+        if r == 0:
+            cells.append((grid[r][2], judge, "psnr_y", None, "luma PSNR (dB)"))
+        else:
+            grid[r][2].axis("off")
     series: dict[tuple[str, str], list[dict]] = {}
     for c in curves:
         series.setdefault((c["codec"], c["method"]), []).append(c)
     styles = ["o", "s", "^", "D", "v", "P", "X"]
-    for ax, (key, ci_key, label) in zip(axes, panels, strict=True):
+
+    def value(p: dict, judge: str, key: str):
+        if key == "psnr_y" or judge == judges[0]:  # the task model's figures are the top-level ones
+            return p.get(key)
+        return (p.get("judges", {}).get(judge) or {}).get(key)
+
+    for ax, judge, key, ci_key, label in cells:
         for i, ((codec, method), pts) in enumerate(sorted(series.items())):
-            pts = sorted(pts, key=lambda p: p["bpp"])
+            pts = sorted((p for p in pts if value(p, judge, key) is not None), key=lambda p: p["bpp"])
+            if not pts:
+                continue
             x = [p["bpp"] for p in pts]
-            y = [p[key] for p in pts]
+            y = [value(p, judge, key) for p in pts]
             ls = "--" if method == ANCHOR else "-"
             line = ax.plot(x, y, ls, marker=styles[i % len(styles)], label=f"{codec} {method}")[0]
-            if ci_key and all(p.get(ci_key) for p in pts):
-                lo = [p[key] - p[ci_key][0] for p in pts]
-                hi = [p[ci_key][1] - p[key] for p in pts]
+            if ci_key and all(value(p, judge, ci_key) for p in pts):
+                lo = [value(p, judge, key) - value(p, judge, ci_key)[0] for p in pts]
+                hi = [value(p, judge, ci_key)[1] - value(p, judge, key) for p in pts]
                 ax.errorbar(x, y, yerr=[lo, hi], fmt="none", ecolor=line.get_color(), alpha=0.4, capsize=2)
         ax.set_xscale("log")
         ax.set_xlabel("bits per pixel")
         ax.set_ylabel(label)
         ax.grid(True, which="both", alpha=0.3)
-    axes[0].legend(fontsize=8)
+    grid[0][0].legend(fontsize=8)
     bars = " (bars: 95% bootstrap CI over frames)" if any(c.get("map50_ci") for c in curves) else ""
     fig.suptitle(f"{group}: rate vs task accuracy and PSNR{bars}")
     with atomic_path(path) as tmp:
@@ -158,36 +210,51 @@ def grid_line(cfg) -> str:
 
 def markdown(res: BenchResult, plots: dict[str, str], command: str) -> str:
     cfg = res.config
+    judges = judge_names(res)
     gt = f"real ground truth `{cfg.gt}`" if cfg.gt else (
-        f"pseudo ground truth (task model `{cfg.task_model}` on the uncompressed frames, score >= "
+        f"pseudo ground truth (each judge's own detections on the uncompressed frames, score >= "
         f"{PSEUDO_GT_MIN_SCORE}); scored detections use score >= {EVAL_MIN_SCORE}")
+    judged_by = ", ".join(f"`{j}` ({res.judges.get(j) or 'task model'})" for j in judges)
     lines = ["# vcmtool bench report", "", f"Command: `{command}`", "",
-             f"Accuracy: mAP (pycocotools, percent) vs {gt}. Rate: bits per pixel of everything "
-             "transmitted. BD figures: `bjontegaard` pchip vs the same encoder with a uniform QP "
-             "(`none`); BD-rate negative = fewer bits at equal accuracy, BD-mAP positive = more mAP "
-             "points at equal bits. Brackets: 95% bootstrap CI over frames "
+             f"Accuracy: mAP (pycocotools, percent) vs {gt}. Judges: {judged_by}; the first is the "
+             "task model the maps are computed with, so its figures favour its own maps; the others "
+             "are independent. Methods with their own receiver (cdre) are judged by it only. Rate: "
+             "bits per pixel of everything transmitted. BD figures: `bjontegaard` pchip vs the same "
+             "encoder with a uniform QP (`none`); BD-rate negative = fewer bits at equal accuracy, "
+             "BD-mAP positive = more mAP points at equal bits. Brackets: 95% bootstrap CI over frames "
              f"({cfg.bootstrap} resamples, paired across methods).", "",
              grid_line(cfg), "",
              "## BD figures", "",
-             "| group | codec | method | BD-rate mAP@.5 | BD-rate mAP | BD-mAP@.5 (pts) | BD-mAP (pts) "
-             "| BD-rate PSNR | BD-PSNR (dB) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| group | codec | method | judge | BD-rate mAP@.5 | BD-rate mAP | BD-mAP@.5 (pts) "
+             "| BD-mAP (pts) | BD-rate person AP@.5 | BD-rate PSNR | BD-PSNR (dB) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for b in res.bd:
-        cells = [b["group"], b["codec"], b["method"], *bd_cells(b)]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "## Uncompressed reference", "", "| group | frames | mAP@.5 | mAP@[.5:.95] |",
-              "|---|---|---|---|"]
+        psnr = bd_cells(b)[4:]
+        for j in judges:
+            cells = [b["group"], b["codec"], b["method"], j, *judge_bd_cells(b, j), *psnr]
+            lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "## Uncompressed reference", "", "| group | frames | judge | mAP@.5 | mAP@[.5:.95] |",
+              "|---|---|---|---|---|"]
     for r in res.reference:
-        lines.append(f"| {r['group']} | {r['frames']} | {r['map50']:.1f} | {r['map']:.1f} |")
+        for j in judges:
+            jr = r.get("judges", {}).get(j) or r
+            lines.append(f"| {r['group']} | {r['frames']} | {j} | {jr['map50']:.1f} | {jr['map']:.1f} |")
+    head = " | ".join(f"mAP@.5 [CI] ({j}) | mAP [CI] ({j}) | person AP@.5 ({j})" for j in judges)
     lines += ["", "## Rate points", "",
-              "| group | codec | method | rate | bpp | PSNR-Y | mAP@.5 [CI] | mAP [CI] | map s | encoder s "
-              "| other s |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+              f"| group | codec | method | rate | bpp | PSNR-Y | {head} | map s | encoder s | other s |",
+              "|---|---|---|---|---|---|" + "---|---|---|" * len(judges) + "---|---|---|"]
     for c in res.curves:
-        ci50 = f" [{c['map50_ci'][0]:.1f}, {c['map50_ci'][1]:.1f}]" if c.get("map50_ci") else ""
-        ci = f" [{c['map_ci'][0]:.1f}, {c['map_ci'][1]:.1f}]" if c.get("map_ci") else ""
+        scores = []
+        for j in judges:
+            jc = c.get("judges", {}).get(j) if "judges" in c else c
+            if jc is None:
+                scores += ["n/a"] * 3
+                continue
+            ci50 = f" [{jc['map50_ci'][0]:.1f}, {jc['map50_ci'][1]:.1f}]" if jc.get("map50_ci") else ""
+            ci = f" [{jc['map_ci'][0]:.1f}, {jc['map_ci'][1]:.1f}]" if jc.get("map_ci") else ""
+            scores += [f"{jc['map50']:.1f}{ci50}", f"{jc['map']:.1f}{ci}", _num(jc.get("ap50_person"))]
         lines.append(f"| {c['group']} | {c['codec']} | {c['method']} | {c['rate']} | {c['bpp']:.5f} | "
-                     f"{c['psnr_y']:.2f} | {c['map50']:.1f}{ci50} | {c['map']:.1f}{ci} | {c['map_s']:.2f} | "
+                     f"{c['psnr_y']:.2f} | {' | '.join(scores)} | {c['map_s']:.2f} | "
                      f"{c['encode_s']:.2f} | {c['other_s']:.2f} |")
     if plots:
         lines += ["", "## RD curves", ""] + [f"![{g}]({p})" for g, p in plots.items()]
@@ -199,6 +266,10 @@ def markdown(res: BenchResult, plots: dict[str, str], command: str) -> str:
     if res.failures:
         lines += ["", "## Failed points", ""] + [f"- {f['point']}: {f['error']}" for f in res.failures]
     return "\n".join(lines) + "\n"
+
+
+def _num(v, digits: int = 1) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.{digits}f}"
 
 
 def versions(res: BenchResult) -> dict:
@@ -213,6 +284,8 @@ def versions(res: BenchResult) -> dict:
         v["task_model"] = p["task_model"]
     for s in res.sources.values():
         v["task_model"] = s["task_model"]
+    for j, version in res.judges.items():
+        v[f"judge/{j}"] = version
     return v
 
 
@@ -242,13 +315,14 @@ def write_report(res: BenchResult, command: str | None = None) -> dict[str, str]
         written.append(out / name)
 
     text("results.json", json.dumps(data, indent=1))
-    text("points.csv", _csv(data["points"], POINT_COLS))
-    text("curves.csv", _csv(data["curves"], CURVE_COLS))
-    text("bd.csv", _csv(data["bd"], BD_COLS))
+    judges = judge_names(res)
+    text("points.csv", _csv(data["points"], POINT_COLS, JUDGE_COLS, judges))
+    text("curves.csv", _csv(data["curves"], CURVE_COLS, JUDGE_COLS, judges))
+    text("bd.csv", _csv(data["bd"], BD_COLS, JUDGE_BD_COLS, judges))
     plots: dict[str, str] = {}
     for group in dict.fromkeys(c["group"] for c in res.curves):
         rel = f"rd_{_slug(group)}.png"
-        plot_group(out / rel, [c for c in res.curves if c["group"] == group], group)
+        plot_group(out / rel, [c for c in res.curves if c["group"] == group], group, judges)
         written.append(out / rel)
         plots[group] = rel
     text("report.md", markdown(res, plots, command))

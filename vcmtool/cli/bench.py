@@ -58,8 +58,13 @@ def source_options(f):
 @click.option("--allow-frame-qp", is_flag=True,
               help="let frame-QP-only encoders use one QP per frame from the map (else they refuse)")
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="extra encoder parameter")
+@click.option("--judges",
+              help="comma-separated detectors that score every point, each against its own pseudo ground "
+                   "truth; the task model is always the first [default: the task model plus every built-in "
+                   "judge of another family: yolov3-tiny,nanodet]. Adding a judge later re-scores the "
+                   "stored streams, it does not re-encode")
 @click.option("--gt", type=click.Path(dir_okay=False),
-              help="COCO-format ground truth (default: pseudo ground truth from the task model)")
+              help="COCO-format ground truth (default: pseudo ground truth from each judge)")
 @click.option("--pool", is_flag=True,
               help="also score all inputs as one group 'all' (rates summed, mAP over all frames)")
 @click.option("--bootstrap", type=click.IntRange(min=0), default=200, show_default=True,
@@ -70,7 +75,8 @@ def source_options(f):
 @click.option("--address", help="Ray cluster address (--engine ray)")
 @click.option("--json", "as_json", is_flag=True, help="print the results as JSON on stdout")
 def bench(inputs: tuple[str, ...], output: str, codecs: str, qpmaps: str, qps: list[int],
-          qp_offsets: list[int] | None, params: tuple[str, ...], as_json: bool, **kw) -> None:
+          qp_offsets: list[int] | None, params: tuple[str, ...], as_json: bool, judges: str | None,
+          **kw) -> None:
     """Benchmark QP-map sources and side streams against a uniform QP: bpp, PSNR, mAP, BD-rate, RD plots.
 
     \b
@@ -78,6 +84,11 @@ def bench(inputs: tuple[str, ...], output: str, codecs: str, qpmaps: str, qps: l
     at base-4, background at base+6), or with --qp-offsets the JRD protocol: the map predicted at
     --offset-base, plus each offset, clamped. cdre methods code like the anchor, so they sweep
     --qps too; their rate includes the side-stream bits.
+
+    \b
+    Judges: every point is scored by the task model (which also steers the maps, so it favours
+    them) and by independent detectors (default: NanoDet-g beside YOLOv3-tiny); the report gives
+    BD figures per judge.
     """
     from vcmtool.bench.grid import BenchConfig
     from vcmtool.bench.report import to_json, write_report
@@ -94,6 +105,7 @@ def bench(inputs: tuple[str, ...], output: str, codecs: str, qpmaps: str, qps: l
         size=kw["size"], fps=kw["fps"], pix_fmt=kw["pix_fmt"], preset=kw["preset"],
         intra_period=kw["intra_period"], threads=kw["threads"], allow_frame_qp=kw["allow_frame_qp"],
         ctu=int(kw["ctu"]), map_interval=kw["map_interval"], task_model=kw["task_model"],
+        judges=_names(judges) if judges is not None else None,
         map_options=map_opts, encoder_params=parse_params(params), gt=kw["gt"], pool=kw["pool"],
         bootstrap=kw["bootstrap"],
         workers=kw["workers"], engine=kw["engine"], address=kw["address"],
@@ -109,14 +121,15 @@ def bench(inputs: tuple[str, ...], output: str, codecs: str, qpmaps: str, qps: l
 def _print_summary(res) -> None:
     from rich.table import Table
 
-    from vcmtool.bench.report import bd_cells
+    from vcmtool.bench.report import bd_cells, judge_bd_cells, judge_names
 
     t = Table(title=f"BD figures vs uniform QP ({res.config.output}/report.md)", title_justify="left")
-    for col in ("group", "codec", "method", "BD-rate mAP@.5", "BD-rate mAP", "BD-mAP@.5", "BD-mAP",
-                "BD-rate PSNR", "BD-PSNR dB"):
+    for col in ("group", "codec", "method", "judge", "BD-rate mAP@.5", "BD-rate mAP", "BD-mAP@.5", "BD-mAP",
+                "BD-rate person AP@.5", "BD-rate PSNR", "BD-PSNR dB"):
         t.add_column(col)
     for b in res.bd:
-        t.add_row(b["group"], b["codec"], b["method"], *bd_cells(b))
+        for j in judge_names(res):
+            t.add_row(b["group"], b["codec"], b["method"], j, *judge_bd_cells(b, j), *bd_cells(b)[4:])
     console.print(t)
     for w in res.warnings:
         console.print(f"[yellow]warning:[/] {w}")

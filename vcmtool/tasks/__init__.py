@@ -2,11 +2,14 @@
 
 ``get_task_model("yolov3-tiny")`` (the default, OpenCV DNN) or ``get_task_model("onnx:PATH")``.
 Also registered: ``yolov3-tiny-ort`` (onnxruntime) and ``yolov3-tiny-torch`` (PyTorch; torch
-is imported only when that one is built). Importing this package never imports torch.
+is imported only when that one is built), and ``nanodet`` (NanoDet-g, a second and independent
+COCO-80 detector on onnxruntime, shipped in ``vcmtool/models/``; the bench's second judge).
+Importing this package never imports torch.
 Installed distributions add task models (factories ``(arg: str = "", **options) -> TaskModel``)
 through the ``vcmtool.task_models`` entry-point group (:mod:`vcmtool.plugins`).
 """
 
+from vcmtool.tasks import nanodet as _nanodet  # noqa: F401  (registers "nanodet")
 from vcmtool.tasks import onnx_detector as _onnx_detector  # noqa: F401  (registers "onnx")
 from vcmtool.tasks import yolov3_tiny as _yolov3_tiny  # noqa: F401  (registers "yolov3-tiny")
 from vcmtool.tasks.base import (
@@ -17,6 +20,7 @@ from vcmtool.tasks.base import (
     clear_task_model_cache,
     get_task_model,
 )
+from vcmtool.tasks.nanodet import NanoDetG
 from vcmtool.tasks.onnx_detector import OnnxDetector
 from vcmtool.tasks.yolov3_tiny import YoloV3Tiny
 
@@ -26,6 +30,7 @@ __all__ = [
     "DEFAULT_TASK_MODEL",
     "TASK_MODELS",
     "Detections",
+    "NanoDetG",
     "OnnxDetector",
     "TaskModel",
     "YoloV3Tiny",
