@@ -22,11 +22,28 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from vcmtool import native
 from vcmtool.bitstream import annexb
+from vcmtool.encoders.kvazaar import kvazaar_roi_bytes
+from vcmtool.encoders.libx26x import block_offsets, x265_offsets
+from vcmtool.encoders.svtav1 import svtav1_roi_text
+from vcmtool.qpmap.qpm import csv_text, qpm_bytes, qpm_first_above
+from vcmtool.qpmap.raster import pool_ctu, rasterize_boxes
+from vcmtool.sidestreams.bits import pack_bits, unpack_bits, unpack_bits_from
+
+
+def numpy_path(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` with the native code switched off: vcmtool's own numpy fallback."""
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with native.numpy_only():
+            return fn(*args, **kwargs)
+
+    return run
 
 
 def calibrate(fn: Callable[[], object], min_time: float) -> int:
@@ -110,7 +127,7 @@ class Table:
 
 
 def pool_pad_reshape(a: np.ndarray, ctu: int, mode: str) -> np.ndarray:
-    return native.pool_ctu_numpy(a, ctu, mode)
+    return numpy_path(pool_ctu)(a, ctu, mode)
 
 
 def pool_reduceat(a: np.ndarray, ctu: int, mode: str) -> np.ndarray:
@@ -159,22 +176,9 @@ def qpm_read_numpy(buf: bytes) -> np.ndarray:
 def qpm_read_native(buf: bytes) -> np.ndarray:
     magic, ctu, gw, gh, n = struct.unpack_from("<4sHHHI", buf)
     a = np.frombuffer(buf, np.uint8, offset=14).reshape(n, gh, gw)
-    if native.qpm_first_above(memoryview(buf)[14:], n, gw * gh, 63)[0] >= 0:
+    if qpm_first_above(memoryview(buf)[14:], n, gw * gh, 63)[0] >= 0:
         raise ValueError
     return a
-
-
-def qpm_write_stream_python(maps: np.ndarray) -> bytes:
-    import io
-
-    from vcmtool.qpmap.qpm import QpmWriter
-
-    f = io.BytesIO()
-    w = QpmWriter(f, 64, maps.shape[2], maps.shape[1])
-    for m in maps:
-        w.write(m)
-    w.close()
-    return f.getvalue()
 
 
 def kvazaar_vectorized(d: np.ndarray) -> bytes:
@@ -298,7 +302,7 @@ def main() -> int:
         for mode in ("min", "max", "mean"):
             tab.case(
                 f"pool {label} {mode}",
-                lambda a=a, m=mode: native.pool_ctu(a, 64, m),
+                lambda a=a, m=mode: pool_ctu(a, 64, m),
                 {
                     "pad+reshape": lambda a=a, m=mode: pool_pad_reshape(a, 64, m),
                     "reduceat": lambda a=a, m=mode: pool_reduceat(a, 64, m),
@@ -310,21 +314,18 @@ def main() -> int:
     qps = rng.integers(10, 50, 200)
     tab.case(
         "rasterize 200 boxes",
-        lambda: native.rasterize_boxes(H, W, 64, boxes, qps, 51),
-        {"numpy loop": lambda: native.rasterize_boxes_numpy(H, W, 64, boxes, qps.astype(np.uint8), 51)},
+        lambda: rasterize_boxes(H, W, 64, boxes, qps, 51),
+        {"numpy loop": lambda: numpy_path(rasterize_boxes)(H, W, 64, boxes, qps.astype(np.uint8), 51)},
     )
 
     print("\n## QP-map serialization, 3840x2160 video: 600 frames of the 60x34 CTU grid")
     F = 600
     maps = rng.integers(0, 64, (F, 34, 60)).astype(np.int16)
-    blob = native.qpm_bytes(maps, 64)
+    blob = qpm_bytes(maps, 64)
     tab.case(
         ".qpm write (to bytes)",
-        lambda: native.qpm_bytes(maps, 64),
-        {
-            "vectorized": lambda: native.qpm_bytes_numpy(maps, 64),
-            "streaming QpmWriter": lambda: qpm_write_stream_python(maps),
-        },
+        lambda: qpm_bytes(maps, 64),
+        {"vectorized": lambda: numpy_path(qpm_bytes)(maps, 64)},
     )
     tab.case(
         ".qpm read (from bytes)", lambda: qpm_read_native(blob), {"vectorized": lambda: qpm_read_numpy(blob)}
@@ -332,9 +333,9 @@ def main() -> int:
     deltas = (maps - 32).astype(np.int8)
     tab.case(
         "kvazaar ROI bytes",
-        lambda: native.kvazaar_roi_bytes(deltas),
+        lambda: kvazaar_roi_bytes(deltas),
         {
-            "per-frame join": lambda: native.kvazaar_roi_bytes_numpy(deltas),
+            "per-frame join": lambda: numpy_path(kvazaar_roi_bytes)(deltas),
             "vectorized": lambda: kvazaar_vectorized(deltas),
         },
     )
@@ -342,85 +343,85 @@ def main() -> int:
     m32 = maps.astype(np.int32)
     tab.case(
         "x265 16x16 offsets",
-        lambda: native.x265_offsets(m32, base, height=H, width=W),
+        lambda: x265_offsets(m32, base, height=H, width=W),
         {
             "repeat": lambda: offsets_repeat(m32, base, H, W),
             "take": lambda: offsets_take(m32, base, H, W),
-            "fallback": lambda: native.block_offsets_numpy(m32, base, ctu=64, block=16, height=H, width=W),
+            "fallback": lambda: numpy_path(block_offsets)(m32, base, ctu=64, block=16, height=H, width=W),
         },
     )
     svt = (rng.integers(0, 8, (F, 34, 60)) * 8 - 32).astype(np.int32)
     fn = np.arange(F)
     tab.case(
         "SVT-AV1 ROI text",
-        lambda: native.svtav1_roi_text(svt, fn),
-        {"fallback": lambda: native.svtav1_roi_text_numpy(svt, fn), "lut": lambda: svt_vectorized(svt, fn)},
+        lambda: svtav1_roi_text(svt, fn),
+        {"fallback": lambda: numpy_path(svtav1_roi_text)(svt, fn), "lut": lambda: svt_vectorized(svt, fn)},
     )
     tab.case(
         "CSV text",
-        lambda: native.csv_text(maps),
-        {"fallback": lambda: native.csv_text_numpy(maps), "lut": lambda: csv_vectorized(maps)},
+        lambda: csv_text(maps),
+        {"fallback": lambda: numpy_path(csv_text)(maps), "lut": lambda: csv_vectorized(maps)},
     )
 
     print("\n## The same, one frame at a time (a 60x34 map, as encoders stream them)")
     m1, d1, s1, b1, q1 = maps[:1], deltas[:1], svt[:1], base[:1], m32[:1]
-    blob1 = native.qpm_bytes(m1, 64)
+    blob1 = qpm_bytes(m1, 64)
     tab.case(
         ".qpm write, 1 frame",
-        lambda: native.qpm_bytes(m1, 64),
-        {"vectorized": lambda: native.qpm_bytes_numpy(m1, 64)},
+        lambda: qpm_bytes(m1, 64),
+        {"vectorized": lambda: numpy_path(qpm_bytes)(m1, 64)},
     )
     tab.case(
         ".qpm read, 1 frame", lambda: qpm_read_native(blob1), {"vectorized": lambda: qpm_read_numpy(blob1)}
     )
     tab.case(
         "kvazaar ROI bytes, 1 frame",
-        lambda: native.kvazaar_roi_bytes(d1),
+        lambda: kvazaar_roi_bytes(d1),
         {
-            "per-frame join": lambda: native.kvazaar_roi_bytes_numpy(d1),
+            "per-frame join": lambda: numpy_path(kvazaar_roi_bytes)(d1),
             "vectorized": lambda: kvazaar_vectorized(d1),
         },
     )
     tab.case(
         "x265 16x16 offsets, 1 frame",
-        lambda: native.x265_offsets(q1, b1, height=H, width=W),
+        lambda: x265_offsets(q1, b1, height=H, width=W),
         {"repeat": lambda: offsets_repeat(q1, b1, H, W), "take": lambda: offsets_take(q1, b1, H, W)},
     )
     tab.case(
         "SVT-AV1 ROI text, 1 frame",
-        lambda: native.svtav1_roi_text(s1, fn[:1]),
+        lambda: svtav1_roi_text(s1, fn[:1]),
         {
-            "fallback": lambda: native.svtav1_roi_text_numpy(s1, fn[:1]),
+            "fallback": lambda: numpy_path(svtav1_roi_text)(s1, fn[:1]),
             "lut": lambda: svt_vectorized(s1, fn[:1]),
         },
     )
     tab.case(
         "CSV text, 1 frame",
-        lambda: native.csv_text(m1),
-        {"fallback": lambda: native.csv_text_numpy(m1), "lut": lambda: csv_vectorized(m1)},
+        lambda: csv_text(m1),
+        {"fallback": lambda: numpy_path(csv_text)(m1), "lut": lambda: csv_vectorized(m1)},
     )
 
     print("\n## Bit packing (rate = GB/s of 0/1 input bytes)")
     bits = rng.integers(0, 2, (6, 1080, 1920), dtype=np.uint8)
-    packed = native.pack_bits(bits)
+    packed = pack_bits(bits)
     tab.case(
         "pack_bits 6x1080x1920",
-        lambda: native.pack_bits(bits),
+        lambda: pack_bits(bits),
         {"np.packbits": lambda: pack_numpy(bits)},
         bits.nbytes / 1e9,
         "GB/s",
     )
     tab.case(
         "unpack_bits 6x1080x1920",
-        lambda: native.unpack_bits(packed),
-        {"np.unpackbits": lambda: native.unpack_bits_from_numpy(packed)[0]},
+        lambda: unpack_bits(packed),
+        {"np.unpackbits": lambda: numpy_path(unpack_bits_from)(packed)[0]},
         bits.nbytes / 1e9,
         "GB/s",
     )
     small = rng.integers(0, 2, (6, 68, 120), dtype=np.uint8)  # CDRE-sized: 6 x H/16 x W/16 at 1080p
     tab.case(
         "pack_bits 6x68x120 (per frame)",
-        lambda: native.pack_bits(small),
+        lambda: pack_bits(small),
         {"np.packbits": lambda: pack_numpy(small)},
         small.nbytes / 1e9,
         "GB/s",

@@ -80,3 +80,15 @@ def half_psnr_gap(src: Path, bitstream: Path) -> float:
         w = ref.width // 2
         gaps.append(psnr(ref.y[:, :w], dec.y[:, :w], 255) - psnr(ref.y[:, w:], dec.y[:, w:], 255))
     return float(np.mean(gaps))
+
+
+def numpy_path(fn):
+    """``fn`` run with the native code switched off: the numpy path of the same function, to
+    hold the two against each other (``vcmtool.native.numpy_only``)."""
+    from vcmtool import native
+
+    def run(*args, **kwargs):
+        with native.numpy_only():
+            return fn(*args, **kwargs)
+
+    return run

@@ -14,9 +14,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vcmtool import native
 from vcmtool.bitstream import annexb as ab
+from vcmtool.encoders import libx26x
 from vcmtool.errors import InputError
+from vcmtool.sidestreams.bits import pack_bits, unpack_bits
 
 W, H, N = 256, 192, 8
 UUID = ab.VCMTOOL_UUID.bytes
@@ -314,11 +315,11 @@ def test_fuzz_mutated_streams(streams, name, edits, junk, head):
         assert _run_all(d, codec, use_python=False) == _run_all(d, codec, use_python=True)
 
 
-@pytest.mark.skipif(not native.X265_AVAILABLE, reason=native.X265_REASON or "x265")
+@pytest.mark.skipif(not libx26x.X265_AVAILABLE, reason=libx26x.X265_REASON or "x265")
 def test_driver_stream_with_sei(yuv):
     """Streams written by vcmtool's own x265 driver (per-CTU QPs) carry SEI just as well."""
     raw = np.frombuffer(yuv.read_bytes(), np.uint8).reshape(N, -1)
-    enc = native.X265Encoder(W, H, 25, 1, 8, "ultrafast", {"keyint": "4"})
+    enc = libx26x.X265Encoder(W, H, 25, 1, 8, "ultrafast", {"keyint": "4"})
     grid = np.full((3, 4), 38)
     grid[:, :2] = 26
     out = b""
@@ -328,8 +329,8 @@ def test_driver_stream_with_sei(yuv):
         v = fr[W * H * 5 // 4 :].reshape(H // 2, W // 2)
         out += enc.encode(y, u, v, grid)
     out += enc.flush()
-    payloads = [native.pack_bits(np.ones((6, 3, 4), np.uint8) * (i % 2)) for i in range(N)]
+    payloads = [pack_bits(np.ones((6, 3, 4), np.uint8) * (i % 2)) for i in range(N)]
     with_sei = ab.insert_sei(out, payloads, "hevc")
     assert _decoded_md5(with_sei, "hevc") == _decoded_md5(out, "hevc")
-    got = [native.unpack_bits(p) for p in ab.extract_sei(with_sei, "hevc")]
+    got = [unpack_bits(p) for p in ab.extract_sei(with_sei, "hevc")]
     assert [int(g.max()) for g in got] == [i % 2 for i in range(N)]

@@ -17,7 +17,7 @@ FAST = EncodeSettings(preset="ultrafast")
 
 
 def half_map(clip, base: int, left: int, right: int) -> QPMaps:
-    from vcmtool.native import grid_shape
+    from vcmtool.qpmap.raster import grid_shape
 
     gh, gw = grid_shape(clip.info.height, clip.info.width, 64)
     m = np.full((1, gh, gw), base + right, np.int16)

@@ -21,7 +21,7 @@ import pytest
 
 from tests.conftest import run_cli
 from vcmtool.lab.jrd.format import SPLITS, load_dataset
-from vcmtool.lab.jrd.labels import pool_ctu
+from vcmtool.qpmap.raster import pool_ctu
 
 QPS = "0,30,51"
 OPTS = ["--qps", QPS, "--every", "40", "--max-frames", "2", "--workers", "1"]

@@ -21,10 +21,10 @@ from vcmtool.lab.jrd.labels import (
     mask_iou,
     match,
     pixel_label,
-    pool_ctu,
     reference_instances,
     size_class,
 )
+from vcmtool.qpmap.raster import pool_ctu
 
 
 def test_box_iou_and_box_mask_agree():

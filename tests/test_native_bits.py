@@ -1,4 +1,5 @@
-"""Bit packing of {0,1} tensors: native against numpy.packbits, framing, malformed records."""
+"""Bit packing of {0,1} tensors (vcmtool.sidestreams.bits): native against numpy, framing, malformed
+records."""
 
 from __future__ import annotations
 
@@ -9,8 +10,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vcmtool import native
+from tests.conftest import numpy_path
 from vcmtool.errors import InputError
+from vcmtool.sidestreams.bits import iter_unpack_bits, pack_bits, unpack_bits, unpack_bits_from
+
+pack_bits_numpy = numpy_path(pack_bits)
+unpack_bits_from_numpy = numpy_path(unpack_bits_from)
 
 
 @pytest.mark.parametrize(
@@ -19,31 +24,31 @@ from vcmtool.errors import InputError
 def test_pack_matches_numpy(shape):
     rng = np.random.default_rng(0)
     a = rng.integers(0, 2, shape, dtype=np.uint8)
-    got = native.pack_bits(a)
-    assert got == native.pack_bits_numpy(a)
+    got = pack_bits(a)
+    assert got == pack_bits_numpy(a)
     head = struct.pack(f"<B{len(shape)}I", len(shape), *shape)
     assert got[: len(head)] == head
     assert got[len(head) :] == np.packbits(a.reshape(-1)).tobytes()  # MSB first
-    back = native.unpack_bits(got)
+    back = unpack_bits(got)
     assert back.shape == shape and back.dtype == np.uint8
     np.testing.assert_array_equal(back, a)
-    np.testing.assert_array_equal(native.unpack_bits_from_numpy(got)[0], a)
+    np.testing.assert_array_equal(unpack_bits_from_numpy(got)[0], a)
 
 
 def test_pack_msb_first():
-    assert native.pack_bits(np.array([1, 0, 0, 0, 0, 0, 0, 1, 1], bool))[5:] == b"\x81\x80"
+    assert pack_bits(np.array([1, 0, 0, 0, 0, 0, 0, 1, 1], bool))[5:] == b"\x81\x80"
 
 
 def test_pack_dtypes():
     a = np.random.default_rng(1).integers(0, 2, (4, 33))
-    ref = native.pack_bits(a.astype(np.uint8))
+    ref = pack_bits(a.astype(np.uint8))
     for dt in (bool, np.int64, np.float32, np.float64, np.int8):
-        assert native.pack_bits(a.astype(dt)) == ref
-    assert native.pack_bits(np.asfortranarray(a.astype(np.uint8))) == ref  # C order regardless
-    assert native.pack_bits(a.astype(np.uint8)[:, ::-1][:, ::-1]) == ref
+        assert pack_bits(a.astype(dt)) == ref
+    assert pack_bits(np.asfortranarray(a.astype(np.uint8))) == ref  # C order regardless
+    assert pack_bits(a.astype(np.uint8)[:, ::-1][:, ::-1]) == ref
 
 
-@pytest.mark.parametrize("fn", [native.pack_bits, native.pack_bits_numpy])
+@pytest.mark.parametrize("fn", [pack_bits, pack_bits_numpy])
 def test_pack_rejects_non_binary(fn):
     a = np.zeros(20, np.uint8)
     a[13] = 2
@@ -60,13 +65,13 @@ def test_pack_rejects_non_binary(fn):
 def test_concatenated_records():
     rng = np.random.default_rng(2)
     arrs = [rng.integers(0, 2, (6, h, w), dtype=np.uint8) for h, w in [(3, 5), (8, 8), (1, 1)]]
-    blob = b"".join(native.pack_bits(a) for a in arrs)
-    out = list(native.iter_unpack_bits(blob))
+    blob = b"".join(pack_bits(a) for a in arrs)
+    out = list(iter_unpack_bits(blob))
     assert len(out) == 3
     for a, b in zip(arrs, out, strict=True):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(InputError, match="bytes after the record"):
-        native.unpack_bits(blob)
+        unpack_bits(blob)
 
 
 def _rec(dims, payload):
@@ -86,7 +91,7 @@ MALFORMED = [
 
 
 @pytest.mark.parametrize(("data", "message"), MALFORMED)
-@pytest.mark.parametrize("fn", [native.unpack_bits_from, native.unpack_bits_from_numpy])
+@pytest.mark.parametrize("fn", [unpack_bits_from, unpack_bits_from_numpy])
 def test_malformed_records(fn, data, message):
     with pytest.raises(InputError, match=message) as e:
         fn(data)
@@ -94,7 +99,7 @@ def test_malformed_records(fn, data, message):
 
 
 def test_empty_dimension_record():
-    arr = native.unpack_bits(_rec([0, 0xFFFFFFFF], b""))
+    arr = unpack_bits(_rec([0, 0xFFFFFFFF], b""))
     assert arr.shape == (0, 0xFFFFFFFF)
 
 
@@ -102,7 +107,7 @@ def test_empty_dimension_record():
 @given(st.binary(max_size=48))
 def test_unpack_fuzz(data):
     outcomes = []
-    for fn in (native.unpack_bits_from, native.unpack_bits_from_numpy):
+    for fn in (unpack_bits_from, unpack_bits_from_numpy):
         try:
             arr, end = fn(data)
         except InputError as e:
@@ -117,6 +122,6 @@ def test_unpack_fuzz(data):
 @given(shape=st.lists(st.integers(0, 20), min_size=1, max_size=4), seed=st.integers(0, 2**32 - 1))
 def test_pack_round_trip_fuzz(shape, seed):
     a = np.random.default_rng(seed).integers(0, 2, shape, dtype=np.uint8)
-    b = native.pack_bits(a)
-    assert b == native.pack_bits_numpy(a)
-    np.testing.assert_array_equal(native.unpack_bits(b), a)
+    b = pack_bits(a)
+    assert b == pack_bits_numpy(a)
+    np.testing.assert_array_equal(unpack_bits(b), a)

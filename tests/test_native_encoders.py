@@ -11,15 +11,18 @@ import numpy as np
 import pytest
 
 from vcmtool import native
+from vcmtool.encoders import libx26x
+from vcmtool.encoders.libx26x import X264Encoder, X265Encoder
 from vcmtool.errors import EncoderError
+from vcmtool.qpmap.raster import grid_shape
 
 W, H, N = 256, 192, 6
 
-needs_x265 = pytest.mark.skipif(not native.X265_AVAILABLE, reason=native.X265_REASON or "x265")
-needs_x264 = pytest.mark.skipif(not native.X264_AVAILABLE, reason=native.X264_REASON or "x264")
+needs_x265 = pytest.mark.skipif(not libx26x.X265_AVAILABLE, reason=libx26x.X265_REASON or "x265")
+needs_x264 = pytest.mark.skipif(not libx26x.X264_AVAILABLE, reason=libx26x.X264_REASON or "x264")
 DRIVERS = [
-    pytest.param(native.X265Encoder, "hevc", marks=needs_x265, id="x265"),
-    pytest.param(native.X264Encoder, "h264", marks=needs_x264, id="x264"),
+    pytest.param(X265Encoder, "hevc", marks=needs_x265, id="x265"),
+    pytest.param(X264Encoder, "h264", marks=needs_x264, id="x264"),
 ]
 
 
@@ -91,7 +94,7 @@ def _gaps(lumas, frames, split):
 
 
 def _half_grid(w, h, left, right, ctu=64):
-    g = np.full(native.grid_shape(h, w, ctu), right, np.int32)
+    g = np.full(grid_shape(h, w, ctu), right, np.int32)
     g[:, : g.shape[1] // 2] = left
     return g
 
@@ -136,7 +139,7 @@ def test_x264_readback_qp_equals_map(clip):
     grid = rng.choice(np.arange(12, 37, 4), (H // 16, W // 16)).astype(np.int32)
     frames = _grain(clip[:4])
     for params in ({"keyint": "1"}, {"keyint": "30"}):
-        data = _encode(native.X264Encoder, frames, grid, params=params, ctu=16)
+        data = _encode(X264Encoder, frames, grid, params=params, ctu=16)
         _, qps = _decode(data, "h264", venc_params=True)
         assert len(qps) == 4
         for q in qps:
@@ -144,7 +147,7 @@ def test_x264_readback_qp_equals_map(clip):
     # The 64x64 CTU grid expands to 4x4 macroblocks.
     grid64 = _half_grid(W, H, 20, 32)
     grid64[1, 3] = 16
-    data = _encode(native.X264Encoder, frames[:2], grid64, params={"keyint": "1"})
+    data = _encode(X264Encoder, frames[:2], grid64, params={"keyint": "1"})
     _, qps = _decode(data, "h264", venc_params=True)
     for q in qps:
         _check_h264_qps(q, np.repeat(np.repeat(grid64, 4, 0), 4, 1))
@@ -156,9 +159,7 @@ def test_x264_readback_natural_p_frames(clip):
     # the rest carry the map.
     grid = _half_grid(W, H, 24, 40)
     mb = np.repeat(np.repeat(grid, 4, 0), 4, 1)
-    _, qps = _decode(
-        _encode(native.X264Encoder, clip, grid, params={"keyint": "30"}), "h264", venc_params=True
-    )
+    _, qps = _decode(_encode(X264Encoder, clip, grid, params={"keyint": "30"}), "h264", venc_params=True)
     exact = [_check_h264_qps(q, mb, exact=False) for q in qps]
     assert exact[0] > 0.8 and np.mean(exact) > 0.5, exact
 
@@ -167,12 +168,12 @@ def test_x264_readback_natural_p_frames(clip):
 def test_x264_partial_macroblocks_and_base_only(clip):
     frames = _grain(_crop(200, 120, 2))  # 13 x 8 macroblocks, 4 x 2 CTUs, partial at the edges
     grid = np.array([[20, 26, 32, 36], [36, 32, 26, 20]], np.int32)
-    data = _encode(native.X264Encoder, frames, grid, params={"keyint": "1"})
+    data = _encode(X264Encoder, frames, grid, params={"keyint": "1"})
     _, qps = _decode(data, "h264", venc_params=True)
     for q in qps:
         _check_h264_qps(q, np.repeat(np.repeat(grid, 4, 0), 4, 1)[:8, :13])
     # Only a frame QP: every macroblock at that QP.
-    data = _encode(native.X264Encoder, frames, None, params={"keyint": "1"}, base_qp=33)
+    data = _encode(X264Encoder, frames, None, params={"keyint": "1"}, base_qp=33)
     _, qps = _decode(data, "h264", venc_params=True)
     assert all((q == 33).all() for q in qps)
 
@@ -253,7 +254,7 @@ def test_argument_errors(clip, cls, fmt):
 
 @needs_x265
 def test_x265_threads_option_sets_pool():
-    enc = native.X265Encoder(64, 64, 25, 1, 8, "ultrafast", {"threads": "2"})
+    enc = X265Encoder(64, 64, 25, 1, 8, "ultrafast", {"threads": "2"})
     z = np.zeros((64, 64), np.uint8)
     c = np.full((32, 32), 128, np.uint8)
     assert enc.encode(z, c, c, np.array([[30]])) + enc.flush()
@@ -262,8 +263,8 @@ def test_x265_threads_option_sets_pool():
 def test_availability_is_reported():
     st = native.native_status()
     assert st["native"] == native.NATIVE
-    for lib, flag in (("x265", native.X265_AVAILABLE), ("x264", native.X264_AVAILABLE)):
+    for lib, flag in (("x265", libx26x.X265_AVAILABLE), ("x264", libx26x.X264_AVAILABLE)):
         assert st[lib]["available"] == flag and st[lib]["detail"]
     if native.NATIVE:
-        assert "built without libfoo" in native._driver_reason("libfoo", "NO_SUCH_FLAG")
-        assert native._driver_reason("libx265", "X265_AVAILABLE") == native.X265_REASON
+        assert "built without libfoo" in native.driver_reason("libfoo", "NO_SUCH_FLAG")
+        assert native.driver_reason("libx265", "X265_AVAILABLE") == libx26x.X265_REASON

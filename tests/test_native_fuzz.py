@@ -1,10 +1,10 @@
 """Fuzzing the native fast paths (``vcmtool._native``) against their numpy twins.
 
-Every function of :mod:`vcmtool.native` that has a numpy fallback is called with random and
-hostile arguments (zero sizes, counts whose product overflows 64 bits, negative values,
-truncated buffers, wrong dtypes, strided views) once with the native path and once with the
-fallback (``native._has`` patched to report no extension). Both must return equal results or
-both raise the same clean exception (ValueError, TypeError or InputError).
+Every function with a native and a numpy path (``FUNCS``: the domain modules that own the
+formats) is called with random and hostile arguments (zero sizes, counts whose product
+overflows 64 bits, negative values, truncated buffers, wrong dtypes, strided views) once with
+the native path and once with the fallback (inside ``native.numpy_only()``). Both must return
+equal results or both raise the same clean exception (ValueError, TypeError or InputError).
 
 The hostile calls run in a child process (this file run as a script), so a SIGSEGV or an
 endless loop fails a test instead of killing pytest; the child also calls the raw ``_native``
@@ -15,7 +15,6 @@ own. Seeded and small: the whole file runs in a few seconds.
 from __future__ import annotations
 
 import collections
-import contextlib
 import os
 import struct
 import subprocess
@@ -28,7 +27,33 @@ import numpy as np
 import pytest
 
 from vcmtool import native
+from vcmtool.encoders.kvazaar import kvazaar_roi_bytes
+from vcmtool.encoders.libx26x import block_offsets
+from vcmtool.encoders.svtav1 import svtav1_roi_text
 from vcmtool.errors import InputError
+from vcmtool.qpmap.qpm import csv_text, qpm_bytes, qpm_first_above
+from vcmtool.qpmap.raster import pool_ctu, rasterize_boxes, rasterize_masks
+from vcmtool.sidestreams.bits import iter_unpack_bits, pack_bits, unpack_bits, unpack_bits_from
+
+# Every function with both paths, by the name the cases use.
+FUNCS: dict[str, Callable[..., Any]] = {
+    f.__name__: f
+    for f in (
+        pool_ctu,
+        rasterize_boxes,
+        rasterize_masks,
+        qpm_bytes,
+        qpm_first_above,
+        csv_text,
+        kvazaar_roi_bytes,
+        block_offsets,
+        svtav1_roi_text,
+        pack_bits,
+        unpack_bits_from,
+        unpack_bits,
+        iter_unpack_bits,
+    )
+}
 
 # Clean refusals. MemoryError only comes from sizes far beyond any address space (2**50+ bytes),
 # which both paths must refuse the same way.
@@ -63,16 +88,6 @@ class _Counting:
         return attr
 
 
-@contextlib.contextmanager
-def _fallback() -> Iterator[None]:
-    saved = native._has
-    native._has = lambda name: False  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        native._has = saved  # type: ignore[assignment]
-
-
 def _outcome(fn: Callable[..., Any], args: tuple, kwargs: dict) -> tuple[str, Any]:
     """("ok", result) or ("error", exception type); anything but a clean error propagates."""
     try:
@@ -100,11 +115,11 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def _both(name: str, args: tuple, kwargs: dict | None = None) -> str:
-    """Run ``native.<name>`` on the native path and on the fallback; '' or what differed."""
-    fn = getattr(native, name)
+    """Run ``FUNCS[name]`` on the native path and on the fallback; '' or what differed."""
+    fn = FUNCS[name]
     kwargs = kwargs or {}
     got = _outcome(fn, args, kwargs)
-    with _fallback():
+    with native.numpy_only():
         want = _outcome(fn, args, kwargs)
     if got[0] != want[0] or (got[0] == "error" and got[1] is not want[1]):
         return f"{name}: native {got[0]} {got[1] if got[0] == 'error' else ''} vs numpy {want[0]} " + (
@@ -695,7 +710,7 @@ def _random_cases(rng: np.random.Generator) -> Iterator[tuple[str, tuple, dict]]
         arr.flat[int(rng.integers(0, arr.size))] = 2
     yield "pack_bits", (arr,), {}
 
-    rec = native.pack_bits((rng.random(shape) < 0.5).astype(np.uint8)) * int(rng.integers(1, 3))
+    rec = pack_bits((rng.random(shape) < 0.5).astype(np.uint8)) * int(rng.integers(1, 3))
     cut = bytearray(rec[: int(rng.integers(0, len(rec) + 1))] if rng.random() < 0.3 else rec)
     if cut and rng.random() < 0.3:
         cut[int(rng.integers(0, len(cut)))] = int(rng.integers(0, 256))
@@ -734,13 +749,13 @@ def test_qpm_first_above_overflowing_counts_are_refused():
     """The reported bug, on whichever path is active (also without the extension)."""
     buf = bytes(64)
     with pytest.raises(ValueError, match="shorter"):
-        native.qpm_first_above(buf, 2**32, 2**32, 51)  # product wraps to 0 in 64 bits
+        qpm_first_above(buf, 2**32, 2**32, 51)  # product wraps to 0 in 64 bits
     with pytest.raises(ValueError, match="shorter"):
-        native.qpm_first_above(buf, BIG, 4, 51)
+        qpm_first_above(buf, BIG, 4, 51)
     with pytest.raises(ValueError, match=">= 0"):
-        native.qpm_first_above(buf, -1, 4, 51)
-    assert native.qpm_first_above(buf, 2**63 - 1, 0, 51) == (-1, 0)  # no QPs: nothing above, no loop
-    assert native.qpm_first_above(bytes([1, 2, 60, 3]), 2, 2, 51) == (1, 60)
+        qpm_first_above(buf, -1, 4, 51)
+    assert qpm_first_above(buf, 2**63 - 1, 0, 51) == (-1, 0)  # no QPs: nothing above, no loop
+    assert qpm_first_above(bytes([1, 2, 60, 3]), 2, 2, 51) == (1, 60)
 
 
 if __name__ == "__main__":

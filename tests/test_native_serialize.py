@@ -12,10 +12,29 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vcmtool import native
+from tests.conftest import numpy_path
+from vcmtool.encoders.kvazaar import kvazaar_roi_bytes
+from vcmtool.encoders.libx26x import block_offsets, x265_offsets
+from vcmtool.encoders.svtav1 import svtav1_roi_text
 from vcmtool.errors import InputError
 from vcmtool.qpmap.maps import QPMaps
-from vcmtool.qpmap.qpm import HEADER, QpmWriter, iter_qpm, load_map_file, read_qpm, write_qpm
+from vcmtool.qpmap.qpm import (
+    HEADER,
+    csv_text,
+    iter_qpm,
+    load_map_file,
+    qpm_bytes,
+    qpm_first_above,
+    read_qpm,
+    write_qpm,
+)
+from vcmtool.qpmap.raster import grid_shape
+
+qpm_bytes_numpy = numpy_path(qpm_bytes)
+kvazaar_roi_bytes_numpy = numpy_path(kvazaar_roi_bytes)
+block_offsets_numpy = numpy_path(block_offsets)
+svtav1_roi_text_numpy = numpy_path(svtav1_roi_text)
+csv_text_numpy = numpy_path(csv_text)
 
 
 def _maps(rng, f, gh, gw, lo=0, hi=63, dtype=np.int16):
@@ -26,28 +45,22 @@ def _maps(rng, f, gh, gw, lo=0, hi=63, dtype=np.int16):
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.int32, np.int64, np.uint16, np.int8])
-def test_qpm_bytes_matches_numpy_and_writer(dtype, tmp_path):
+def test_qpm_bytes_matches_numpy_and_layout(dtype):
     rng = np.random.default_rng(0)
     for f, gh, gw in [(1, 1, 1), (3, 34, 60), (7, 5, 3)]:
         m = _maps(rng, f, gh, gw, 0, 127 if dtype == np.int8 else 255, dtype)
-        got = native.qpm_bytes(m, 64)
-        assert got == native.qpm_bytes_numpy(m, 64)
-        p = tmp_path / "w.qpm"
-        with open(p, "wb") as fh:  # the streaming writer gives the same bytes
-            w = QpmWriter(fh, 64, gw, gh)
-            for fr in m:
-                w.write(fr)
-            w.close()
-        assert p.read_bytes() == got
+        got = qpm_bytes(m, 64)
+        assert got == qpm_bytes_numpy(m, 64)
+        assert got == HEADER.pack(b"QPM1", 64, gw, gh, f) + m.astype(np.uint8).tobytes()
 
 
 def test_qpm_bytes_range_errors():
     with pytest.raises(ValueError, match="fit in uint8"):
-        native.qpm_bytes(np.array([[[0, 256]]]), 64)
+        qpm_bytes(np.array([[[0, 256]]]), 64)
     with pytest.raises(ValueError, match="fit in uint8"):
-        native.qpm_bytes(np.array([[[-1, 2]]], np.int8), 64)
+        qpm_bytes(np.array([[[-1, 2]]], np.int8), 64)
     with pytest.raises(ValueError, match="integers"):
-        native.qpm_bytes(np.zeros((1, 2, 2), np.float32), 64)
+        qpm_bytes(np.zeros((1, 2, 2), np.float32), 64)
 
 
 def test_qpm_round_trip(tmp_path):
@@ -69,10 +82,10 @@ def test_qpm_round_trip(tmp_path):
 def test_qpm_first_above_matches_numpy():
     rng = np.random.default_rng(2)
     buf = rng.integers(0, 64, 50 * 12, dtype=np.uint8)
-    assert native.qpm_first_above(buf.tobytes(), 50, 12, 63) == (-1, 0)
+    assert qpm_first_above(buf.tobytes(), 50, 12, 63) == (-1, 0)
     buf[7 * 12 + 3] = 90
     buf[9 * 12] = 200
-    assert native.qpm_first_above(buf.tobytes(), 50, 12, 63) == (7, 90)
+    assert qpm_first_above(buf.tobytes(), 50, 12, 63) == (7, 90)
 
 
 def _qpm(ctu=64, gw=3, gh=2, n=2, body=None, magic=b"QPM1"):
@@ -140,17 +153,17 @@ def _bytes_mutated(b: bytes, i: int, v: int) -> bytes:
 
 def test_kvazaar_roi_layout():
     d = np.array([[[-3, 4, 5], [0, 127, -128]], [[1, 1, 1], [2, 2, 2]]], np.int8)
-    got = native.kvazaar_roi_bytes(d)
+    got = kvazaar_roi_bytes(d)
     expect = b"".join(struct.pack("<ii", 3, 2) + m.tobytes() for m in d)
-    assert got == expect == native.kvazaar_roi_bytes_numpy(d)
+    assert got == expect == kvazaar_roi_bytes_numpy(d)
     rng = np.random.default_rng(3)
     for shape in [(1, 1, 1), (40, 17, 30)]:
         d = rng.integers(-26, 26, shape)
-        assert native.kvazaar_roi_bytes(d) == native.kvazaar_roi_bytes_numpy(d)
+        assert kvazaar_roi_bytes(d) == kvazaar_roi_bytes_numpy(d)
     with pytest.raises(ValueError, match="int8"):
-        native.kvazaar_roi_bytes(np.array([[[200]]]))
+        kvazaar_roi_bytes(np.array([[[200]]]))
     with pytest.raises(ValueError, match="int8"):
-        native.kvazaar_roi_bytes_numpy(np.array([[[200]]]))
+        kvazaar_roi_bytes_numpy(np.array([[[200]]]))
 
 
 def test_kvazaar_reads_one_header_per_frame(tmp_path):
@@ -165,7 +178,7 @@ def test_kvazaar_reads_one_header_per_frame(tmp_path):
     (tmp_path / "in.yuv").write_bytes(b"".join(y.tobytes() + u.tobytes() + v.tobytes() for y, u, v in src))
     a = np.full((3, 4), 12)
     a[:, :2] = -12
-    (tmp_path / "roi.bin").write_bytes(native.kvazaar_roi_bytes(np.stack([a, -a, a])))
+    (tmp_path / "roi.bin").write_bytes(kvazaar_roi_bytes(np.stack([a, -a, a])))
     r = subprocess.run(
         [
             ffmpeg,
@@ -245,7 +258,7 @@ def _clip(n, w, h):
 
 def test_x265_offsets_expand_16x16():
     g = np.array([[30, 40], [20, 51]])
-    off = native.x265_offsets(g, 30, height=100, width=72)
+    off = x265_offsets(g, 30, height=100, width=72)
     assert off.shape == (7, 5) and off.dtype == np.float32
     expect = np.repeat(np.repeat(g - 30, 4, 0), 4, 1)[:7, :5].astype(np.float32)
     np.testing.assert_array_equal(off, expect)
@@ -255,19 +268,19 @@ def test_x265_offsets_expand_16x16():
 def test_block_offsets_matches_numpy(ctu):
     rng = np.random.default_rng(ctu)
     for h, w in [(16, 16), (72, 100), (1080, 1920), (2160, 3840)]:
-        gh, gw = native.grid_shape(h, w, ctu)
+        gh, gw = grid_shape(h, w, ctu)
         g = rng.integers(0, 52, (3, gh, gw))
         base = rng.integers(20, 40, 3)
         for block in (8, 16):
-            got = native.block_offsets(g, base, ctu=ctu, block=block, height=h, width=w)
-            ref = native.block_offsets_numpy(g, base, ctu=ctu, block=block, height=h, width=w)
+            got = block_offsets(g, base, ctu=ctu, block=block, height=h, width=w)
+            ref = block_offsets_numpy(g, base, ctu=ctu, block=block, height=h, width=w)
             np.testing.assert_array_equal(got, ref)
             assert got.shape == (3, -(-h // block), -(-w // block))
 
 
 def test_block_offsets_bad_grid():
     with pytest.raises(ValueError, match="does not cover"):
-        native.x265_offsets(np.zeros((2, 2), int), 0, height=200, width=100)
+        x265_offsets(np.zeros((2, 2), int), 0, height=200, width=100)
 
 
 # --- SVT-AV1 / CSV ---------------------------------------------------------------------------
@@ -275,15 +288,15 @@ def test_block_offsets_bad_grid():
 
 def test_svtav1_roi_text():
     o = np.array([[[0, -20], [-20, 5]], [[1, 1], [1, 1]]])
-    got = native.svtav1_roi_text(o, [0, 7])
-    assert got == "0 0 -20 -20 5\n7 1 1 1 1\n" == native.svtav1_roi_text_numpy(o, [0, 7])
-    assert native.svtav1_roi_text(o) == native.svtav1_roi_text_numpy(o)
+    got = svtav1_roi_text(o, [0, 7])
+    assert got == "0 0 -20 -20 5\n7 1 1 1 1\n" == svtav1_roi_text_numpy(o, [0, 7])
+    assert svtav1_roi_text(o) == svtav1_roi_text_numpy(o)
     rng = np.random.default_rng(5)
     vals = np.array([-255, -30, -1, 0, 7, 100, 200, 255])
     big = vals[rng.integers(0, 8, (20, 34, 60))]
-    assert native.svtav1_roi_text(big) == native.svtav1_roi_text_numpy(big)
+    assert svtav1_roi_text(big) == svtav1_roi_text_numpy(big)
     nine = np.arange(9).reshape(1, 3, 3)
-    for fn in (native.svtav1_roi_text, native.svtav1_roi_text_numpy):
+    for fn in (svtav1_roi_text, svtav1_roi_text_numpy):
         with pytest.raises(ValueError, match="more than 8 distinct"):
             fn(nine)
         with pytest.raises(ValueError, match="outside -255..255"):
@@ -294,9 +307,9 @@ def test_csv_round_trip(tmp_path):
     rng = np.random.default_rng(6)
     for f, gh, gw in [(1, 1, 1), (3, 17, 30)]:
         m = _maps(rng, f, gh, gw)
-        text = native.csv_text(m)
-        assert text == native.csv_text_numpy(m)
+        text = csv_text(m)
+        assert text == csv_text_numpy(m)
         p = tmp_path / "m.csv"
         p.write_text(text)
         np.testing.assert_array_equal(load_map_file(str(p)).data, m)
-    assert native.csv_text(np.array([[[-5, 12]]])) == "-5,12\n"
+    assert csv_text(np.array([[[-5, 12]]])) == "-5,12\n"

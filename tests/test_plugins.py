@@ -24,7 +24,7 @@ GOOD = '''
 """A QP-map source and a task model from outside vcmtool."""
 import numpy as np
 
-from vcmtool.native import grid_shape
+from vcmtool.qpmap.raster import grid_shape
 from vcmtool.qpmap.maps import QPMaps
 from vcmtool.qpmap.sources.base import QPMapSource
 from vcmtool.tasks.base import Detections, TaskModel

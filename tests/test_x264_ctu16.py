@@ -17,16 +17,16 @@ import numpy as np
 import pytest
 
 from tests.conftest import run_cli
-from vcmtool import native
-from vcmtool.encoders import EncodeSettings, get_encoder
+from vcmtool.encoders import EncodeSettings, get_encoder, libx26x
 from vcmtool.io import open_video
 from vcmtool.io.frame import Frame
 from vcmtool.io.y4m import write_y4m
 from vcmtool.qpmap import QPMaps
 from vcmtool.qpmap.qpm import write_qpm
+from vcmtool.qpmap.raster import grid_shape
 from vcmtool.qpmap.stream import MapFeed
 
-pytestmark = pytest.mark.skipif(not native.X264_AVAILABLE, reason=native.X264_REASON or "x264")
+pytestmark = pytest.mark.skipif(not libx26x.X264_AVAILABLE, reason=libx26x.X264_REASON or "x264")
 
 FRAMES = 4
 MB = 16
@@ -81,7 +81,7 @@ def _check_mb_qps(q: np.ndarray, want: np.ndarray, exact: bool = True) -> float:
 
 def _random_mb_map(clip, seed: int = 0) -> np.ndarray:
     """Random QPs per macroblock, 4 apart (x264 merges +-1 steps), different per frame."""
-    gh, gw = native.grid_shape(clip.info.height, clip.info.width, MB)
+    gh, gw = grid_shape(clip.info.height, clip.info.width, MB)
     rng = np.random.default_rng(seed)
     return rng.choice(np.arange(12, 37, 4), (FRAMES, gh, gw)).astype(np.int16)
 
@@ -122,7 +122,7 @@ def test_macroblock_stripes_change_psnr_per_stripe(bikes_y4m, tmp_path):
     from vcmtool.decode import decoded_frames, psnr
 
     clip = open_video(str(bikes_y4m), frames=FRAMES)
-    gh, gw = native.grid_shape(clip.info.height, clip.info.width, MB)
+    gh, gw = grid_shape(clip.info.height, clip.info.width, MB)
     m = np.full((1, gh, gw), 40, np.int16)
     m[:, :, ::2] = 22
     out = tmp_path / "stripes.h264"
@@ -204,7 +204,7 @@ def test_cli_ctu16_uniform_and_file_maps(grainy_y4m, tmp_path):
 def test_other_cell_sizes_expand_to_macroblocks(grainy_y4m, tmp_path, ctu):
     """--ctu 32 and 128 had the same bug: each cell covers (ctu/16)^2 macroblocks."""
     clip = open_video(str(grainy_y4m), frames=2)
-    gh, gw = native.grid_shape(clip.info.height, clip.info.width, ctu)
+    gh, gw = grid_shape(clip.info.height, clip.info.width, ctu)
     m = np.random.default_rng(ctu).choice(np.arange(12, 37, 4), (2, gh, gw)).astype(np.int16)
     enc = get_encoder("x264")
     settings = EncodeSettings(preset="fast", intra_period=1)

@@ -1,8 +1,8 @@
 """Type stub of the C++ extension ``vcmtool._native`` (native/src/bindings.cpp).
 
 Bindings only convert buffers and raise ``ValueError`` (bad arguments) or ``FormatError``
-(malformed data); every caller goes through :mod:`vcmtool.native`, which validates once and
-picks the native or numpy path.
+(malformed data). Each domain module that owns a format (listed in :mod:`vcmtool.native`, the
+loader) validates once and picks the native or numpy path; nothing else calls these.
 """
 
 from collections.abc import Sequence

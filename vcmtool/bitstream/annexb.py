@@ -49,7 +49,7 @@ def _uuid_bytes(u: uuid.UUID | bytes) -> bytes:
 
 
 def _use_native(name: str) -> bool:
-    return native.NATIVE and hasattr(native._native, name)
+    return native.has(name)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ import fcntl
 import os
 import select
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -79,13 +80,36 @@ def pad_to_multiple(frames: Iterable[Frame], width: int, height: int) -> Iterato
         yield Frame(y, u, v, fr.index, fr.bit_depth)
 
 
+def _roi_numpy(d: np.ndarray) -> bytes:
+    if d.size and (d.min() < -128 or d.max() > 127):
+        bad = d[(d < -128) | (d > 127)].flat[0]
+        raise ValueError(f"kvazaar ROI delta {int(bad)} does not fit in int8")
+    f, gh, gw = d.shape
+    # One (frames, 8 + cells) array, not a join over frames: many frames of an empty grid are
+    # one allocation (or one MemoryError), not a Python loop.
+    rec = np.empty((f, 8 + gh * gw), np.uint8)
+    rec[:, :8] = np.frombuffer(struct.pack("<ii", gw, gh), np.uint8)
+    rec[:, 8:] = d.reshape(f, gh * gw).astype(np.int8).view(np.uint8)
+    return rec.tobytes()
+
+
 def kvazaar_roi_bytes(deltas: np.ndarray) -> bytes:
-    """Serialise (frames, rows, cols) int8 deltas as kvazaar's binary ROI file."""
-    if hasattr(native, "kvazaar_roi_bytes"):
-        return native.kvazaar_roi_bytes(deltas.astype(np.int8))
-    f, gh, gw = deltas.shape
-    head = np.array([gw, gh], dtype="<i4").tobytes()
-    return b"".join(head + d.astype(np.int8).tobytes() for d in deltas)
+    """kvazaar's binary ``roi=`` file from (frames, rows, cols) integer QP deltas (-128..127).
+
+    Each frame is int32 LE width, int32 LE height, then width*height int8 deltas in raster
+    order (verified with ffmpeg's libkvazaar: a single header for all frames makes kvazaar
+    assert on frame 2; kvazaar reads one record per frame and loops at EOF). A delta outside
+    int8 is refused (``ValueError``), never wrapped.
+    """
+    d = native.int_maps(deltas, "kvazaar ROI deltas")
+    f, gh, gw = d.shape
+    # An empty array can have huge dimensions: the int32 header and the output size are checked.
+    if gw > 0x7FFFFFFF or gh > 0x7FFFFFFF:
+        raise ValueError("kvazaar ROI grid too large for its int32 header")
+    native.check_size(f * (8 + gh * gw), "kvazaar ROI")
+    if native.has("kvazaar_roi") and d.dtype not in (np.uint32, np.uint64):
+        return native._native.kvazaar_roi(np.ascontiguousarray(d))
+    return _roi_numpy(d)
 
 
 def centre(lo: int, hi: int) -> int:

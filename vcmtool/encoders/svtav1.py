@@ -8,14 +8,18 @@ because the ROI map allows no more distinct values per frame.
 
 from __future__ import annotations
 
+import operator
 import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from vcmtool import native
 from vcmtool.encoders.base import (
     ENCODERS,
     Capabilities,
@@ -48,12 +52,55 @@ def quantise_levels(offsets: np.ndarray, levels: int = MAX_LEVELS) -> np.ndarray
     return grid[np.abs(offsets[..., None] - grid).argmin(axis=-1)].astype(offsets.dtype)
 
 
-def roi_map_text(maps: QPMaps, base: int) -> str:
+def _roi_args(offsets: Any, frame_numbers: Any) -> tuple[np.ndarray, np.ndarray]:
+    o = native.int_maps(offsets, "SVT-AV1 ROI offsets")
+    if frame_numbers is None:
+        return o, np.arange(len(o), dtype=np.int64)
+    raw = np.asarray(frame_numbers).reshape(-1)
+    if len(raw) != len(o):
+        raise ValueError(f"{len(o)} maps but {len(raw)} frame numbers")
+    # Integers within int64 only: a float would be truncated and a huge number wrapped (or an
+    # OverflowError), silently naming the wrong frame. One per frame, so a Python loop is cheap.
+    try:
+        vals = [operator.index(x) for x in raw.tolist()]
+    except TypeError:
+        raise ValueError("SVT-AV1 frame numbers must be integers") from None
+    if any(not -(2**63) <= v <= native.INT64_MAX for v in vals):
+        raise ValueError("SVT-AV1 frame number does not fit in 64 bits")
+    return o, np.array(vals, dtype=np.int64)
+
+
+def _roi_text_numpy(o: np.ndarray, fn: np.ndarray) -> str:
     lines = []
-    for i, m in enumerate(maps.data):
-        off = quantise_levels((m.astype(np.int32) - base) * 4)
-        lines.append(f"{i} " + " ".join(str(int(v)) for v in off.reshape(-1)))
-    return "\n".join(lines) + "\n"
+    for i, (m, n) in enumerate(zip(o, fn, strict=True)):
+        flat = m.reshape(-1)
+        if flat.size and (flat.min() < -255 or flat.max() > 255):
+            bad = flat[(flat < -255) | (flat > 255)][0]
+            raise ValueError(f"SVT-AV1 ROI offset {int(bad)} (frame {i}) outside -255..255")
+        if len(np.unique(flat)) > MAX_LEVELS:
+            raise ValueError(
+                f"SVT-AV1 ROI map of frame {i} has more than 8 distinct offsets (AV1 has 8 segments)"
+            )
+        lines.append(" ".join([str(int(n)), *map(str, flat.tolist())]) + "\n")
+    return "".join(lines)
+
+
+def svtav1_roi_text(offsets: np.ndarray, frame_numbers: Sequence[int] | None = None) -> str:
+    """SvtAv1EncApp ``--roi-map-file`` text: per frame ``"<frame> <off> <off> ...\\n"``.
+
+    ``offsets`` are qindex offsets (-255..255) per 64x64 superblock in raster order, at most 8
+    distinct values per frame (AV1 segments). ``frame_numbers`` default to 0, 1, 2, ...
+    """
+    o, fn = _roi_args(offsets, frame_numbers)
+    if native.has("svtav1_roi") and native.fits_int32(o):
+        return native._native.svtav1_roi(o, fn)
+    return _roi_text_numpy(o, fn)
+
+
+def roi_map_text(maps: QPMaps, base: int) -> str:
+    """The ROI file of absolute QP maps around the frame QP ``base``: QP deltas x 4 as qindex
+    offsets, quantised to at most 8 levels per frame."""
+    return svtav1_roi_text(np.stack([quantise_levels((m.astype(np.int32) - base) * 4) for m in maps.data]))
 
 
 @ENCODERS.register("svtav1")

@@ -86,7 +86,7 @@ def regrid(grid64: np.ndarray, height: int, width: int, ctu: int) -> np.ndarray:
     """A 64x64-CTU map on another CTU grid: each block takes the min of the 64-CTUs it touches."""
     if ctu == 64:
         return grid64
-    from vcmtool.native import grid_shape
+    from vcmtool.qpmap.raster import grid_shape
 
     gh, gw = grid_shape(height, width, ctu)
     rows = [(r * ctu // 64, ((r + 1) * ctu - 1) // 64) for r in range(gh)]

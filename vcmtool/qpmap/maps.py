@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vcmtool.errors import UsageError
-from vcmtool.native import grid_shape
+from vcmtool.qpmap.raster import grid_shape
 
 
 @dataclass

@@ -7,14 +7,19 @@ anything malformed with the file name and what is wrong.
 Every reader hands out exactly the QPs the file holds or refuses the file: a map value that is
 not an integer in 0..63 (NaN, inf, 31.5, -1, 70) is refused with its position, never rounded,
 clamped or wrapped into range.
+
+This module owns the bytes of the format: the writer (:func:`qpm_bytes`, native or numpy) and
+the reader's header and range checks (:func:`iter_qpm`, :func:`qpm_first_above`), and the CSV
+text (:func:`csv_text`).
 """
 
 from __future__ import annotations
 
+import operator
 import os
 import struct
 from collections.abc import Callable, Iterator
-from typing import BinaryIO
+from typing import Any
 
 import numpy as np
 
@@ -30,30 +35,68 @@ FRACTION_TOL = 1e-6  # how far from an integer a float QP in .npy/.csv may be
 MAX_FIELD = 32  # a CSV field longer than this is not a QP (and 200 kB would only slow float())
 
 
-class QpmWriter:
-    """Streaming writer; the header's frame count is patched on close."""
+# ---------------------------------------------------------------------------------------------
+# .qpm bytes (native or numpy; both refuse the same arguments with the same ValueError)
 
-    def __init__(self, f: BinaryIO, ctu: int, grid_w: int, grid_h: int) -> None:
-        self.f, self.ctu, self.gw, self.gh, self.count = f, ctu, grid_w, grid_h, 0
-        f.write(HEADER.pack(MAGIC, ctu, grid_w, grid_h, 0))
 
-    def write(self, qp_map: np.ndarray) -> None:
-        m = np.asarray(qp_map)
-        if m.shape != (self.gh, self.gw):
-            raise ValueError(f"map shape {m.shape} != grid {(self.gh, self.gw)}")
-        if m.min() < 0 or m.max() > 255:
-            raise ValueError("QPs must fit in uint8")
-        self.f.write(m.astype(np.uint8).tobytes())
-        self.count += 1
+def _qpm_args(maps: Any, ctu: Any) -> tuple[np.ndarray, int]:
+    a = native.int_maps(maps)
+    f, gh, gw = a.shape
+    ctu = native.count_arg(ctu, "ctu")
+    # The header fields are uint16/uint32: a larger value would not fit (struct.error in the
+    # numpy path, a silent wrap if unchecked), so both paths refuse it here.
+    if ctu > 0xFFFF or gw > 0xFFFF or gh > 0xFFFF or f > 0xFFFFFFFF:
+        raise ValueError("ctu, grid or frame count too large for a .qpm header")
+    return a, ctu
 
-    def close(self) -> None:
-        self.f.seek(0)
-        self.f.write(HEADER.pack(MAGIC, self.ctu, self.gw, self.gh, self.count))
-        self.f.seek(0, os.SEEK_END)
+
+def _qpm_bytes_numpy(a: np.ndarray, ctu: int) -> bytes:
+    f, gh, gw = a.shape
+    if a.size and (a.min() < 0 or a.max() > 255):
+        raise ValueError("QPs must fit in uint8")
+    return HEADER.pack(MAGIC, ctu, gw, gh, f) + a.astype(np.uint8).tobytes()
+
+
+def qpm_bytes(maps: np.ndarray, ctu: int) -> bytes:
+    """A whole ``.qpm`` file (header + frames) from (frames, rows, cols) integer QPs (0..255)."""
+    a, ctu = _qpm_args(maps, ctu)
+    if native.has("qpm_encode") and a.dtype not in (np.uint32, np.uint64):
+        return native._native.qpm_encode(np.ascontiguousarray(a), ctu)
+    return _qpm_bytes_numpy(a, ctu)
+
+
+def _first_above_numpy(mv: memoryview, frames: int, frame_size: int, max_qp: int) -> tuple[int, int]:
+    if not frames or not frame_size:  # no QPs at all, so none above the limit
+        return -1, 0
+    a = np.frombuffer(mv, dtype=np.uint8, count=frames * frame_size).reshape(frames, frame_size)
+    m = a.max(axis=1)
+    bad = np.flatnonzero(m > max_qp)
+    return (int(bad[0]), int(m[bad[0]])) if len(bad) else (-1, 0)
+
+
+def qpm_first_above(buf: Any, frames: int, frame_size: int, max_qp: int) -> tuple[int, int]:
+    """Index of the first frame with a QP above ``max_qp`` and that frame's maximum; (-1, 0).
+
+    ``buf`` holds at least ``frames`` x ``frame_size`` bytes (``ValueError`` otherwise, also for
+    negative counts); frames of size 0 hold no QP, so (-1, 0).
+    """
+    mv = native.byte_buffer(buf)
+    frames, frame_size = native.count_arg(frames, "frame count"), native.count_arg(frame_size, "frame size")
+    # Python integers do not wrap: this is the exact bound the C++ code tests by division.
+    if frames * frame_size > mv.nbytes:
+        raise ValueError(f"buffer of {mv.nbytes} bytes is shorter than {frames} frames of {frame_size} bytes")
+    # QPs are uint8: clamping the limit to -1..255 changes no answer and keeps it in C int range.
+    try:
+        max_qp = min(max(operator.index(max_qp), -1), 255)
+    except TypeError:
+        raise ValueError(f"max_qp must be an integer, got {max_qp!r}") from None
+    if native.has("qpm_check"):
+        return native._native.qpm_check(mv, frames, frame_size, max_qp)
+    return _first_above_numpy(mv, frames, frame_size, max_qp)
 
 
 def write_qpm(path: str | os.PathLike[str], maps: QPMaps) -> None:
-    data = native.qpm_bytes(maps.data, maps.ctu)  # header + all frames, range-checked
+    data = qpm_bytes(maps.data, maps.ctu)  # header + all frames, range-checked
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         f.write(data)
 
@@ -95,7 +138,7 @@ def iter_qpm(path: str | os.PathLike[str]) -> tuple[tuple[int, int, int, int], I
                 if len(buf) != fs * k:
                     raise InputError(f"{path}: file changed while reading")
                 chunk = np.frombuffer(buf, dtype=np.uint8).reshape(k, gh, gw)
-                bad, top = native.qpm_first_above(buf, k, fs, MAX_QP)
+                bad, top = qpm_first_above(buf, k, fs, MAX_QP)
                 yield from chunk[: k if bad < 0 else bad]
                 if bad >= 0:
                     raise InputError(f"{path}: QP {top} above {MAX_QP} in frame {n - left + bad}")
@@ -107,6 +150,15 @@ def iter_qpm(path: str | os.PathLike[str]) -> tuple[tuple[int, int, int, int], I
 def read_qpm(path: str | os.PathLike[str]) -> QPMaps:
     (ctu, _, _, _), it = iter_qpm(path)
     return QPMaps(np.stack(list(it)), ctu)
+
+
+def csv_text(maps: np.ndarray) -> str:
+    """CSV of integer QP maps: comma-separated rows, a blank line between frames (the layout
+    :func:`load_map_file` reads)."""
+    a = native.int_maps(maps)
+    if native.has("csv") and native.fits_int32(a):
+        return native._native.csv(a)
+    return "\n".join("".join(",".join(map(str, row)) + "\n" for row in m.tolist()) for m in a)
 
 
 def load_map_file(path: str, ctu: int = 64) -> QPMaps:

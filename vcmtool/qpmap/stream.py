@@ -141,7 +141,7 @@ class MapFeed:
         prep: FramePrep | None = None,
         offset: int = 0,
     ) -> None:
-        from vcmtool.native import grid_shape
+        from vcmtool.qpmap.raster import grid_shape
 
         self._it = iter(grids)
         self.ctu = ctu

@@ -121,9 +121,5 @@ class RateQPModel:
         # stats in the log domain: RMSE is then a relative rate error
         return model, fit_stats(a + b * q[ok], np.log(r[ok]))
 
-    def with_anchor(self, qp: float, rate: float) -> RateQPModel:
-        """Same slope through a measured point (one probe encode re-anchors a stored model)."""
-        return RateQPModel(float(np.log(rate) - self.b * qp), self.b)
-
     def to_json(self) -> dict:
         return asdict(self)

@@ -2,7 +2,7 @@
 
 Payload (carried in an SEI user_data_unregistered message with ``VCMTOOL_UUID``, or in a
 side file): ``b"CD"``, version, coder id, uint32 LE display-order frame index, then the
-coded body. The body is :func:`vcmtool.native.pack_bits` of the (channels, rows, cols) 0/1
+coded body. The body is :func:`vcmtool.sidestreams.bits.pack_bits` of the (channels, rows, cols) 0/1
 array, passed through the entropy coder named by the coder id. The frame index makes the
 payload independent of which access unit carries it (decode order may differ from display order).
 
@@ -25,7 +25,8 @@ import numpy as np
 from vcmtool.atomic import atomic_path
 from vcmtool.errors import InputError, ModelError
 from vcmtool.modelfiles import model_path
-from vcmtool.native import pack_bits, unpack_bits
+from vcmtool.registry import parse_spec
+from vcmtool.sidestreams.bits import pack_bits, unpack_bits
 
 ENCODER_ONNX = model_path("cdre_encoder.onnx")
 DECODER_PT = model_path("cdre_decoder.pt")
@@ -151,10 +152,6 @@ def frame_rgb(bgr: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a[..., ::-1].transpose(2, 0, 1)[None], dtype=np.float32) / np.float32(255.0)
 
 
-def bits_shape(width: int, height: int, channels: int) -> tuple[int, int, int]:
-    return channels, -(-height // STRIDE), -(-width // STRIDE)
-
-
 class CdreSideEncoder:
     """The exported encoder under onnxruntime (CUDA provider when present, else CPU)."""
 
@@ -265,9 +262,9 @@ class SideStreams(Mapping[str, Callable[..., dict]]):
     def __getitem__(self, name: str) -> Callable[..., dict]:
         if name in self._named:
             return self._named[name]
-        kind, sep, arg = name.partition(":")
-        if sep and kind in self._parametric:
-            return self._parametric[kind](arg)
+        spec = parse_spec(name, "side stream")
+        if spec.arg and spec.name in self._parametric:
+            return self._parametric[spec.name](spec.arg)
         raise KeyError(name)
 
     def __iter__(self) -> Iterator[str]:

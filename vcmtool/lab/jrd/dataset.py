@@ -38,11 +38,11 @@ from vcmtool.lab.jrd.labels import (
     first_failure,
     l_max,
     pixel_label,
-    pool_ctu,
     reference_instances,
     size_class,
 )
 from vcmtool.lab.jrd.sources import FrameRef, expand, is_video, load_frame
+from vcmtool.qpmap.raster import pool_ctu
 from vcmtool.runner import Item, Outcome, run_items
 
 # Fastest preset of each backend that keeps its intra tools (measured: kvazaar ultrafast is 2x
@@ -229,7 +229,7 @@ def label_image(payload: dict[str, Any]) -> dict[str, Any]:
         })
     qp_max = get_qp_max(cfg.encoder)
     px = pixel_label(h, w, regions, qp_max)
-    grid = pool_ctu(px, cfg.ctu)
+    grid = pool_ctu(px, cfg.ctu, "min")
 
     if payload.get("write_image", True):
         with atomic_path(root / fmt.image_rel(iid)) as tmp:

@@ -185,13 +185,3 @@ def pixel_label(height: int, width: int, regions: Sequence[tuple[np.ndarray, int
     for mask, level in regions:
         np.minimum(out, np.where(mask, np.uint8(level), np.uint8(qp_max)), out=out)
     return out
-
-
-def pool_ctu(pixel: np.ndarray, ctu: int = 64) -> np.ndarray:
-    """Min-pool a pixel map to the CTU grid (ceil(H/ctu), ceil(W/ctu)); edge CTUs are partial."""
-    h, w = pixel.shape
-    gh, gw = -(-h // ctu), -(-w // ctu)
-    fill = np.iinfo(pixel.dtype).max if pixel.dtype.kind in "ui" else np.inf
-    padded = np.full((gh * ctu, gw * ctu), fill, pixel.dtype)
-    padded[:h, :w] = pixel
-    return padded.reshape(gh, ctu, gw, ctu).min(axis=(1, 3))

@@ -93,9 +93,6 @@ class Atlas:
             g[r.top // CTU : (r.top + r.rows) // CTU] = qps[r.stride]
         return g
 
-    def region_pixels(self) -> dict[int, int]:
-        return {r.stride: r.rows * self.width for r in self.regions}
-
 
 def code_luma(y: np.ndarray, qp_grid: np.ndarray, encoder: str = "kvazaar",
               preset: str = "veryfast") -> tuple[int, np.ndarray]:

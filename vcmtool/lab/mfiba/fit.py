@@ -65,12 +65,12 @@ def measure_image(payload: dict) -> dict:
     """All encodes and detections of one development image (a ``run_items`` work function)."""
     import cv2
 
-    from vcmtool import native
     from vcmtool.bench.evaluate import EVAL_MIN_SCORE, PSEUDO_GT_MIN_SCORE
     from vcmtool.decode import decoded_frames, packet_bits
     from vcmtool.encoders import EncodeSettings, get_encoder
     from vcmtool.io import open_video
     from vcmtool.qpmap.maps import QPMaps
+    from vcmtool.qpmap.raster import rasterize_boxes
     from vcmtool.tasks import get_task_model
 
     img = DevImage(**payload["image"])
@@ -80,7 +80,7 @@ def measure_image(payload: dict) -> dict:
     model = get_task_model("yolov3-tiny", score_threshold=EVAL_MIN_SCORE)
     ref = model.detect(bgr)
     gt = ref.filter(PSEUDO_GT_MIN_SCORE)
-    inst = native.rasterize_boxes(h, w, CTU, gt.boxes, np.zeros(len(gt), np.uint8), 1) == 0
+    inst = rasterize_boxes(h, w, CTU, gt.boxes, np.zeros(len(gt), np.uint8), 1) == 0
     enc = get_encoder("kvazaar")
     settings = EncodeSettings(FIT_PRESET, 1, 1)
     gh, gw = inst.shape
