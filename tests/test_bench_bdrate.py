@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from vcmtool.bench.bdrate import bd_quality, bd_rate, monotone_fit
-from vcmtool.bench.evaluate import GroundTruth, bootstrap_samples, percentile_ci
+from vcmtool.eval.bdrate import bd_quality, bd_rate, monotone_fit
+from vcmtool.eval.coco import GroundTruth, bootstrap_samples, percentile_ci
 
 RATE = np.array([0.01, 0.02, 0.04, 0.08])
 MAP = np.array([40.0, 55.0, 66.0, 72.0])

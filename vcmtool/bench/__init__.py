@@ -1,7 +1,9 @@
 """``vcmtool bench``: RD curves, task mAP and BD figures over a grid of encodes.
 
-``grid`` (point specs), ``points`` (the work per point), ``evaluate`` (pycocotools mAP, bootstrap),
-``bdrate`` (Bjontegaard deltas), ``run`` (orchestration), ``report`` (CSV/JSON/Markdown/PNG).
+``grid`` (point specs), ``methods`` (what a method name means), ``points`` (the work per point),
+``judges`` (scoring by further detectors), ``run`` (orchestration), ``report``
+(CSV/JSON/Markdown/PNG). mAP, bootstrap and BD-rate are :mod:`vcmtool.eval`, shared with the
+experiments in :mod:`vcmtool.lab`.
 """
 
 from vcmtool.bench.grid import BenchConfig

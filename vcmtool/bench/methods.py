@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vcmtool.registry import parse_spec
+
 ANCHOR = "none"
 
 # detections on decoded BGR frames, given the bitstream (for what it carries beside the video)
@@ -92,10 +94,12 @@ METHOD_KINDS: dict[str, Callable[[str], BenchMethod]] = {"cdre": _cdre}
 @functools.cache
 def resolve(spec: str) -> BenchMethod:
     """A method from its spec; anything that is not a method kind must be a QP-map source."""
-    for sep in (":", "-"):  # "cdre:joint" and its display name "cdre-joint"
-        kind, found, arg = spec.partition(sep)
-        if kind in METHOD_KINDS and (found or spec == kind):
-            return METHOD_KINDS[kind](arg)
+    parsed = parse_spec(spec, "bench method")  # "cdre:joint"
+    if parsed.name in METHOD_KINDS:
+        return METHOD_KINDS[parsed.name](parsed.arg)
+    kind, _, arg = spec.partition("-")  # a display name, "cdre-joint", read back from a report
+    if kind in METHOD_KINDS and arg:
+        return METHOD_KINDS[kind](arg)
     from vcmtool.qpmap.sources import get_source
 
     src = get_source(spec)  # unknown names fail here, with the list of known ones

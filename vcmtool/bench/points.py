@@ -13,8 +13,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from vcmtool.bench.evaluate import EVAL_MIN_SCORE
 from vcmtool.decode import decoded_frames
+from vcmtool.eval.coco import EVAL_MIN_SCORE
 from vcmtool.io.frame import Frame
 from vcmtool.io.open import open_video
 

@@ -20,9 +20,9 @@ from importlib import metadata
 from pathlib import Path
 
 from vcmtool.atomic import atomic_path, write_text_atomic
-from vcmtool.bench.evaluate import EVAL_MIN_SCORE, PSEUDO_GT_MIN_SCORE
 from vcmtool.bench.grid import ANCHOR
 from vcmtool.bench.run import BenchResult
+from vcmtool.eval.coco import EVAL_MIN_SCORE, PSEUDO_GT_MIN_SCORE
 from vcmtool.provenance import base_versions, git_commit, md5_file
 
 POINT_COLS = ["input", "codec", "method", "qp", "qp_offset", "frames", "bits", "side_bits", "bpp", "psnr_y",

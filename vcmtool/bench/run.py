@@ -15,8 +15,6 @@ from pathlib import Path
 
 import numpy as np
 
-from vcmtool.bench import bdrate
-from vcmtool.bench.evaluate import GroundTruth, Key, Matched, bootstrap_samples, percentile_ci
 from vcmtool.bench.grid import (
     ANCHOR,
     BenchConfig,
@@ -32,6 +30,8 @@ from vcmtool.bench.methods import resolve
 from vcmtool.bench.points import encode_point, source_point
 from vcmtool.encoders import get_encoder
 from vcmtool.errors import InputError, UsageError
+from vcmtool.eval import bdrate
+from vcmtool.eval.coco import GroundTruth, Key, Matched, bootstrap_samples, percentile_ci
 from vcmtool.runner import run_items
 
 MIN_RATE_POINTS = 4  # DESIGN.md: at least four rate points per curve

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from vcmtool.errors import UsageError
-from vcmtool.registry import Registry
+from vcmtool.registry import Registry, parse_spec
 
 
 @dataclass
@@ -66,7 +66,7 @@ class Detections:
 
     def rows(self) -> list[list[float]]:
         """JSON-friendly rows ``[x0, y0, x1, y1, score, class_id]``: how results, caches and the
-        mAP scorer (:class:`vcmtool.bench.evaluate.GroundTruth`) exchange detections."""
+        mAP scorer (:class:`vcmtool.eval.coco.GroundTruth`) exchange detections."""
         return [[*map(float, b), float(s), int(c)]
                 for b, s, c in zip(self.boxes, self.scores, self.classes, strict=True)]
 
@@ -171,11 +171,8 @@ def get_task_model(spec: str = DEFAULT_TASK_MODEL, **options: Any) -> TaskModel:
     cached per process by spec and options because loading costs a noticeable fraction of a
     second; treat returned models as shared and do not mutate them.
     """
-    name, _, arg = spec.partition(":")
-    name = name.strip()
-    if not name:
-        raise UsageError(f"empty task model spec {spec!r}")
-    factory = TASK_MODELS.get(name)
+    parsed = parse_spec(spec, TASK_MODELS.kind)
+    TASK_MODELS.get(parsed.name)  # an unknown name fails here, with the list of known ones
     try:
         key: tuple[str, tuple[tuple[str, Any], ...]] | None = (spec, tuple(sorted(options.items())))
         hash(key)
@@ -184,7 +181,7 @@ def get_task_model(spec: str = DEFAULT_TASK_MODEL, **options: Any) -> TaskModel:
     with _cache_lock:
         if key is not None and key in _cache:
             return _cache[key]
-        model = factory(arg, **options)
+        model = TASK_MODELS.build(parsed, **options)
         if key is not None:
             _cache[key] = model
         return model

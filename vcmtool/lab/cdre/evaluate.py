@@ -4,7 +4,7 @@ For each (segment, QP) coded by the data builder: the detector's mAP on the deco
 without and with the CDRE embedding, against pseudo ground truth (the same detector on the
 originals), and the rates: bitstream bits alone vs bitstream + the side stream as actually
 carried (SEI NAL units inserted into a copy of the bitstream; the growth is what is counted).
-BD-rate with :func:`vcmtool.bench.bdrate.bd_rate` (bjontegaard, pchip). Resumable through
+BD-rate with :func:`vcmtool.eval.bdrate.bd_rate` (bjontegaard, pchip). Resumable through
 :func:`vcmtool.runner.run_items`; results are cached per item in ``state``.
 """
 
@@ -22,7 +22,7 @@ _CACHE: dict[str, object] = {}
 
 
 def _detector(decoder: str):
-    from vcmtool.bench.evaluate import EVAL_MIN_SCORE
+    from vcmtool.eval.coco import EVAL_MIN_SCORE
     from vcmtool.sidestreams.cdre_receiver import CdreDetector
 
     if decoder not in _CACHE:
@@ -70,8 +70,8 @@ def _key(method: str, tag: str, it: dict) -> str:
 
 def evaluate(items: list[dict], state: str | Path, encoder: str, decoder: str, tag: str) -> dict:
     """``items``: data-builder results of the eval segments (all QPs). Returns the summary."""
-    from vcmtool.bench.bdrate import bd_rate
-    from vcmtool.bench.evaluate import GroundTruth
+    from vcmtool.eval.bdrate import bd_rate
+    from vcmtool.eval.coco import GroundTruth
 
     segs = {it["segment"]: it for it in items}
     work = [Item(f"gt-{s}", {"method": "gt", "npz": it["npz"], "decoder": decoder})

@@ -20,7 +20,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch import Tensor
 from tqdm import tqdm
 
-from vcmtool.bench.evaluate import EVAL_MIN_SCORE, GroundTruth
+from vcmtool.eval.coco import EVAL_MIN_SCORE, GroundTruth
 from vcmtool.sidestreams.cdre_model import CdreConfig, CdreEncoder, CdreReceiver
 from vcmtool.sidestreams.cdre_receiver import placements
 from vcmtool.tasks.darknet import Yolo

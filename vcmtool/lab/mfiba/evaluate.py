@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from vcmtool.bench.evaluate import EVAL_MIN_SCORE
+from vcmtool.eval.coco import EVAL_MIN_SCORE
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ def reference_point(payload: dict) -> dict:
 
 def task_scores(ref: dict, points: list[dict]) -> list[tuple[float, float, float]]:
     """(bpp, mAP@[.5:.95], mAP@.5) per point against the clip's pseudo ground truth."""
-    from vcmtool.bench.evaluate import GroundTruth
+    from vcmtool.eval.coco import GroundTruth
 
     name = ref["clip"]
     frames = {(name, i): d for i, d in enumerate(ref["detections"])}

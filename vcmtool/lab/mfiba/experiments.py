@@ -159,7 +159,7 @@ def run_eval(
     the Markdown lines.
     """
     from vcmtool.atomic import write_text_atomic
-    from vcmtool.bench.bdrate import bd_rate
+    from vcmtool.eval.bdrate import bd_rate
     from vcmtool.io import open_video
     from vcmtool.lab.mfiba import evaluate as ev
     from vcmtool.runner import Item, run_items
@@ -296,7 +296,7 @@ def pooled(
     results: list[dict], points_of: Callable[[dict], dict], sizes_key=("width", "height")
 ) -> tuple[float, float, float]:
     """(bpp, mAP@[.5:.95] %, mAP@.5 %) of one rate point pooled over images vs pseudo-GT."""
-    from vcmtool.bench.evaluate import GroundTruth
+    from vcmtool.eval.coco import GroundTruth
 
     frames, dets, sizes, bits, pix = {}, {}, {}, 0, 0
     for r in results:
@@ -317,8 +317,8 @@ def run_features(n_images: int, out_dir: str | Path, state_dir: str | Path, work
     quadratic_stats)``: the document and the dataset loss-rate fits.
     """
     from vcmtool.atomic import write_text_atomic
-    from vcmtool.bench.bdrate import bd_rate
-    from vcmtool.bench.evaluate import GroundTruth
+    from vcmtool.eval.bdrate import bd_rate
+    from vcmtool.eval.coco import GroundTruth
     from vcmtool.lab.mfiba import features as fc
     from vcmtool.lab.mfiba.fit import DEV_IMAGES
     from vcmtool.lab.mfiba.plots import fcm_plot

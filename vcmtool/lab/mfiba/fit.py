@@ -6,7 +6,7 @@ For each development image (intra coding, kvazaar, per-CTU QPs):
   CTUs at several QPs, the other class held at a reference QP; the mean task loss of each class
   divided by its area share is that class's importance density.
 Task loss is 100 * (1 - mAP) against pseudo ground truth (the model's own detections on the
-uncompressed image), pooled over the images with pycocotools (``vcmtool.bench.evaluate``).
+uncompressed image), pooled over the images with pycocotools (``vcmtool.eval.coco``).
 Rate-QP priors per encoder come from inter coding of a development clip at several QPs.
 Per-image work runs through ``vcmtool.runner`` (resumable, one item per image).
 """
@@ -65,9 +65,9 @@ def measure_image(payload: dict) -> dict:
     """All encodes and detections of one development image (a ``run_items`` work function)."""
     import cv2
 
-    from vcmtool.bench.evaluate import EVAL_MIN_SCORE, PSEUDO_GT_MIN_SCORE
     from vcmtool.decode import decoded_frames, packet_bits
     from vcmtool.encoders import EncodeSettings, get_encoder
+    from vcmtool.eval.coco import EVAL_MIN_SCORE, PSEUDO_GT_MIN_SCORE
     from vcmtool.io import open_video
     from vcmtool.qpmap.maps import QPMaps
     from vcmtool.qpmap.raster import rasterize_boxes
@@ -109,7 +109,7 @@ def measure_image(payload: dict) -> dict:
 
 def pooled_loss(results: list[dict], cond: str, qp: int) -> tuple[float, float, float]:
     """(bpp, loss mAP@[.5:.95], loss mAP@.5) in percent points, pooled over images."""
-    from vcmtool.bench.evaluate import GroundTruth
+    from vcmtool.eval.coco import GroundTruth
 
     frames, dets, sizes, bits, pix = {}, {}, {}, 0, 0
     for r in results:
