@@ -142,9 +142,6 @@ class GroundTruth:
         categories = [c for c in cats if c["id"] in keep_cats]
         return cls(keys, ims, categories, kept, class_to_cat)
 
-    def subset(self, keys: set[Key]) -> list[Key]:
-        return [k for k in self.keys if k in keys]
-
     def match(self, frames: dict[Key, list[Row]]) -> Matched:
         """Match one rate point's detections to the ground truth (COCOeval.evaluate, once)."""
         from pycocotools.cocoeval import COCOeval

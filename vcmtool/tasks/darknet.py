@@ -120,10 +120,6 @@ class DarknetNet:
     def heads(self) -> list[Yolo]:
         return [layer for layer in self.layers if isinstance(layer, Yolo)]
 
-    @property
-    def head_strides(self) -> list[int]:
-        return [self.strides[i] for i in self.yolo_layers]
-
     def feature_layers(self) -> dict[int, int]:
         """Layer index of the trunk feature map at each stride (keys are strides).
 
