@@ -1,7 +1,8 @@
 """The Python API: what the CLI does, callable from a notebook or another program.
 
 ``encode`` and ``qpmap`` take the CLI's options as keyword arguments (``qpmap="roi"``,
-``qp=30``, ``codec="x265"``, ``roi_qp_in=26``, ``params={"rd": "1"}``, ...) and return the same
+``qp=30``, ``codec="x265"``, ``params={"rd": "1"}``, a QP-map source's options by their
+``map_options`` keys: ``roi_qp_in=26``, a plug-in's ``stripes_width=2``, ...) and return the same
 report ``vcmtool encode --json`` prints. They apply the same checks (option ranges, the output
 policy, ``overwrite=False`` refusing existing files) and raise :class:`vcmtool.errors.VcmError`
 subclasses (``UsageError``, ``InputError``, ``EncoderError``) where the CLI prints one line.
@@ -20,7 +21,6 @@ from vcmtool.outputs import refuse_existing
 from vcmtool.pipeline import EncodeJob, default_output, job_outputs, run_encode, run_qpmap
 from vcmtool.qpmap.maps import QPMaps
 
-_MAP_OPTIONS = ("roi_qp_in", "roi_qp_out", "roi_margin", "roi_classes", "roi_min_score")
 _JOB_FIELDS = {f.name for f in fields(EncodeJob)} - {"input", "output", "map_options", "encoder_params"}
 PathLike = str | os.PathLike[str]
 
@@ -28,14 +28,20 @@ PathLike = str | os.PathLike[str]
 def _job(input: PathLike, output: PathLike | None, params: dict[str, Any] | None,
          options: dict[str, Any]) -> EncodeJob:
     from vcmtool.errors import UsageError
+    from vcmtool.qpmap.sources import option_groups
 
-    map_opts = {k: options.pop(k) for k in _MAP_OPTIONS if k in options}
+    # the sources' own options, by their map_options keys (roi_qp_in=26, a plug-in's); checked
+    # with the job (vcmtool.jobcheck), like the CLI's and a manifest's
+    source_opts = {s.key: s for g in option_groups(load_plugins=bool(set(options) - _JOB_FIELDS))
+                   for s in g.specs}
+    map_opts = {k: options.pop(k) for k in list(options) if k in source_opts}
     unknown = sorted(set(options) - _JOB_FIELDS)
     if unknown:
         raise UsageError(f"unknown option(s) {', '.join(unknown)}; use: "
-                         f"{', '.join(sorted(_JOB_FIELDS | set(_MAP_OPTIONS)))}, params")
-    if isinstance(map_opts.get("roi_classes"), str):
-        map_opts["roi_classes"] = [c.strip() for c in map_opts["roi_classes"].split(",")]
+                         f"{', '.join(sorted(_JOB_FIELDS | set(source_opts)))}, params")
+    for k, v in map_opts.items():
+        if source_opts[k].kind is list and isinstance(v, str):  # "person,car" as on the CLI
+            map_opts[k] = [c.strip() for c in v.split(",") if c.strip()] or None
     return EncodeJob(input=os.fspath(input), output=None if output is None else os.fspath(output),
                      map_options=map_opts, encoder_params={k: str(v) for k, v in (params or {}).items()},
                      **options)

@@ -18,6 +18,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from vcmtool.errors import UsageError
+from vcmtool.qpmap.sources import check_source_options
 
 if TYPE_CHECKING:
     from vcmtool.pipeline import EncodeJob
@@ -57,28 +58,15 @@ def _positive(value: Any, opt: str, hi: float) -> None:
         raise UsageError(f"{opt} {value}: use a finite number in (0, {hi:g}]")
 
 
+# MFIBA's target-rate knobs (manifests only; see ratecontrol/target.py): not a source's options
+_TARGET_KEYS = ("mfiba_params", "target_tolerance", "target_max_passes")
+
+
 def _check_map_options(o: Any) -> None:
     if not isinstance(o, dict):
         raise UsageError(f"map_options {o!r}: not a JSON object")
-    # roi/dets options, and MFIBA's target-rate knobs (manifests only; see mfiba/target.py)
-    known = {"roi_qp_in", "roi_qp_out", "roi_margin", "roi_min_score", "roi_classes",
-             "mfiba_params", "target_tolerance", "target_max_passes"}
-    unknown = sorted(set(o) - known)
-    if unknown:
-        raise UsageError(f"map_options: unknown key(s) {', '.join(unknown)}; "
-                         f"known: {', '.join(sorted(known))}")
-    for k in ("roi_qp_in", "roi_qp_out"):
-        if o.get(k) is not None:
-            _int(o[k], k, 0, QP_MAX, f"--{k.replace('_', '-')}")
-    if o.get("roi_margin") is not None:
-        m = o["roi_margin"]
-        bad = isinstance(m, bool) or not isinstance(m, int | float)
-        if bad or not math.isfinite(m) or not 0 <= m <= 4096:
-            raise UsageError(f"--roi-margin {m!r}: use a number of pixels in 0..4096")
-    if o.get("roi_min_score") is not None:
-        s = o["roi_min_score"]
-        if isinstance(s, bool) or not isinstance(s, int | float) or not 0 <= s <= 1:
-            raise UsageError(f"--roi-min-score {s!r}: use a number in 0..1")
+    # each key a source's option (roi_qp_in, a plug-in's), checked from the source's Options
+    check_source_options(o, also_known=_TARGET_KEYS)
     if o.get("mfiba_params") is not None and not isinstance(o["mfiba_params"], str):
         raise UsageError(f"mfiba_params {o['mfiba_params']!r}: use a file path")
     tol = o.get("target_tolerance")
@@ -86,9 +74,6 @@ def _check_map_options(o: Any) -> None:
         raise UsageError(f"target_tolerance {tol!r}: use a fraction in (0, 0.5]")
     if o.get("target_max_passes") is not None:
         _int(o["target_max_passes"], "target_max_passes", 1, 50, "target_max_passes")
-    cls = o.get("roi_classes")
-    if cls is not None and (not isinstance(cls, list) or not all(isinstance(c, str) for c in cls)):
-        raise UsageError(f"--roi-classes {cls!r}: use a list of class names")
 
 
 def check_job(job: EncodeJob) -> list[str]:

@@ -76,15 +76,24 @@ def default_output(job: EncodeJob, ext: str) -> str:
     return str(Path(f"{stem}.{job.codec}{ext}"))
 
 
-def map_context(job: EncodeJob, qp_range: tuple[int, int]) -> MapContext:
+def map_context(job: EncodeJob, qp_range: tuple[int, int], src: QPMapSource | None = None
+                ) -> MapContext:
+    """The run's MapContext; it hands ``src`` its typed options (built from ``job.map_options``
+    by :func:`job_source`)."""
     return MapContext(qp=job.qp, ctu=job.ctu, qp_range=qp_range, task_model=job.task_model,
-                      map_interval=job.map_interval, options=job.map_options)
+                      map_interval=job.map_interval, options=job.map_options,
+                      source_options=src.options if src is not None else None)
+
+
+def job_source(job: EncodeJob) -> QPMapSource:
+    """The QP-map source of ``job`` (``job.qpmap``), built with its options from ``map_options``."""
+    return get_source(job.qpmap, job.map_options)
 
 
 def compute_maps(job: EncodeJob, clip, qp_range: tuple[int, int],
                  src: QPMapSource | None = None) -> tuple[QPMaps, dict, float]:
-    src = src or get_source(job.qpmap)
-    ctx = map_context(job, qp_range)
+    src = src or job_source(job)
+    ctx = map_context(job, qp_range, src)
     t0 = time.perf_counter()
     maps = src.process(clip, ctx)
     dt = time.perf_counter() - t0
@@ -110,7 +119,7 @@ def run_qpmap(job: EncodeJob, output: str | None, overlay: str | None = None) ->
     enc = get_encoder(job.codec)
     caps = enc.capabilities()
     clip = open_video(job.input, job.size, job.fps, job.pix_fmt, job.skip, job.frames)
-    src = get_source(job.qpmap)
+    src = job_source(job)
     maps, info, dt = compute_maps(job, clip, caps.qp_range, src)
     notes += src.notes()
     if job.qp_offset:
@@ -175,7 +184,7 @@ def run_encode(job: EncodeJob) -> dict:
                          f"{caps.block_qp} or a multiple")
     n_frames = clip.count()
     side_stream = get_side_stream(job.side_stream)  # before encoding: a typo must not cost an encode
-    src = get_source(job.qpmap)
+    src = job_source(job)
     streamed = streams_maps(job, src, caps)
     overlapped = streamed and job.overlap
     target_info = None
@@ -196,7 +205,7 @@ def run_encode(job: EncodeJob) -> dict:
             tmp_csv = (staged.enter_context(atomic_path(job.csv, parents=False))
                        if job.csv and job.measure else None)
             if streamed:
-                ctx = map_context(job, caps.qp_range)
+                ctx = map_context(job, caps.qp_range, src)
                 hint = src.qp_range_hint(ctx)
                 if hint is not None:
                     hint = (hint[0] + job.qp_offset, hint[1] + job.qp_offset)

@@ -12,8 +12,9 @@ vcmtool. The groups:
   (``vcmtool encode -c NAME``);
 - ``vcmtool.qpmap_sources``: QP-map sources, subclasses of
   :class:`vcmtool.qpmap.sources.base.QPMapSource` (``--qpmap NAME`` or ``--qpmap NAME:ARG``; the
-  text after the colon reaches the source as ``self.arg``, the ``--roi-*`` options as
-  ``MapContext.options``);
+  text after the colon reaches the source as ``self.arg``; the options it declares as an
+  ``Options`` dataclass (:mod:`vcmtool.plugin_options`) become ``--NAME-FIELD`` options of
+  ``encode``, ``qpmap`` and ``bench`` and reach it, checked and typed, as ``self.opts(ctx)``);
 - ``vcmtool.task_models``: task models, factories ``(arg: str = "", **options) -> TaskModel``
   (``--task-model NAME`` or ``NAME:ARG``).
 

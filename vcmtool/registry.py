@@ -6,23 +6,58 @@ reachable by name from the CLI, with no if-chains anywhere else.
 A registry with a ``plugin_group`` (see :mod:`vcmtool.plugins`) also holds what installed
 distributions offer through that entry-point group. They are loaded lazily, once: the first time
 the registry is asked for a name it does not have, or for the list of its names.
+
+Plug-ins are named on the command line as ``NAME`` or ``NAME:ARG`` (``file:maps.qpm``,
+``onnx:det.onnx``, ``cdre:joint``). :func:`parse_spec` is the one parser of that form, and
+:meth:`Registry.build` parses a spec and constructs the plug-in it names with its options.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from vcmtool.errors import UsageError
 
 T = TypeVar("T")
 
 
+@dataclass(frozen=True)
+class Spec:
+    """A parsed ``NAME`` or ``NAME:ARG``: ``arg`` is everything after the first ``:`` (which may
+    hold more colons, ``file:C:/maps.qpm``), ``""`` when there is none."""
+
+    name: str
+    arg: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.name}:{self.arg}" if self.arg else self.name
+
+
+def parse_spec(spec: str | Spec, kind: str = "plug-in") -> Spec:
+    """``"NAME"`` or ``"NAME:ARG"`` -> :class:`Spec`; the name is stripped of blanks, the argument
+    kept as written. An empty name is a one-line :class:`UsageError` naming ``kind``."""
+    if isinstance(spec, Spec):
+        return spec
+    if not isinstance(spec, str):
+        raise UsageError(f"{kind} {spec!r}: use NAME or NAME:ARG")
+    name, _, arg = spec.partition(":")
+    name = name.strip()
+    if not name:
+        raise UsageError(f"empty {kind} name in {spec!r}; use NAME or NAME:ARG")
+    return Spec(name, arg)
+
+
 class Registry(Generic[T]):
+    """Plug-ins by name. ``no_arg`` is what :meth:`build` hands a plug-in named without ``:ARG``
+    (task-model factories take ``""``, QP-map sources ``None``)."""
+
     def __init__(self, kind: str, plugin_group: str | None = None,
-                 accepts: Callable[[object], bool] | None = None) -> None:
+                 accepts: Callable[[object], bool] | None = None, no_arg: str | None = "") -> None:
         self.kind = kind
+        self.no_arg = no_arg
         self._items: dict[str, T] = {}
         self.plugin_group: str | None = None
         self.accepts: Callable[[object], bool] | None = None
@@ -73,8 +108,20 @@ class Registry(Generic[T]):
             known = ", ".join(sorted(self._items)) or "none"
             raise UsageError(f"unknown {self.kind} {name!r}; choose one of: {known}") from None
 
+    def build(self, spec: str | Spec, **options: Any) -> Any:
+        """Parse ``spec`` (``NAME`` or ``NAME:ARG``, :func:`parse_spec`) and construct what
+        ``NAME`` holds: ``plugin(ARG, **options)``. An unknown name is a :class:`UsageError`
+        listing the known ones."""
+        s = parse_spec(spec, self.kind)
+        factory: Any = self.get(s.name)
+        return factory(s.arg if s.arg else self.no_arg, **options)
+
     def names(self) -> list[str]:
         self.load_plugins()
+        return sorted(self._items)
+
+    def loaded_names(self) -> list[str]:
+        """The names registered so far, without loading plugins."""
         return sorted(self._items)
 
     def peek(self, name: str) -> T | None:

@@ -5,7 +5,15 @@ from __future__ import annotations
 import click
 
 from vcmtool.cli import main
-from vcmtool.cli.options import collect_map_options, emit_json, input_options, map_options, parse_params
+from vcmtool.cli.options import (
+    SOURCES_HELP,
+    MapSourceCommand,
+    collect_map_options,
+    emit_json,
+    input_options,
+    parse_params,
+    source_options,
+)
 from vcmtool.cli.summary import console
 from vcmtool.errors import UsageError
 
@@ -23,15 +31,7 @@ def _names(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
-def source_options(f):
-    """The map-source knobs of ``encode`` (ctu, task model, roi-*), minus its single --qpmap/--qp."""
-    donor = map_options(lambda **kw: None)
-    shared = [p for p in donor.__click_params__ if p.name not in ("qpmap", "qp")]
-    f.__click_params__ = getattr(f, "__click_params__", []) + shared
-    return f
-
-
-@main.command()
+@main.command(cls=MapSourceCommand)  # the map sources' options (--roi-*, a plug-in's) as in encode
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
               help="report directory (reused: finished points are not recomputed)")
@@ -40,7 +40,7 @@ def source_options(f):
 @click.option("--qpmap", "--method", "qpmaps", default="none,roi", show_default=True,
               help="comma-separated methods: QP-map sources ('none', uniform QP, is the anchor and always "
                    "runs) or cdre[:fd|:joint|:DIR] (uniform QP + CDRE side stream in SEI, scored by the "
-                   "CDRE receiver; reported as cdre-fd / cdre-joint)")
+                   f"CDRE receiver; reported as cdre-fd / cdre-joint). Sources: {SOURCES_HELP}")
 @click.option("--qps", default="22,27,32,37", show_default=True, callback=_int_list,
               help="base QPs: the anchor's rate points, and the map sources' unless --qp-offsets")
 @click.option("--qp-offsets", callback=_int_list,
@@ -98,7 +98,7 @@ def bench(inputs: tuple[str, ...], output: str, codecs: str, qpmaps: str, qps: l
         raise UsageError("--qps: give at least one QP")
     if any(not 0 <= q <= 63 for q in qps):
         raise UsageError("--qps: QPs must lie in 0..63")
-    map_opts = collect_map_options(kw)
+    map_opts = collect_map_options(kw, _names(qpmaps))
     cfg = BenchConfig(
         inputs=list(inputs), output=output, codecs=_names(codecs), qpmaps=_names(qpmaps), qps=qps,
         qp_offsets=qp_offsets, offset_base=kw["offset_base"], frames=kw["frames"], skip=kw["skip"],

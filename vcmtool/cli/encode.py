@@ -13,6 +13,7 @@ import click
 from vcmtool.atomic import write_text_atomic
 from vcmtool.cli import main
 from vcmtool.cli.options import (
+    MapSourceCommand,
     collect_map_options,
     emit_json,
     input_options,
@@ -25,7 +26,7 @@ from vcmtool.outputs import Output, check_outputs, refuse_existing
 from vcmtool.pipeline import EncodeJob, default_output, job_outputs, run_encode
 
 
-@main.command()
+@main.command(cls=MapSourceCommand)
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("-o", "--output", help="bitstream path (one input only; default: <stem>.<codec>.<ext>)")
 @click.option("-c", "--codec", default="kvazaar", show_default=True,
@@ -89,7 +90,7 @@ def encode(inputs: tuple[str, ...], output: str | None, as_json: bool, json_out:
         raise UsageError(f"{names} name one file; drop them to encode several inputs")
     if to_stdout and record:
         raise UsageError("--record needs the bitstream in a file; use -o FILE")
-    map_opts = collect_map_options(kw)
+    map_opts = collect_map_options(kw, [kw["qpmap"]])
     kw["ctu"] = int(kw["ctu"])
     if record:
         from vcmtool.golden import RECORD_THREADS

@@ -1,11 +1,19 @@
-"""Options shared by several commands (input geometry, map source), defined once."""
+"""Options shared by several commands (input geometry, map source), defined once.
+
+The QP-map sources' own options are not written here: each source declares them (its
+``Options`` dataclass, :mod:`vcmtool.plugin_options`) and :class:`MapSourceCommand` generates
+them for ``encode``, ``qpmap`` and ``bench``.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 
 import click
+
+log = logging.getLogger(__name__)
 
 
 def input_options(f: Callable) -> Callable:
@@ -23,43 +31,104 @@ def input_options(f: Callable) -> Callable:
     return f
 
 
-def map_options(f: Callable) -> Callable:
+SOURCES_HELP = "{sources}"  # in a --qpmap help text: replaced by the registry's sources
+
+
+def source_options(f: Callable) -> Callable:
+    """The map-source knobs every command that makes maps takes (``--ctu``, ``--map-interval``,
+    ``--task-model``). The sources' own options (``--roi-*``, a plug-in's) are not listed here:
+    :class:`MapSourceCommand` makes them from the sources' ``Options``."""
     opts = [
-        click.option("--qpmap", "qpmap", default="none", show_default=True,
-                     help="QP-map source: none | roi | auto (SNN-JRD) | eljrd | file:PATH "
-                     "(.qpm/.npy/.csv) | dets:FILE (your detections, roi's --roi-* options: a "
-                     "COCO results list [{image_id, category_id, bbox: [x,y,w,h], score}] or JSON "
-                     'lines {"frame": i, "boxes": [[x0,y0,x1,y1,score,class], ...]}, also '
-                     "`vcmtool detect --json` output; frame numbers are 0-based source frames, "
-                     "counted before --skip) | a plugin's name (entry-point group "
-                     "vcmtool.qpmap_sources)"),
-        click.option("--qp", type=click.IntRange(0, 63), default=32, show_default=True,
-                     help="base QP (uniform QP for --qpmap none)"),
         click.option("--ctu", type=click.Choice(["16", "32", "64", "128"]), default="64",
                      show_default=True, help="QP-map block size in pixels"),
         click.option("--map-interval", type=click.IntRange(min=1), default=1, show_default=True,
                      help="predict a map every N frames and reuse it in between"),
         click.option("--task-model", default="yolov3-tiny", show_default=True,
                      help="task model for roi/auto maps: yolov3-tiny or onnx:PATH"),
-        click.option("--roi-qp-in", type=click.IntRange(0, 63), help="roi: QP inside objects "
-                     "(default: qp-4)"),
-        click.option("--roi-qp-out", type=click.IntRange(0, 63), help="roi: background QP "
-                     "(default: qp+6)"),
-        click.option("--roi-margin", type=click.FloatRange(min=0), default=16.0, show_default=True,
-                     help="roi: pixels added around each box"),
-        click.option("--roi-classes", help="roi: comma-separated class names to keep"),
-        click.option("--roi-min-score", type=click.FloatRange(0, 1), default=0.3,
-                     show_default=True, help="roi: minimum detection score"),
     ]
     for o in reversed(opts):
         f = o(f)
     return f
 
 
-def collect_map_options(kw: dict) -> dict:
-    classes = kw.pop("roi_classes", None)
-    out = {k: kw.pop(k) for k in ("roi_qp_in", "roi_qp_out", "roi_margin", "roi_min_score")}
-    out["roi_classes"] = [c.strip() for c in classes.split(",")] if classes else None
+def map_options(f: Callable) -> Callable:
+    """``--qpmap``, ``--qp`` and :func:`source_options` (use with :class:`MapSourceCommand`)."""
+    opts = [
+        click.option("--qpmap", "qpmap", default="none", show_default=True,
+                     help=f"QP-map source: {SOURCES_HELP}"),
+        click.option("--qp", type=click.IntRange(0, 63), default=32, show_default=True,
+                     help="base QP (uniform QP for --qpmap none)"),
+    ]
+    f = source_options(f)
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def sources_help() -> str:
+    """``none (uniform --qp) | roi (...) | ...``: every QP-map source (plug-ins included) as
+    ``--qpmap`` names it."""
+    from vcmtool.qpmap.sources import QPMAP_SOURCES
+
+    names = sorted(QPMAP_SOURCES.names(), key=lambda n: (n != "none", n))
+    listed = " | ".join(QPMAP_SOURCES.get(n).usage or n for n in names)
+    return f"{listed} (plug-ins: entry-point group vcmtool.qpmap_sources)"
+
+
+class MapSourceCommand(click.Command):
+    """A command that makes QP maps. On first use (parsing, ``--help``, completion) it adds one
+    ``--<prefix>-<field>`` option per field of every source's ``Options`` (plug-ins found
+    through entry points included; roi's are ``--roi-qp-in`` ...) after ``--task-model``, and
+    lists the sources in the ``--qpmap`` help. Other commands never load the plug-ins."""
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        if getattr(self, "source_specs", None) is None:
+            self.source_specs: dict = {}  # before adding: plug-in code may ask for them again
+            self._add_source_options()
+        return super().get_params(ctx)
+
+    def _add_source_options(self) -> None:
+        from vcmtool.qpmap.sources import option_groups
+
+        taken = {o for p in self.params for o in p.opts} | {p.name for p in self.params}
+        added: list[click.Parameter] = []
+        for group in option_groups():
+            for s in group.specs:
+                if s.cli in taken or s.key in taken:
+                    log.warning("warning: option %s of QP-map source %s is one of `%s`'s own; "
+                                "skipped", s.cli, ", ".join(group.sources), self.name)
+                    continue
+                taken |= {s.cli, s.key}
+                # text in, parsed and checked by collect_map_options (one line naming the option)
+                default = None if s.default is None else str(s.default)
+                rng = f" [{s.span()}]" if s.span() else ""
+                added.append(click.Option([s.cli, s.key], type=click.STRING, default=default,
+                                          metavar=s.metavar, show_default=default is not None,
+                                          help=f"{', '.join(group.sources)}: {s.help}{rng}"))
+                self.source_specs[s.key] = s
+        names = [p.name for p in self.params]
+        at = names.index("task_model") + 1 if "task_model" in names else len(self.params)
+        self.params[at:at] = added
+        for p in self.params:
+            if isinstance(p, click.Option) and p.help and SOURCES_HELP in p.help:
+                p.help = p.help.replace(SOURCES_HELP, sources_help())
+
+
+def collect_map_options(kw: dict, qpmaps: list[str]) -> dict:
+    """``EncodeJob.map_options`` from a :class:`MapSourceCommand`'s keyword arguments: pops the
+    sources' options, parses and checks every value given (one line naming the option), and
+    keeps those of the sources named in ``qpmaps`` (``roi``, ``dets:FILE``, ...), at their
+    given values or defaults, under their flat keys (``roi_qp_in``)."""
+    from vcmtool.plugin_options import parse_text
+    from vcmtool.qpmap.sources import options_of
+
+    ctx = click.get_current_context(silent=True)
+    generated = getattr(ctx.command, "source_specs", None) or {} if ctx is not None else {}
+    given = {k: parse_text(s, kw.pop(k)) for k, s in generated.items() if k in kw}
+    out = {}
+    for s in options_of(qpmaps):
+        v = given.get(s.key)
+        out[s.key] = v if v is not None else (list(s.default) if isinstance(s.default, list) else s.default)
     return out
 
 

@@ -5,13 +5,19 @@ from __future__ import annotations
 import click
 
 from vcmtool.cli import main
-from vcmtool.cli.options import collect_map_options, emit_json, input_options, map_options
+from vcmtool.cli.options import (
+    MapSourceCommand,
+    collect_map_options,
+    emit_json,
+    input_options,
+    map_options,
+)
 from vcmtool.cli.summary import console
 from vcmtool.outputs import Output, refuse_existing
 from vcmtool.pipeline import EncodeJob, run_qpmap
 
 
-@main.command("qpmap")
+@main.command("qpmap", cls=MapSourceCommand)
 @click.argument("input")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="maps file (.qpm)")
@@ -26,7 +32,7 @@ from vcmtool.pipeline import EncodeJob, run_qpmap
 @click.option("-y", "--overwrite", is_flag=True, help="replace output files that already exist")
 def qpmap_cmd(input: str, output: str, overlay: str | None, as_json: bool, overwrite: bool, **kw) -> None:
     """Compute per-CTU QP maps for INPUT and write them as .qpm."""
-    map_opts = collect_map_options(kw)
+    map_opts = collect_map_options(kw, [kw["qpmap"]])
     kw["ctu"] = int(kw["ctu"])
     job = EncodeJob(input=input, map_options=map_opts, **kw)
     if not overwrite:

@@ -5,10 +5,20 @@ Installed distributions add sources through the ``vcmtool.qpmap_sources`` entry-
 """
 
 from vcmtool.plugins import import_submodules
-from vcmtool.qpmap.sources.base import QPMAP_SOURCES, MapContext, QPMapSource, get_source
+from vcmtool.qpmap.sources.base import (
+    QPMAP_SOURCES,
+    MapContext,
+    OptionGroup,
+    QPMapSource,
+    check_source_options,
+    get_source,
+    option_groups,
+    options_of,
+)
 
 import_submodules(__name__, skip=("base",))
 QPMAP_SOURCES.enable_plugins("vcmtool.qpmap_sources",
                              accepts=lambda o: isinstance(o, type) and issubclass(o, QPMapSource))
 
-__all__ = ["QPMAP_SOURCES", "MapContext", "QPMapSource", "get_source"]
+__all__ = ["QPMAP_SOURCES", "MapContext", "OptionGroup", "QPMapSource", "check_source_options",
+           "get_source", "option_groups", "options_of"]

@@ -13,10 +13,11 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
+from vcmtool.io.frame import Frame
 from vcmtool.io.open import Clip
 from vcmtool.qpmap.maps import QPMaps
 from vcmtool.qpmap.sources.base import QPMAP_SOURCES, MapContext, QPMapSource
@@ -36,11 +37,12 @@ def _predictor(path: Path):
 @QPMAP_SOURCES.register("auto")
 class JrdSource(QPMapSource):
     name = "auto"
+    usage = "auto (SNN-JRD; auto:PATH another exported model)"
     kind = "snn"
     streams = True
 
-    def __init__(self, arg: str | None = None) -> None:
-        super().__init__(arg)
+    def __init__(self, arg: str | None = None, **options: Any) -> None:
+        super().__init__(arg, **options)
         self._versions: dict[str, str] = {}
         self.timings: dict[str, float] = {}
 
@@ -65,27 +67,24 @@ class JrdSource(QPMapSource):
         self._versions = {"jrd_model": predictor.version(), "task_model": task.version,
                           "jrd_provider": predictor.provider}
         info = clip.info
-        t_det = t_pred = 0.0
-        self.predicted = 0
-        last: np.ndarray | None = None
+        spent = {"detect_s": 0.0, "predict_s": 0.0}
+
+        def predict(fr: Frame) -> np.ndarray:
+            bgr = fr.to_bgr()
+            t0 = time.perf_counter()
+            det = task.detect(bgr)
+            t1 = time.perf_counter()
+            qp = predictor.predict(model_input(bgr, det))
+            spent["detect_s"] += t1 - t0
+            spent["predict_s"] += time.perf_counter() - t1
+            grid = to_codec_domain(qp, predictor.qp_max, ctx.qp_range)
+            return regrid(grid, info.height, info.width, ctx.ctu)
+
         try:
-            for fr in tqdm(clip.frames(), total=info.frame_count, desc=f"{self.name} map", unit="f",
-                           leave=False, disable=None):
-                if last is None or fr.index % max(1, ctx.map_interval) == 0:
-                    bgr = fr.to_bgr()
-                    t0 = time.perf_counter()
-                    det = task.detect(bgr)
-                    t1 = time.perf_counter()
-                    qp = predictor.predict(model_input(bgr, det))
-                    t_det, t_pred = t_det + t1 - t0, t_pred + time.perf_counter() - t1
-                    grid = to_codec_domain(qp, predictor.qp_max, ctx.qp_range)
-                    last = regrid(grid, info.height, info.width, ctx.ctu)
-                    self.predicted += 1
-                yield last
+            yield from self.every_frame(clip, ctx, predict)
         finally:
             # Also on early close, so a failed encode still reports what the models cost.
-            self.timings = {"detect_s": round(t_det, 3), "predict_s": round(t_pred, 3)}
-            self.predict_s = t_det + t_pred
+            self.timings = {k: round(v, 3) for k, v in spent.items()}
 
     def versions(self) -> dict[str, str]:
         return {**self._versions, **{k: str(v) for k, v in self.timings.items()}}

@@ -8,22 +8,42 @@ an entry point in the ``vcmtool.qpmap_sources`` group (:mod:`vcmtool.plugins`).
 can encode while later maps are still being predicted (``vcmtool.qpmap.stream``). The default
 ``stream`` wraps ``process`` (nothing to overlap); sources whose maps cost model time
 (``auto``, ``eljrd``, ``roi``) implement ``stream`` natively, set ``streams = True`` and build
-``process`` from it, so both routes give the same maps.
+``process`` from it, so both routes give the same maps. Those sources run their model through
+:meth:`QPMapSource.every_frame`, the one per-frame loop (``--map-interval``, counts, timing).
+
+A source owns its options: a dataclass of :func:`vcmtool.plugin_options.option` fields attached
+as ``Options`` (``roi`` and ``dets`` share :class:`~vcmtool.qpmap.sources.roi.RoiOptions`). The
+CLI makes ``--<prefix>-<field>`` options of it, :func:`check_source_options` checks the flat
+keys (``roi_qp_in``) of ``EncodeJob.map_options`` from any front end, :func:`get_source`
+builds the source with its typed options, and ``opts(ctx)`` hands them to it during a run.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
+from tqdm import tqdm
 
+from vcmtool.errors import UsageError
 from vcmtool.io.open import Clip
+from vcmtool.plugin_options import (
+    OptionSpec,
+    check_value,
+    fields_from_flat,
+    make_options,
+    option_specs,
+)
 from vcmtool.qpmap.maps import QPMaps
-from vcmtool.registry import Registry
+from vcmtool.registry import Registry, Spec, parse_spec
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -35,17 +55,85 @@ class MapContext:
     qp_range: tuple[int, int] = (0, 51)
     task_model: str = "yolov3-tiny"
     map_interval: int = 1  # predict every N frames, reuse in between
-    options: dict = field(default_factory=dict)  # source-specific knobs from the CLI
+    options: dict = field(default_factory=dict)  # EncodeJob.map_options: flat keys (roi_qp_in)
+    source_options: Any = None  # the source's typed options (its Options), see QPMapSource.opts
 
 
 class QPMapSource(ABC):
     name: str = ""
     streams: ClassVar[bool] = False  # stream() yields each map as soon as it is predicted
+    usage: ClassVar[str] = ""  # how --qpmap names it, for the CLI's help ("file:PATH (.qpm...)")
+    Options: ClassVar[type | None] = None  # the source's options dataclass (plugin_options)
 
-    def __init__(self, arg: str | None = None) -> None:
+    def __init__(self, arg: str | None = None, **options: Any) -> None:
+        """``arg``: the text after ``NAME:``; ``options``: fields of ``Options`` (a subclass that
+        overrides ``__init__`` takes them and passes them on)."""
         self.arg = arg
+        self.options = self.make_options(options)  # typed; None for a source without options
         self.predicted = 0  # frames the source ran its model on (the others reuse a map)
         self.predict_s = 0.0  # time spent inside the models for those frames
+
+    # -- options -------------------------------------------------------------------------------
+
+    @classmethod
+    def option_specs(cls) -> tuple[OptionSpec, ...]:
+        """The options of ``cls.Options`` (empty without); CLI names ``--<prefix>-<field>``
+        with ``Options.prefix``, else the source's ``name``."""
+        if cls.Options is None:
+            return ()
+        try:
+            prefix = getattr(cls.Options, "prefix", None)  # a ClassVar, not a field of that name
+            if not isinstance(prefix, str) or any(f.name == "prefix" for f in fields(cls.Options)):
+                prefix = None
+            return option_specs(cls.Options, prefix or cls.name)
+        except TypeError as e:  # a plug-in's malformed declaration: one line, not a traceback
+            raise UsageError(f"QP-map source {cls.name or cls.__qualname__}: bad Options: {e}") from None
+
+    @classmethod
+    def make_options(cls, values: Mapping[str, Any]) -> Any:
+        """The typed options from field values (``{"qp_in": 24}``), checked."""
+        if cls.Options is None:
+            if values:
+                raise UsageError(f"QP-map source {cls.name} takes no options (got {', '.join(values)})")
+            return None
+        return make_options(cls.Options, cls.option_specs(), values, f"QP-map source {cls.name}")
+
+    def opts(self, ctx: MapContext) -> Any:
+        """This source's typed options for a run: what ``ctx`` hands over (the pipeline puts the
+        source's own there), else its flat keys in ``ctx.options`` (a MapContext made by hand),
+        else those it was built with."""
+        if self.Options is None:
+            return None
+        if isinstance(ctx.source_options, self.Options):
+            return ctx.source_options
+        specs = self.option_specs()
+        if any(s.key in ctx.options for s in specs):
+            return self.make_options(fields_from_flat(specs, ctx.options))
+        return self.options
+
+    # -- maps ----------------------------------------------------------------------------------
+
+    def every_frame(self, clip: Clip, ctx: MapContext, predict: Callable[[Any], np.ndarray],
+                    decode: bool = True) -> Iterator[np.ndarray]:
+        """The per-frame loop of a source whose maps cost model time: ``predict`` makes the map
+        of the first frame and of every ``ctx.map_interval``-th after it, the frames between
+        reuse the last map. ``predict`` gets the decoded :class:`~vcmtool.io.frame.Frame`, or
+        with ``decode=False`` the frame's 0-based number in ``clip`` (sources that need no
+        pixels). Counts ``predicted`` and adds the time inside ``predict`` to ``predict_s``,
+        also when the consumer stops early."""
+        interval = max(1, ctx.map_interval)
+        self.predicted, self.predict_s = 0, 0.0
+        items = clip.frames() if decode else range(clip.count())
+        total = clip.info.frame_count if decode else None
+        last: np.ndarray | None = None
+        for k, item in enumerate(tqdm(items, total=total, desc=f"{self.name} map", unit="f",
+                                      leave=False, disable=None if decode else True)):
+            if last is None or k % interval == 0:
+                t0 = time.perf_counter()
+                last = predict(item)
+                self.predict_s += time.perf_counter() - t0
+                self.predicted += 1
+            yield last
 
     @abstractmethod
     def process(self, clip: Clip, ctx: MapContext) -> QPMaps: ...
@@ -82,9 +170,95 @@ class QPMapSource(ABC):
         return []
 
 
-QPMAP_SOURCES: Registry[type[QPMapSource]] = Registry("QP-map source")
+QPMAP_SOURCES: Registry[type[QPMapSource]] = Registry("QP-map source", no_arg=None)
 
 
-def get_source(spec: str) -> QPMapSource:
-    name, _, arg = spec.partition(":")
-    return QPMAP_SOURCES.get(name)(arg or None)
+def get_source(spec: str | Spec, map_options: Mapping[str, Any] | None = None) -> QPMapSource:
+    """The source ``spec`` names (``NAME`` or ``NAME:ARG``), built with its own options out of
+    ``map_options`` (``EncodeJob.map_options``: flat keys; other sources' keys are ignored)."""
+    s = parse_spec(spec, QPMAP_SOURCES.kind)
+    cls = QPMAP_SOURCES.get(s.name)
+    values = fields_from_flat(cls.option_specs(), map_options) if map_options else {}
+    return QPMAP_SOURCES.build(s, **values)
+
+
+@dataclass(frozen=True)
+class OptionGroup:
+    """One options dataclass and the sources that take it (``roi`` and ``dets`` share one)."""
+
+    sources: tuple[str, ...]
+    specs: tuple[OptionSpec, ...]
+
+
+def option_groups(load_plugins: bool = True) -> list[OptionGroup]:
+    """Every source's options, each dataclass once, in the order of the source names (plug-ins
+    found through entry points included unless ``load_plugins`` is False)."""
+    names = QPMAP_SOURCES.names() if load_plugins else QPMAP_SOURCES.loaded_names()
+    groups: dict[int, tuple[list[str], tuple[OptionSpec, ...]]] = {}
+    taken: dict[str, str] = {}  # flat key -> the options class that has it
+    for name in names:
+        cls = QPMAP_SOURCES.get(name)
+        if cls.Options is None:
+            continue
+        if id(cls.Options) in groups:
+            groups[id(cls.Options)][0].append(name)
+            continue
+        try:
+            specs = cls.option_specs()
+        except UsageError as e:
+            _warn_once(f"warning: {e}; its options are skipped")
+            continue
+        clash = [s for s in specs if s.key in taken]
+        for s in clash:
+            _warn_once(f"warning: QP-map source {name}: option {s.cli} is taken by {taken[s.key]}; "
+                       "skipped")
+        specs = tuple(s for s in specs if s not in clash)
+        taken.update({s.key: cls.Options.__qualname__ for s in specs})
+        groups[id(cls.Options)] = ([name], specs)
+    def owner_first(name: str) -> bool:  # the source declaring the Options before its heirs
+        return "Options" not in vars(QPMAP_SOURCES.get(name))
+
+    return [OptionGroup(tuple(sorted(srcs, key=owner_first)), specs) for srcs, specs in groups.values()]
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _WARNED:
+        _WARNED.add(message)
+        log.warning("%s", message)
+
+
+def options_of(specs: list[str]) -> list[OptionSpec]:
+    """The options of the sources named in ``specs`` (``roi``, ``dets:FILE``; names that are no
+    source are skipped), each once."""
+    out: dict[str, OptionSpec] = {}
+    for spec in specs:
+        name = parse_spec(spec, QPMAP_SOURCES.kind).name
+        if name in QPMAP_SOURCES:
+            for s in QPMAP_SOURCES.get(name).option_specs():
+                out.setdefault(s.key, s)
+    return list(out.values())
+
+
+def check_source_options(flat: Mapping[str, Any], also_known: tuple[str, ...] = ()) -> None:
+    """Check the source options in ``flat`` (``EncodeJob.map_options``): every key must be one
+    source's option (or in ``also_known``, checked by the caller) and hold a value it takes.
+    Keys of a source the job does not use are checked too and then ignored, so manifests and
+    golden files written with other sources' options stay valid."""
+    def owned(load: bool) -> dict[str, OptionSpec]:
+        return {s.key: s for g in option_groups(load) for s in g.specs}
+
+    specs = owned(False)
+    rest = [k for k in flat if k not in specs and k not in also_known]
+    if rest:  # perhaps a plug-in's: look at the entry points too
+        specs = owned(True)
+        rest = [k for k in rest if k not in specs]
+    if rest:
+        known = sorted(set(specs) | set(also_known))
+        raise UsageError(f"map_options: unknown key(s) {', '.join(sorted(rest))}; "
+                         f"known: {', '.join(known)}")
+    for k, v in flat.items():
+        if k in specs:
+            check_value(specs[k], v)

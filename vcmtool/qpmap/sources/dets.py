@@ -55,10 +55,10 @@ import json
 import logging
 import math
 import re
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -217,10 +217,14 @@ def _json_list(text: str, path: str) -> Iterator[tuple[int, object]]:
 @QPMAP_SOURCES.register("dets")
 class DetsSource(RoiSource):
     name = "dets"
+    usage = ("dets:FILE (your detections drive roi's map, with roi's --roi-* options: a COCO "
+             "results list [{image_id, category_id, bbox: [x,y,w,h], score}] or JSON lines "
+             '{"frame": i, "boxes": [[x0,y0,x1,y1,score,class], ...]}, also `vcmtool detect '
+             "--json` output; frame numbers are 0-based source frames, counted before --skip)")
     streams = True
 
-    def __init__(self, arg: str | None = None) -> None:
-        super().__init__(arg)
+    def __init__(self, arg: str | None = None, **options: Any) -> None:
+        super().__init__(arg, **options)
         if not arg:
             raise UsageError("--qpmap dets:FILE needs a detections file (COCO results .json "
                              "or JSON lines, see --help)")
@@ -399,27 +403,21 @@ class DetsSource(RoiSource):
             log.warning("note: %s", n)
 
     def qp_range_hint(self, ctx: MapContext) -> tuple[int, int]:
-        self._class_filter(RoiOptions.from_context(ctx).classes)  # a typo fails before encoding
+        self._class_filter(self.opts(ctx).classes)  # a typo fails before encoding
         return super().qp_range_hint(ctx)
 
     def stream(self, clip: Clip, ctx: MapContext) -> Iterator[np.ndarray]:
-        opts = RoiOptions.from_context(ctx)
+        opts: RoiOptions = self.opts(ctx)
         wanted = self._class_filter(opts.classes)
         info = clip.info
-        n = clip.count()
         skip = int(getattr(clip, "skip", 0))
-        self._check_window(skip, n, getattr(clip, "limit", None) is None)
-        self.predicted, self.predict_s = 0, 0.0
-        interval = max(1, ctx.map_interval)
-        last: np.ndarray | None = None
-        for k in range(n):
-            if last is None or k % interval == 0:
-                t0 = time.perf_counter()
-                boxes = self._boxes(skip + k, opts, wanted)
-                last = boxes_to_map(boxes, info.height, info.width, ctx.ctu, opts)
-                self.predict_s += time.perf_counter() - t0
-                self.predicted += 1
-            yield last
+        self._check_window(skip, clip.count(), getattr(clip, "limit", None) is None)
+
+        def predict(k: int) -> np.ndarray:
+            boxes = self._boxes(skip + k, opts, wanted)
+            return boxes_to_map(boxes, info.height, info.width, ctx.ctu, opts, ctx.qp)
+
+        yield from self.every_frame(clip, ctx, predict, decode=False)
 
     def versions(self) -> dict[str, str]:
         return {"detections_md5": self._md5}

@@ -9,4 +9,5 @@ from vcmtool.qpmap.sources.base import QPMAP_SOURCES
 @QPMAP_SOURCES.register("eljrd")
 class ElJrdSource(JrdSource):
     name = "eljrd"
+    usage = "eljrd (the EL-JRD baseline, used like auto)"
     kind = "eljrd"

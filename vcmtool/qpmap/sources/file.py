@@ -12,6 +12,7 @@ from vcmtool.qpmap.sources.base import QPMAP_SOURCES, MapContext, QPMapSource
 @QPMAP_SOURCES.register("file")
 class FileSource(QPMapSource):
     name = "file"
+    usage = "file:PATH (.qpm/.npy/.csv maps)"
 
     def process(self, clip: Clip, ctx: MapContext) -> QPMaps:
         if not self.arg:

@@ -10,6 +10,7 @@ from vcmtool.qpmap.sources.base import QPMAP_SOURCES, MapContext, QPMapSource
 @QPMAP_SOURCES.register("none")
 class UniformSource(QPMapSource):
     name = "none"
+    usage = "none (uniform --qp)"
 
     def process(self, clip: Clip, ctx: MapContext) -> QPMaps:
         info = clip.info
