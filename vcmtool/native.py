@@ -167,13 +167,3 @@ def native_status() -> dict[str, Any]:
         },
     }
 
-
-def __getattr__(name: str) -> Any:
-    # TRANSITIONAL, remove with it: vcmtool/qpmap/sources/roi.py still calls
-    # native.rasterize_boxes, whose home is now vcmtool.qpmap.raster. Looked up by name at call
-    # time, since this bottom layer must not import vcmtool.qpmap.
-    if name == "rasterize_boxes":
-        import importlib
-
-        return importlib.import_module("vcmtool.qpmap.raster").rasterize_boxes
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from vcmtool import native
 from vcmtool.io.frame import Frame
 from vcmtool.io.open import Clip
 from vcmtool.plugin_options import option
 from vcmtool.qpmap.maps import QPMaps
+from vcmtool.qpmap.raster import rasterize_boxes
 from vcmtool.qpmap.sources.base import QPMAP_SOURCES, MapContext, QPMapSource
 
 
@@ -56,7 +56,7 @@ def boxes_to_map(boxes: np.ndarray, height: int, width: int, ctu: int, opts: Roi
     q_in, q_out = opts.qps(qp)
     m = opts.margin
     b = np.asarray(boxes, np.float64).reshape(-1, 4) + np.array([-m, -m, m, m])
-    return native.rasterize_boxes(height, width, ctu, b, np.full(len(b), q_in, np.uint8), q_out)
+    return rasterize_boxes(height, width, ctu, b, np.full(len(b), q_in, np.uint8), q_out)
 
 
 @QPMAP_SOURCES.register("roi")
