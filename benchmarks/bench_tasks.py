@@ -56,7 +56,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--json", action="store_true", help="machine-readable output")
     ap.add_argument(
-        "--models", default="yolov3-tiny,yolov3-tiny-ort,yolov3-tiny-torch",
+        "--models",
+        default="yolov3-tiny,yolov3-tiny-ort,yolov3-tiny-torch",
         help="comma-separated task model specs",
     )
     args = ap.parse_args()

@@ -44,8 +44,14 @@ def bare_cmd(codec: str, preset: str, clip: Path, out: Path) -> list[str]:
     if codec == "kvazaar":
         enc = ["-c:v", "libkvazaar", "-kvazaar-params", f"preset={preset},qp=32,gop=0,threads=1"]
     elif codec == "x265":
-        enc = ["-c:v", "libx265", "-preset", preset, "-x265-params",
-               "qp=32:bframes=0:log-level=error:pools=1:frame-threads=1"]
+        enc = [
+            "-c:v",
+            "libx265",
+            "-preset",
+            preset,
+            "-x265-params",
+            "qp=32:bframes=0:log-level=error:pools=1:frame-threads=1",
+        ]
     else:
         raise SystemExit(f"no bare command for {codec}")
     return [ffmpeg_exe(), "-v", "error", "-y", "-i", str(clip), *enc, "-f", "hevc", str(out)]
@@ -91,31 +97,71 @@ def main() -> None:
                     if name == "bare":
                         cmd = bare_cmd(codec, a.preset, clip, out)
                     else:
-                        cmd = [sys.executable, "-m", "vcmtool", "encode", str(clip), "-c", codec,
-                               "--qpmap", name, "--qp", "32", "--preset", a.preset, "-o", str(out),
-                               "-y", "--no-measure", "--json", *a.extra.split()]
+                        cmd = [
+                            sys.executable,
+                            "-m",
+                            "vcmtool",
+                            "encode",
+                            str(clip),
+                            "-c",
+                            codec,
+                            "--qpmap",
+                            name,
+                            "--qp",
+                            "32",
+                            "--preset",
+                            a.preset,
+                            "-o",
+                            str(out),
+                            "-y",
+                            "--no-measure",
+                            "--json",
+                            *a.extra.split(),
+                        ]
                     runs.setdefault(name, []).append(timed(cmd))
             bare_s = statistics.median(dt for dt, _ in runs["bare"])
             for name, rs in runs.items():
                 wall = statistics.median(dt for dt, _ in rs)
                 rep = rs[-1][1] or {}
                 tm = rep.get("timing", {})
-                rows.append({"codec": codec, "run": name, "wall_s": round(wall, 2),
-                             "fps": round(a.frames / wall, 1), "ratio": round(bare_s / wall, 3),
-                             "map_fps": tm.get("map_fps"), "encode_fps": tm.get("encode_fps")})
+                rows.append(
+                    {
+                        "codec": codec,
+                        "run": name,
+                        "wall_s": round(wall, 2),
+                        "fps": round(a.frames / wall, 1),
+                        "ratio": round(bare_s / wall, 3),
+                        "map_fps": tm.get("map_fps"),
+                        "encode_fps": tm.get("encode_fps"),
+                    }
+                )
     load = os.getloadavg()[0]
     if a.json:
-        print(json.dumps({"frames": a.frames, "preset": a.preset, "extra": a.extra, "rows": rows,
-                          "machine": platform.processor() or platform.machine(),
-                          "cores": os.cpu_count(), "load": round(load, 2)}))
+        print(
+            json.dumps(
+                {
+                    "frames": a.frames,
+                    "preset": a.preset,
+                    "extra": a.extra,
+                    "rows": rows,
+                    "machine": platform.processor() or platform.machine(),
+                    "cores": os.cpu_count(),
+                    "load": round(load, 2),
+                }
+            )
+        )
         return
-    print(f"bigbuckbunny 1280x720, {a.frames} frames, preset {a.preset} {a.extra}; "
-          f"{os.cpu_count()} cores, load {load:.1f}")
+    print(
+        f"bigbuckbunny 1280x720, {a.frames} frames, preset {a.preset} {a.extra}; "
+        f"{os.cpu_count()} cores, load {load:.1f}"
+    )
     print("| encoder | run | wall s | fps | x bare | map fps | encoder fps |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['codec']} | {r['run']} | {r['wall_s']} | {r['fps']} | {r['ratio']} | "
-              f"{r['map_fps'] or '-'} | {r['encode_fps'] or '-'} |")
+        print(
+            f"| {r['codec']} | {r['run']} | {r['wall_s']} | {r['fps']} | {r['ratio']} | "
+            f"{r['map_fps'] or '-'} | {r['encode_fps'] or '-'} |"
+        )
 
 
 if __name__ == "__main__":

@@ -67,8 +67,11 @@ def evaluate(data: Path, folds_dir: Path) -> list[dict]:
     manifest = json.loads((data / "manifest.json").read_text())
     chunk = int(manifest.get("build", {}).get("split_chunk", 25))
     chunks = {e["id"]: chunk_of(e, chunk) for e in manifest["images"]}
-    train_labels = [s.label[instance_cells(i["box"], s.label.shape)].ravel()
-                    for s in load_samples(data, "train", "yolov3-tiny", cache) for i in s.instances]
+    train_labels = [
+        s.label[instance_cells(i["box"], s.label.shape)].ravel()
+        for s in load_samples(data, "train", "yolov3-tiny", cache)
+        for i in s.instances
+    ]
     median = float(np.median(np.concatenate(train_labels)))
     models = {kind: predictor(load_checkpoint(folds_dir / kind / "last.pt")[0]) for kind in KINDS}
     out = []
@@ -101,11 +104,14 @@ def summarise(rows: list[dict], boot: int = 2000) -> dict:
         b = sums[rng.integers(0, len(chunks), len(chunks))].sum(0)
         diffs.append((b[0] - b[1]) / b[-1])
     lo, hi = np.percentile(diffs, [2.5, 97.5]) if diffs else (np.nan, np.nan)
-    return {"chunks": len(chunks), "ctus": int(total[-1]),
-            "E_total": {n: round(float(total[i] / total[-1]), 3) for i, n in enumerate(names)},
-            "snn_minus_eljrd": round(float((total[0] - total[1]) / total[-1]), 3),
-            "ci95": [round(float(lo), 3), round(float(hi), 3)],
-            "p_snn_better": round(float(np.mean(np.array(diffs) < 0)), 3) if diffs else None}
+    return {
+        "chunks": len(chunks),
+        "ctus": int(total[-1]),
+        "E_total": {n: round(float(total[i] / total[-1]), 3) for i, n in enumerate(names)},
+        "snn_minus_eljrd": round(float((total[0] - total[1]) / total[-1]), 3),
+        "ci95": [round(float(lo), 3), round(float(hi), 3)],
+        "p_snn_better": round(float(np.mean(np.array(diffs) < 0)), 3) if diffs else None,
+    }
 
 
 def main() -> None:
@@ -118,24 +124,45 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2, help="trainings at once (one core each)")
     a = ap.parse_args()
     datas = [make_fold(a.dataset, a.out / f"fold{k}" / "data", k, a.folds) for k in range(a.folds)]
-    jobs = [(d, d.parent / kind, kind, a.snn_epochs if kind == "snn" else a.el_epochs,
-             [*RECIPE, *(["--stem", "16"] if kind == "snn" else [])]) for kind in KINDS for d in datas]
+    jobs = [
+        (
+            d,
+            d.parent / kind,
+            kind,
+            a.snn_epochs if kind == "snn" else a.el_epochs,
+            [*RECIPE, *(["--stem", "16"] if kind == "snn" else [])],
+        )
+        for kind in KINDS
+        for d in datas
+    ]
     with ThreadPoolExecutor(a.jobs) as pool:
         list(pool.map(lambda j: train_run(*j, quiet=True), jobs))
     rows = [r | {"fold": k} for k, d in enumerate(datas) for r in evaluate(d, d.parent)]
     per_fold = [summarise([r for r in rows if r["fold"] == k], boot=0)["E_total"] for k in range(a.folds)]
     overall = summarise(rows)
-    report = {"folds": a.folds, "snn_epochs": a.snn_epochs, "el_epochs": a.el_epochs, "recipe": RECIPE,
-              "per_fold_E_total": per_fold, "pooled": overall, "images": rows}
+    report = {
+        "folds": a.folds,
+        "snn_epochs": a.snn_epochs,
+        "el_epochs": a.el_epochs,
+        "recipe": RECIPE,
+        "per_fold_E_total": per_fold,
+        "pooled": overall,
+        "images": rows,
+    }
     (a.out / "crossval.json").write_text(json.dumps(report, indent=1))
     names = {"snn": "SNN-JRD", "eljrd": "EL-JRD", "constant": "constant (train-fold median)"}
-    lines = ["| predictor | " + " | ".join(f"fold {k}" for k in range(a.folds)) + " | pooled E_total |",
-             "|---|" + "---|" * (a.folds + 1)]
+    lines = [
+        "| predictor | " + " | ".join(f"fold {k}" for k in range(a.folds)) + " | pooled E_total |",
+        "|---|" + "---|" * (a.folds + 1),
+    ]
     for key, name in names.items():
-        lines.append(f"| {name} | " + " | ".join(str(f[key]) for f in per_fold) +
-                     f" | {overall['E_total'][key]} |")
-    lines.append(f"\nSNN-JRD - EL-JRD: {overall['snn_minus_eljrd']:+.3f} QP, 95% CI over "
-                 f"{overall['chunks']} chunks {overall['ci95']}, {overall['ctus']} instance CTUs")
+        lines.append(
+            f"| {name} | " + " | ".join(str(f[key]) for f in per_fold) + f" | {overall['E_total'][key]} |"
+        )
+    lines.append(
+        f"\nSNN-JRD - EL-JRD: {overall['snn_minus_eljrd']:+.3f} QP, 95% CI over "
+        f"{overall['chunks']} chunks {overall['ci95']}, {overall['ctus']} instance CTUs"
+    )
     (a.out / "crossval.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

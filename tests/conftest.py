@@ -21,8 +21,13 @@ CROP = (128, 0, 256, 128)
 
 
 def crop_frame(f: Frame, x: int, y: int, w: int, h: int) -> Frame:
-    return Frame(f.y[y : y + h, x : x + w].copy(), f.u[y // 2 : (y + h) // 2, x // 2 : (x + w) // 2].copy(),
-                 f.v[y // 2 : (y + h) // 2, x // 2 : (x + w) // 2].copy(), f.index, f.bit_depth)
+    return Frame(
+        f.y[y : y + h, x : x + w].copy(),
+        f.u[y // 2 : (y + h) // 2, x // 2 : (x + w) // 2].copy(),
+        f.v[y // 2 : (y + h) // 2, x // 2 : (x + w) // 2].copy(),
+        f.index,
+        f.bit_depth,
+    )
 
 
 def write_crop_y4m(out: Path, clip_name: str, frames: int, crop=CROP, bit_depth: int = 8) -> Path:
@@ -63,12 +68,17 @@ def bus_jpg() -> Path:
     return Path(ultralytics_image("bus.jpg"))
 
 
-def run_cli(*args: str, stdin: bytes | None = None, cwd: Path | None = None
-            ) -> subprocess.CompletedProcess:
+def run_cli(*args: str, stdin: bytes | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run the real CLI in a subprocess, as a user would."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.run([sys.executable, "-m", "vcmtool", *args], input=stdin,
-                          capture_output=True, cwd=cwd, env=env, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "vcmtool", *args],
+        input=stdin,
+        capture_output=True,
+        cwd=cwd,
+        env=env,
+        timeout=600,
+    )
 
 
 def half_psnr_gap(src: Path, bitstream: Path) -> float:

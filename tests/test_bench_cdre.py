@@ -24,8 +24,21 @@ def cdre_bench(tmp_path_factory):
     d = tmp_path_factory.mktemp("bench_cdre")
     clip = write_crop_y4m(d / "bikes3.y4m", "bikes", 3)
     out = d / "report"
-    args = ["bench", str(clip), "--qpmap", "cdre", "--qps", ",".join(map(str, QPS)), "--preset", "ultrafast",
-            "--bootstrap", "0", "-o", str(out), "--json"]
+    args = [
+        "bench",
+        str(clip),
+        "--qpmap",
+        "cdre",
+        "--qps",
+        ",".join(map(str, QPS)),
+        "--preset",
+        "ultrafast",
+        "--bootstrap",
+        "0",
+        "-o",
+        str(out),
+        "--json",
+    ]
     r = run_cli(*args)
     assert r.returncode == 0, r.stderr.decode()[-2000:]
     return out, json.loads(r.stdout)
@@ -98,7 +111,10 @@ def test_method_specs_and_errors(tmp_path):
     from vcmtool.bench.grid import groups
 
     assert groups(["a/x.y4m", "b/y.y4m"], {"a/x.y4m": 8, "b/y.y4m": 8}, pool=True) == {
-        "x.y4m": ["a/x.y4m"], "y.y4m": ["b/y.y4m"], "all": ["a/x.y4m", "b/y.y4m"]}
+        "x.y4m": ["a/x.y4m"],
+        "y.y4m": ["b/y.y4m"],
+        "all": ["a/x.y4m", "b/y.y4m"],
+    }
     clip = tmp_path / "missing.y4m"
     r = run_cli("bench", str(clip), "--qpmap", f"cdre:{tmp_path}", "-o", str(tmp_path / "o"))
     assert r.returncode != 0 and b"Traceback" not in r.stderr and b"cdre_decoder.pt" in r.stderr

@@ -204,17 +204,21 @@ def test_train_selection_keeps_identity_start_unless_val_map_beats_it(tmp_path, 
 
     # bus.jpg: dense, sure detections (the first dev-clip frames have almost none at 0.3)
     im = cv2.imread(str(bus_jpg))
-    frames = [cv2.resize(im[i * 40 : i * 40 + 960], (256, 320), interpolation=cv2.INTER_AREA)
-              for i in range(4)]
+    frames = [
+        cv2.resize(im[i * 40 : i * 40 + 960], (256, 320), interpolation=cv2.INTER_AREA) for i in range(4)
+    ]
     orig = np.stack(frames)
     blurred = np.stack([cv2.GaussianBlur(f, (9, 9), 3) for f in frames])
     np.savez(tmp_path / "train.npz", orig=orig, dec=blurred)
     np.savez(tmp_path / "val.npz", orig=orig, dec=orig)
     item = {"segment": "bikes_t", "qp": 37}
     torch.manual_seed(0)
-    trainer = Trainer([{**item, "npz": str(tmp_path / "train.npz")}], CdreConfig(),
-                      TrainConfig(steps=2, batch=2, lr=0.05, threads=1, val_every=1, select="map"),
-                      val_items=[{**item, "npz": str(tmp_path / "val.npz")}])
+    trainer = Trainer(
+        [{**item, "npz": str(tmp_path / "train.npz")}],
+        CdreConfig(),
+        TrainConfig(steps=2, batch=2, lr=0.05, threads=1, val_every=1, select="map"),
+        val_items=[{**item, "npz": str(tmp_path / "val.npz")}],
+    )
     start = {k: v.clone() for k, v in trainer.receiver.state_dict().items()}
     ck = tmp_path / "ck.pt"
     history = trainer.process(ck)

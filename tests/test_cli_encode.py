@@ -28,8 +28,7 @@ def test_encode_json_report(bikes_y4m, tmp_path):
 def test_two_runs_identical_bytes(bikes_y4m, tmp_path):
     md5s = []
     for name in ("a.hevc", "b.hevc"):
-        r = run_cli("encode", str(bikes_y4m), "-o", str(tmp_path / name), "--json", *FAST,
-                    "--no-measure")
+        r = run_cli("encode", str(bikes_y4m), "-o", str(tmp_path / name), "--json", *FAST, "--no-measure")
         assert r.returncode == 0, r.stderr
         md5s.append(next(iter(json.loads(r.stdout)["md5"].values())))
     assert md5s[0] == md5s[1]
@@ -37,16 +36,37 @@ def test_two_runs_identical_bytes(bikes_y4m, tmp_path):
 
 def test_raw_yuv_from_stdin(bikes_yuv, tmp_path):
     out = tmp_path / "s.hevc"
-    r = run_cli("encode", "-", "--size", "256x128", "--fps", "25", "-o", str(out), "--json",
-                *FAST, stdin=bikes_yuv.read_bytes())
+    r = run_cli(
+        "encode",
+        "-",
+        "--size",
+        "256x128",
+        "--fps",
+        "25",
+        "-o",
+        str(out),
+        "--json",
+        *FAST,
+        stdin=bikes_yuv.read_bytes(),
+    )
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["frames"] == 8
 
 
 def test_file_map_applied(bikes_y4m, tmp_path):
     np.save(tmp_path / "m.npy", np.array([[22, 22, 42, 42], [22, 22, 42, 42]]))
-    r = run_cli("encode", str(bikes_y4m), "--qpmap", f"file:{tmp_path / 'm.npy'}", "-o",
-                str(tmp_path / "f.hevc"), "--qpm-out", str(tmp_path / "f.qpm"), "--json", *FAST)
+    r = run_cli(
+        "encode",
+        str(bikes_y4m),
+        "--qpmap",
+        f"file:{tmp_path / 'm.npy'}",
+        "-o",
+        str(tmp_path / "f.hevc"),
+        "--qpm-out",
+        str(tmp_path / "f.qpm"),
+        "--json",
+        *FAST,
+    )
     assert r.returncode == 0, r.stderr
     applied = read_qpm(tmp_path / "f.qpm")
     assert applied.data[0, 0, 0] == 22 and applied.data[0, 0, 3] == 42
@@ -81,8 +101,20 @@ def test_bad_input_one_line_error_no_output(tmp_path, bikes_y4m, bikes_yuv, make
 
 def test_vvenc_block_map_refused_then_allowed(bikes_y4m, tmp_path):
     np.save(tmp_path / "m.npy", np.array([[30, 30, 40, 40], [30, 30, 40, 40]]))
-    args = ["encode", str(bikes_y4m), "-c", "vvenc", "--qpmap", f"file:{tmp_path / 'm.npy'}",
-            "--frames", "2", "-o", str(tmp_path / "v.266"), "--preset", "faster"]
+    args = [
+        "encode",
+        str(bikes_y4m),
+        "-c",
+        "vvenc",
+        "--qpmap",
+        f"file:{tmp_path / 'm.npy'}",
+        "--frames",
+        "2",
+        "-o",
+        str(tmp_path / "v.266"),
+        "--preset",
+        "faster",
+    ]
     r = run_cli(*args)
     assert r.returncode == 2 and b"--allow-frame-qp" in r.stderr
     r = run_cli(*args, "--allow-frame-qp", "--json")
@@ -91,8 +123,19 @@ def test_vvenc_block_map_refused_then_allowed(bikes_y4m, tmp_path):
 
 
 def test_roi_map_lowers_qp_on_objects(bus_jpg, tmp_path):
-    r = run_cli("qpmap", str(bus_jpg), "--qpmap", "roi", "--qp", "32", "-o",
-                str(tmp_path / "bus.qpm"), "--overlay", str(tmp_path / "ov.png"), "--json")
+    r = run_cli(
+        "qpmap",
+        str(bus_jpg),
+        "--qpmap",
+        "roi",
+        "--qp",
+        "32",
+        "-o",
+        str(tmp_path / "bus.qpm"),
+        "--overlay",
+        str(tmp_path / "ov.png"),
+        "--json",
+    )
     assert r.returncode == 0, r.stderr
     m = read_qpm(tmp_path / "bus.qpm").data[0]
     assert m.min() == 28 and m.max() == 38  # qp-4 inside objects, qp+6 outside

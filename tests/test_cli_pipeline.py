@@ -61,17 +61,27 @@ def test_quiet_prints_nothing_but_verbose_logs(bikes_y4m, tmp_path):
     assert r.returncode == 2 and b"--qp" in r.stderr  # errors still print
 
 
-@pytest.mark.parametrize("argv", [
-    ("doctor", "--json"),
-    ("detect", "{clip}", "--frames", "1", "--json"),
-    ("qpmap", "{clip}", "-o", "{tmp}/m.qpm", "--frames", "2", "--json"),
-    ("encode", "{clip}", "-o", "{tmp}/e.hevc", "--json", *FAST),
-    ("verify", "{tmp}/g.json", "--json"),
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("doctor", "--json"),
+        ("detect", "{clip}", "--frames", "1", "--json"),
+        ("qpmap", "{clip}", "-o", "{tmp}/m.qpm", "--frames", "2", "--json"),
+        ("encode", "{clip}", "-o", "{tmp}/e.hevc", "--json", *FAST),
+        ("verify", "{tmp}/g.json", "--json"),
+    ],
+)
 def test_json_commands_print_only_json_on_stdout(bikes_y4m, tmp_path, argv):
     if argv[0] == "verify":
-        r = run_cli("encode", str(bikes_y4m), "-o", str(tmp_path / "g.hevc"), "--record",
-                    str(tmp_path / "g.json"), *FAST)
+        r = run_cli(
+            "encode",
+            str(bikes_y4m),
+            "-o",
+            str(tmp_path / "g.hevc"),
+            "--record",
+            str(tmp_path / "g.json"),
+            *FAST,
+        )
         assert r.returncode == 0, r.stderr
     args = [a.format(clip=bikes_y4m, tmp=tmp_path) for a in argv]
     r = run_cli(*args)
@@ -110,8 +120,9 @@ def test_python_api_matches_the_cli(bikes_y4m, tmp_path):
         vcmtool.encode(bikes_y4m, tmp_path / "api.hevc", qp=34)
     with pytest.raises(UsageError, match="unknown option"):
         vcmtool.encode(bikes_y4m, tmp_path / "z.hevc", qpp=34)
-    maps, stats = vcmtool.qpmap(bikes_y4m, tmp_path / "m.qpm", qpmap="roi", qp=30, frames=2,
-                                roi_qp_in=24, roi_qp_out=40)
+    maps, stats = vcmtool.qpmap(
+        bikes_y4m, tmp_path / "m.qpm", qpmap="roi", qp=30, frames=2, roi_qp_in=24, roi_qp_out=40
+    )
     assert maps.data.shape[0] == 2 and set(maps.data.ravel()) <= {24, 40}
     assert Path(stats["output"]).exists()
     clip = vcmtool.open_video(bikes_y4m, frames=2)

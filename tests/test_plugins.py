@@ -83,29 +83,40 @@ def site(tmp_path) -> Path:
     site = tmp_path / "site"
     site.mkdir()
     (site / "vcm_goodplugin.py").write_text(GOOD)
-    _dist(site, "vcm-goodplugin", "0.1", """
+    _dist(
+        site,
+        "vcm-goodplugin",
+        "0.1",
+        """
         [vcmtool.qpmap_sources]
         myplugin = vcm_goodplugin:HalfSource
         [vcmtool.task_models]
         lefthalf = vcm_goodplugin:make_lefthalf
-    """)
+    """,
+    )
     (site / "vcm_badenc.py").write_text("raise RuntimeError('needs libfoo.so.3\\nsecond line')\n")
-    _dist(site, "vcm-broken", "0.2", """
+    _dist(
+        site,
+        "vcm-broken",
+        "0.2",
+        """
         [vcmtool.qpmap_sources]
         brokensrc = vcm_not_there:Thing
         notasource = vcm_goodplugin:helper
         roi = vcm_goodplugin:HalfSource
         [vcmtool.encoders]
         brokenenc = vcm_badenc
-    """)
+    """,
+    )
     return site
 
 
 def run_cli(site: Path, *args: str) -> subprocess.CompletedProcess:
     path = os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p)
     env = dict(os.environ, PYTHONPATH=path, PYTHONUNBUFFERED="1")
-    return subprocess.run([sys.executable, "-m", "vcmtool", *args], capture_output=True, text=True,
-                          env=env, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "vcmtool", *args], capture_output=True, text=True, env=env, timeout=600
+    )
 
 
 def _warnings(stderr: str) -> list[str]:
@@ -114,8 +125,21 @@ def _warnings(stderr: str) -> list[str]:
 
 def test_plugin_source_encodes_a_real_bitstream(site, bikes_y4m, tmp_path):
     out, qpm = tmp_path / "p.hevc", tmp_path / "p.qpm"
-    r = run_cli(site, "encode", str(bikes_y4m), "--qpmap", "myplugin:8", "--qp", "32", "-o",
-                str(out), "--qpm-out", str(qpm), "--json", *FAST)
+    r = run_cli(
+        site,
+        "encode",
+        str(bikes_y4m),
+        "--qpmap",
+        "myplugin:8",
+        "--qp",
+        "32",
+        "-o",
+        str(out),
+        "--qpm-out",
+        str(qpm),
+        "--json",
+        *FAST,
+    )
     assert r.returncode == 0, r.stderr
     rep = json.loads(r.stdout)
     assert rep["qpmap"]["source"] == "myplugin:8" and rep["qpmap"]["myplugin"] == "0.1"
@@ -133,8 +157,19 @@ def test_plugin_source_encodes_a_real_bitstream(site, bikes_y4m, tmp_path):
 
 def test_plugin_task_model_drives_roi(site, bikes_y4m, tmp_path):
     qpm = tmp_path / "t.qpm"
-    r = run_cli(site, "qpmap", str(bikes_y4m), "--qpmap", "roi", "--task-model", "lefthalf",
-                "--roi-margin", "0", "-o", str(qpm))
+    r = run_cli(
+        site,
+        "qpmap",
+        str(bikes_y4m),
+        "--qpmap",
+        "roi",
+        "--task-model",
+        "lefthalf",
+        "--roi-margin",
+        "0",
+        "-o",
+        str(qpm),
+    )
     assert r.returncode == 0, r.stderr
     m = read_qpm(qpm).data
     assert (m[:, :, :2] == 28).all() and (m[:, :, 2:] == 38).all()
@@ -163,8 +198,9 @@ def test_loading_is_lazy_and_once(site, monkeypatch, caplog):
 
     monkeypatch.syspath_prepend(str(site))
     importlib.invalidate_caches()
-    reg: Registry = Registry("QP-map source", plugin_group="vcmtool.qpmap_sources",
-                             accepts=lambda o: isinstance(o, type))
+    reg: Registry = Registry(
+        "QP-map source", plugin_group="vcmtool.qpmap_sources", accepts=lambda o: isinstance(o, type)
+    )
     reg.register("builtin")(object)
     reg.register("roi")(int)  # a plugin may not take a built-in's name
     calls = []
@@ -173,8 +209,9 @@ def test_loading_is_lazy_and_once(site, monkeypatch, caplog):
     assert reg.get("builtin") is object and "builtin" in reg and not calls  # no miss: no loading
     assert "myplugin" in reg and len(calls) == 1
     assert reg.get("myplugin").__name__ == "HalfSource"
-    with pytest.raises(UsageError, match="unknown QP-map source 'nope'; choose one of: builtin, "
-                                         "myplugin, roi"):
+    with pytest.raises(
+        UsageError, match="unknown QP-map source 'nope'; choose one of: builtin, myplugin, roi"
+    ):
         reg.get("nope")
     assert reg.names() == ["builtin", "myplugin", "roi"] and len(calls) == 1  # loaded once
     assert reg.get("roi") is int

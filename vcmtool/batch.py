@@ -111,8 +111,13 @@ def _coerce(name: str, value: Any, where: str) -> Any:
             return str(value)
     except (ValueError, TypeError):
         pass
-    kind = {bool: "true/false", int: "an integer", float: "a number", dict: "a JSON object",
-            str: "a string"}.get(base, str(base))
+    kind = {
+        bool: "true/false",
+        int: "an integer",
+        float: "a number",
+        dict: "a JSON object",
+        str: "a string",
+    }.get(base, str(base))
     raise UsageError(f"{where}: {name}={value!r} is not {kind}")
 
 
@@ -125,14 +130,15 @@ def resolve_option(name: str, value: Any, base: Path) -> Any:
         return str(base / value) if not Path(value).is_absolute() else value
     prefix = PATH_PREFIXES.get(name)
     if prefix and value.startswith(prefix):
-        rest = value[len(prefix):]
+        rest = value[len(prefix) :]
         return prefix + (str(base / rest) if not Path(rest).is_absolute() else rest)
     return value
 
 
 def _rows_of(text: str, where: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    lines = [(i, ln) for i, ln in enumerate(text.splitlines(), 1)
-             if ln.strip() and not ln.lstrip().startswith("#")]
+    lines = [
+        (i, ln) for i, ln in enumerate(text.splitlines(), 1) if ln.strip() and not ln.lstrip().startswith("#")
+    ]
     if not lines:
         return
     if lines[0][1].lstrip().startswith("{"):
@@ -151,13 +157,14 @@ def _rows_of(text: str, where: str) -> Iterator[tuple[int, dict[str, Any]]]:
     for i, ln in lines[1:]:
         cells = next(csv.reader([ln]))
         if len(cells) > len(header):
-            raise UsageError(f"{where}:{i}: {len(cells)} cells but the header (line {header_line}) "
-                             f"has {len(header)} columns")
+            raise UsageError(
+                f"{where}:{i}: {len(cells)} cells but the header (line {header_line}) "
+                f"has {len(header)} columns"
+            )
         yield i, {h: c for h, c in zip(header, cells, strict=False) if c.strip() != ""}
 
 
-def parse_manifest(text: str, where: str, base: Path, outdir: Path,
-                   allow_outside: bool = False) -> list[Row]:
+def parse_manifest(text: str, where: str, base: Path, outdir: Path, allow_outside: bool = False) -> list[Row]:
     """Parse and validate a whole manifest before any work starts: a typo on line 900 must not
     surface after hours of encoding. Errors are UsageErrors naming ``where:line``."""
     rows: list[Row] = []
@@ -165,24 +172,31 @@ def parse_manifest(text: str, where: str, base: Path, outdir: Path,
         at = f"{where}:{line}"
         unknown = sorted(set(raw) - set(FIELDS))
         if unknown:
-            raise UsageError(f"{at}: unknown key{'s' if len(unknown) > 1 else ''} "
-                             f"{', '.join(map(repr, unknown))}; use EncodeJob fields: {', '.join(FIELDS)}")
+            raise UsageError(
+                f"{at}: unknown key{'s' if len(unknown) > 1 else ''} "
+                f"{', '.join(map(repr, unknown))}; use EncodeJob fields: {', '.join(FIELDS)}"
+            )
         if not raw.get("input"):
             raise UsageError(f"{at}: no input (every row needs an 'input' path)")
-        kw = {k: resolve_option(k, _coerce(k, v, at), outdir if k in OUTPUT_FIELDS else base)
-              for k, v in raw.items()}
+        kw = {
+            k: resolve_option(k, _coerce(k, v, at), outdir if k in OUTPUT_FIELDS else base)
+            for k, v in raw.items()
+        }
         job = EncodeJob(**kw)
         if job.codec not in ENCODERS:
-            raise UsageError(f"{at}: unknown codec {job.codec!r}; "
-                             f"choose one of: {', '.join(ENCODERS.names())}")
+            raise UsageError(
+                f"{at}: unknown codec {job.codec!r}; choose one of: {', '.join(ENCODERS.names())}"
+            )
         try:
             check_job(job)
-            ENCODERS.get(job.codec)().check_settings(EncodeSettings(
-                job.preset, job.intra_period, job.threads, job.allow_frame_qp, job.encoder_params))
+            ENCODERS.get(job.codec)().check_settings(
+                EncodeSettings(
+                    job.preset, job.intra_period, job.threads, job.allow_frame_qp, job.encoder_params
+                )
+            )
             if job.output is None:
                 job.output = str(default_output(job, outdir))
-            check_outputs(job_outputs(job, job.output), job_inputs(job),
-                          None if allow_outside else outdir)
+            check_outputs(job_outputs(job, job.output), job_inputs(job), None if allow_outside else outdir)
         except UsageError as e:
             raise UsageError(f"{at}: {e}") from None
         rows.append(Row(line, job))
@@ -211,15 +225,18 @@ def _check_unique(rows: list[Row], where: str) -> None:
         for o in job_outputs(r.job, r.job.output):
             out = str(Path(o.path).resolve())
             if out in seen_out:
-                raise UsageError(f"{where}:{r.line}: writes {o.path} like line {seen_out[out]}; "
-                                 "give each row its own output")
+                raise UsageError(
+                    f"{where}:{r.line}: writes {o.path} like line {seen_out[out]}; "
+                    "give each row its own output"
+                )
             if out in reads:
                 raise UsageError(f"{where}:{r.line}: writes {o.path}, which line {reads[out]} reads")
             seen_out[out] = r.line
 
 
-def read_manifest(manifest: str, outdir: Path | None = None,
-                  allow_outside: bool = False) -> tuple[list[Row], Path]:
+def read_manifest(
+    manifest: str, outdir: Path | None = None, allow_outside: bool = False
+) -> tuple[list[Row], Path]:
     """Rows of ``manifest`` (a path or ``-``) and the output folder rows default to."""
     if manifest == "-":
         text, where, base = sys.stdin.read(), "<stdin>", Path.cwd()
@@ -295,8 +312,10 @@ def state_lock(state_dir: Path) -> Iterator[None]:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise UsageError(f"{state_dir}: another vcmtool batch is using this state folder; "
-                             "wait for it or pass --state DIR") from None
+            raise UsageError(
+                f"{state_dir}: another vcmtool batch is using this state folder; "
+                "wait for it or pass --state DIR"
+            ) from None
         yield
 
 
@@ -325,6 +344,17 @@ def encode_item(payload: dict) -> dict:
         return run_encode(job)
 
 
-__all__ = ["FIELDS", "OUTPUT_FIELDS", "PATH_PREFIXES", "Row", "default_state_dir", "encode_item",
-           "parse_manifest", "prepare_state", "read_manifest", "resolve_option", "state_lock",
-           "state_tag"]
+__all__ = [
+    "FIELDS",
+    "OUTPUT_FIELDS",
+    "PATH_PREFIXES",
+    "Row",
+    "default_state_dir",
+    "encode_item",
+    "parse_manifest",
+    "prepare_state",
+    "read_manifest",
+    "resolve_option",
+    "state_lock",
+    "state_tag",
+]

@@ -14,8 +14,17 @@ from vcmtool.errors import InputError
 from vcmtool.io.container import _planes
 from vcmtool.io.frame import Frame
 
-_FORMATS = {".hevc": "hevc", ".265": "hevc", ".h265": "hevc", ".h264": "h264", ".264": "h264",
-            ".266": "vvc", ".vvc": "vvc", ".ivf": "ivf", ".obu": "obu"}
+_FORMATS = {
+    ".hevc": "hevc",
+    ".265": "hevc",
+    ".h265": "hevc",
+    ".h264": "h264",
+    ".264": "h264",
+    ".266": "vvc",
+    ".vvc": "vvc",
+    ".ivf": "ivf",
+    ".obu": "obu",
+}
 
 
 def decoded_frames(path: Path, bit_depth: int = 8) -> Iterator[Frame]:

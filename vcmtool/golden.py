@@ -64,9 +64,11 @@ def _rel(path: str, base: Path) -> str:
 def entry_name(job: EncodeJob) -> str:
     """``clip.y4m kvazaar qp=30 intra_period=1``: the input, codec and every non-default option."""
     defaults = asdict(EncodeJob(input=job.input, codec=job.codec))
-    diff = [f"{k}={v}" for k, v in asdict(job).items()
-            if k not in (*_SKIP, *_SIDE_OUTPUTS, "codec", "threads", "qp", "map_options")
-            and v != defaults[k]]
+    diff = [
+        f"{k}={v}"
+        for k, v in asdict(job).items()
+        if k not in (*_SKIP, *_SIDE_OUTPUTS, "codec", "threads", "qp", "map_options") and v != defaults[k]
+    ]
     if job.qpmap != "none" and not job.qpmap.startswith("file:"):  # map options matter to detectors
         diff += [f"{k}={v}" for k, v in job.map_options.items() if v is not None]
     return " ".join([Path(job.input).name, job.codec, f"qp={job.qp}", *diff])
@@ -81,7 +83,7 @@ def _portable_options(job: EncodeJob, base: Path) -> dict:
     for name, prefix in PATH_PREFIXES.items():
         v = opts.get(name)
         if isinstance(v, str) and v.startswith(prefix):
-            opts[name] = prefix + _rel(v[len(prefix):], base)
+            opts[name] = prefix + _rel(v[len(prefix) :], base)
     return opts
 
 
@@ -114,14 +116,18 @@ def load(golden: Path) -> dict:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise InputError(f"{golden}: not a golden file ({e}); re-record it") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("entries"), list):
-        raise InputError(f"{golden}: not a {FORMAT} file (no 'format': '{FORMAT}' with 'entries'); "
-                         "record one with vcmtool encode --record")
+        raise InputError(
+            f"{golden}: not a {FORMAT} file (no 'format': '{FORMAT}' with 'entries'); "
+            "record one with vcmtool encode --record"
+        )
     version = doc.get("version", 0)
     if isinstance(version, bool) or not isinstance(version, int):
         raise InputError(f"{golden}: 'version' {version!r} is not an integer; re-record it")
     if version > VERSION:
-        raise InputError(f"{golden}: format version {doc['version']} is newer than this vcmtool "
-                         f"reads ({VERSION}); upgrade vcmtool")
+        raise InputError(
+            f"{golden}: format version {doc['version']} is newer than this vcmtool "
+            f"reads ({VERSION}); upgrade vcmtool"
+        )
     return doc
 
 
@@ -132,8 +138,11 @@ def record(golden: Path, job: EncodeJob, report: dict) -> str:
         raise UsageError("--record needs an input file (verify re-reads it), not stdin")
     entry = make_entry(job, report, golden)
     doc = load(golden) if golden.exists() else {"format": FORMAT, "version": VERSION, "entries": []}
-    same = [i for i, e in enumerate(doc["entries"])
-            if e.get("input") == entry["input"] and e.get("options") == entry["options"]]
+    same = [
+        i
+        for i, e in enumerate(doc["entries"])
+        if e.get("input") == entry["input"] and e.get("options") == entry["options"]
+    ]
     if same:
         doc["entries"][same[0]] = entry
     else:
@@ -176,8 +185,11 @@ def _compare(entry: dict, bitstream: Path) -> tuple[str, str, str]:
     if len(frames) != len(old):
         return bs, "differs", f"{len(frames)} frames decoded, {len(old)} recorded"
     first = next((i for i, (a, b) in enumerate(zip(frames, old, strict=True)) if a != b), None)
-    return bs, "differs", ("decoded md5 differs" if first is None else
-                           f"decoded frames differ from frame {first}")
+    return (
+        bs,
+        "differs",
+        ("decoded md5 differs" if first is None else f"decoded frames differ from frame {first}"),
+    )
 
 
 def _untrusted_options(options: dict) -> str | None:
@@ -211,8 +223,9 @@ def check_entry(entry: dict, base: Path, workdir: Path, reencode: bool = True) -
                 return Check(name, "input-changed", detail=f"{inp} is not the recorded input (md5 differs)")
             opts = {k: resolve_option(k, v, base) for k, v in entry["options"].items()}
             opts.update({k: str(workdir / opts[k]) for k in _SIDE_OUTPUTS if opts.get(k)})
-            job = EncodeJob(input=str(inp), output=str(workdir / Path(entry["output"]).name),
-                            measure=False, **opts)
+            job = EncodeJob(
+                input=str(inp), output=str(workdir / Path(entry["output"]).name), measure=False, **opts
+            )
             report = run_encode(job)
             bitstream, versions = Path(report["output"]), version_diff(entry["versions"], report["versions"])
         else:
@@ -223,8 +236,11 @@ def check_entry(entry: dict, base: Path, workdir: Path, reencode: bool = True) -
         return Check(name, "error", detail=str(e))
     bs, dec, why = _compare(entry, bitstream)
     if reencode:
-        side = [k for k, md5 in entry.get("side_md5", {}).items()
-                if not Path(opts[k]).exists() or md5_file(opts[k]) != md5]
+        side = [
+            k
+            for k, md5 in entry.get("side_md5", {}).items()
+            if not Path(opts[k]).exists() or md5_file(opts[k]) != md5
+        ]
         if side:
             bs, why = "differs", "; ".join(filter(None, [why, f"{', '.join(side)} differs"]))
     status = "match" if bs == dec == "same" else "mismatch"
@@ -246,12 +262,26 @@ def verify(golden: Path, reencode: bool = True, progress=None) -> list[Check]:
                     raise TypeError(f"entry is {type(entry).__name__}, not an object")
                 checks.append(check_entry(entry, base, Path(tmp) / str(i), reencode))
             except (KeyError, TypeError, ValueError, AttributeError) as e:
-                checks.append(Check(entry.get("name", f"entry {i}") if isinstance(entry, dict) else
-                                    f"entry {i}", "error", detail=f"malformed entry ({e!r}); re-record it"))
+                checks.append(
+                    Check(
+                        entry.get("name", f"entry {i}") if isinstance(entry, dict) else f"entry {i}",
+                        "error",
+                        detail=f"malformed entry ({e!r}); re-record it",
+                    )
+                )
             if progress:
                 progress(1)
     return checks
 
 
-__all__ = ["RECORD_THREADS", "Check", "check_entry", "decoded_md5", "load", "make_entry", "record",
-           "verify", "version_diff"]
+__all__ = [
+    "RECORD_THREADS",
+    "Check",
+    "check_entry",
+    "decoded_md5",
+    "load",
+    "make_entry",
+    "record",
+    "verify",
+    "version_diff",
+]

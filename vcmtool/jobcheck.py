@@ -45,8 +45,13 @@ def _int(job_value: Any, name: str, lo: int | None, hi: int | None, opt: str) ->
     if isinstance(job_value, bool) or not isinstance(job_value, int):
         raise UsageError(f"{opt} {job_value!r}: not an integer")
     if (lo is not None and job_value < lo) or (hi is not None and job_value > hi):
-        span = (f"{lo}..{hi}" if lo is not None and hi is not None else
-                f">= {lo}" if lo is not None else f"<= {hi}")
+        span = (
+            f"{lo}..{hi}"
+            if lo is not None and hi is not None
+            else f">= {lo}"
+            if lo is not None
+            else f"<= {hi}"
+        )
         raise UsageError(f"{opt} {job_value}: out of range ({span})")
     return job_value
 
@@ -110,8 +115,10 @@ def check_job(job: EncodeJob) -> list[str]:
         raise UsageError(f"--preset {job.preset!r}: not a preset name")
     _check_map_options(job.map_options)
     params = job.encoder_params
-    if not isinstance(params, dict) or not all(isinstance(k, str) and isinstance(v, str | int | float)
-                                               and not isinstance(v, bool) for k, v in params.items()):
+    if not isinstance(params, dict) or not all(
+        isinstance(k, str) and isinstance(v, str | int | float) and not isinstance(v, bool)
+        for k, v in params.items()
+    ):
         raise UsageError(f"encoder_params {params!r}: use an object of KEY: VALUE strings")
     job.encoder_params = {k: str(v) for k, v in params.items()}
     _check_measure(job)

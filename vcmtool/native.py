@@ -166,4 +166,3 @@ def native_status() -> dict[str, Any]:
             "detail": x264 or f"libx264 {_native.X264_VERSION}",
         },
     }
-

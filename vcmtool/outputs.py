@@ -65,29 +65,39 @@ def check_output(out: Output, confine_to: Path | None = None) -> None:
     if st is not None and stat.S_ISLNK(st.st_mode):
         target = _real(p)
         if not _is_within(target, _real(p.parent)):
-            raise UsageError(f"{name} is a symbolic link to {target}, outside its folder; "
-                             "name the real file instead")
+            raise UsageError(
+                f"{name} is a symbolic link to {target}, outside its folder; name the real file instead"
+            )
         try:
             st = os.stat(p)
         except FileNotFoundError:
             st = None  # a dangling link inside the folder: the rename replaces the link
     if st is not None and not stat.S_ISREG(st.st_mode):
-        kind = ("a directory" if stat.S_ISDIR(st.st_mode) else
-                "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else
-                "a FIFO" if stat.S_ISFIFO(st.st_mode) else "not a regular file")
+        kind = (
+            "a directory"
+            if stat.S_ISDIR(st.st_mode)
+            else "a device"
+            if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
+            else "a FIFO"
+            if stat.S_ISFIFO(st.st_mode)
+            else "not a regular file"
+        )
         raise UsageError(f"{name} is {kind}; outputs must be regular files (name a file path)")
     parent = _real(p.parent)
     inside = confine_to is not None and _is_within(parent, _real(confine_to))
     if not inside and not parent.exists() and not parent.parent.is_dir():
-        raise UsageError(f"{name}: folder {parent.parent} does not exist; vcmtool creates only an "
-                         "output's own folder")
+        raise UsageError(
+            f"{name}: folder {parent.parent} does not exist; vcmtool creates only an output's own folder"
+        )
     if confine_to is not None and not _is_within(_real(p), _real(confine_to)):
-        raise UsageError(f"{name} is outside the output folder {confine_to}; "
-                         "use a path inside it or pass --allow-outside")
+        raise UsageError(
+            f"{name} is outside the output folder {confine_to}; use a path inside it or pass --allow-outside"
+        )
 
 
-def check_outputs(outputs: Iterable[Output], inputs: Sequence[str] = (),
-                  confine_to: Path | None = None) -> None:
+def check_outputs(
+    outputs: Iterable[Output], inputs: Sequence[str] = (), confine_to: Path | None = None
+) -> None:
     """Check every output of a run (or of all rows of a batch) against the policy, the run's
     inputs and each other. ``-`` (stdin/stdout) is not a file and is skipped."""
     seen: dict[Path, Output] = {}
@@ -112,12 +122,13 @@ def check_outputs(outputs: Iterable[Output], inputs: Sequence[str] = (),
             except OSError:
                 pass
         if same_input:
-            raise UsageError(f"{out.option} {out.path} is an input of this run; writing it would "
-                             "destroy the input (choose another output path)")
+            raise UsageError(
+                f"{out.option} {out.path} is an input of this run; writing it would "
+                "destroy the input (choose another output path)"
+            )
         if real in seen:
             first = seen[real]
-            raise UsageError(f"{out.option} {out.path} is also {first.option}; give each output "
-                             "its own path")
+            raise UsageError(f"{out.option} {out.path} is also {first.option}; give each output its own path")
         seen[real] = out
 
 

@@ -76,13 +76,18 @@ def default_output(job: EncodeJob, ext: str) -> str:
     return str(Path(f"{stem}.{job.codec}{ext}"))
 
 
-def map_context(job: EncodeJob, qp_range: tuple[int, int], src: QPMapSource | None = None
-                ) -> MapContext:
+def map_context(job: EncodeJob, qp_range: tuple[int, int], src: QPMapSource | None = None) -> MapContext:
     """The run's MapContext; it hands ``src`` its typed options (built from ``job.map_options``
     by :func:`job_source`)."""
-    return MapContext(qp=job.qp, ctu=job.ctu, qp_range=qp_range, task_model=job.task_model,
-                      map_interval=job.map_interval, options=job.map_options,
-                      source_options=src.options if src is not None else None)
+    return MapContext(
+        qp=job.qp,
+        ctu=job.ctu,
+        qp_range=qp_range,
+        task_model=job.task_model,
+        map_interval=job.map_interval,
+        options=job.map_options,
+        source_options=src.options if src is not None else None,
+    )
 
 
 def job_source(job: EncodeJob) -> QPMapSource:
@@ -90,8 +95,9 @@ def job_source(job: EncodeJob) -> QPMapSource:
     return get_source(job.qpmap, job.map_options)
 
 
-def compute_maps(job: EncodeJob, clip, qp_range: tuple[int, int],
-                 src: QPMapSource | None = None) -> tuple[QPMaps, dict, float]:
+def compute_maps(
+    job: EncodeJob, clip, qp_range: tuple[int, int], src: QPMapSource | None = None
+) -> tuple[QPMaps, dict, float]:
     src = src or job_source(job)
     ctx = map_context(job, qp_range, src)
     t0 = time.perf_counter()
@@ -103,8 +109,7 @@ def compute_maps(job: EncodeJob, clip, qp_range: tuple[int, int],
 
 def streams_maps(job: EncodeJob, src: QPMapSource, caps) -> bool:
     """Whether maps go to the encoder frame by frame as they are predicted."""
-    return bool(caps.streams_maps and src.streams and job.target_kbps is None
-                and job.target_bpp is None)
+    return bool(caps.streams_maps and src.streams and job.target_kbps is None and job.target_bpp is None)
 
 
 def run_qpmap(job: EncodeJob, output: str | None, overlay: str | None = None) -> tuple[QPMaps, dict]:
@@ -132,16 +137,27 @@ def run_qpmap(job: EncodeJob, output: str | None, overlay: str | None = None) ->
         if overlay:
             tmp = staged.enter_context(atomic_path(overlay, parents=False))
             overlay_frame = write_clip_overlay(str(tmp), clip, maps, caps.qp_range)
-    stats = {"input": job.input, "output": output, **info, **maps.stats(), "map_s": round(dt, 4),
-             "overlay_frame": overlay_frame, "notes": notes + clip.notes + maps.notes}
+    stats = {
+        "input": job.input,
+        "output": output,
+        **info,
+        **maps.stats(),
+        "map_s": round(dt, 4),
+        "overlay_frame": overlay_frame,
+        "notes": notes + clip.notes + maps.notes,
+    }
     return maps, stats
 
 
 def job_outputs(job: EncodeJob, output: str | Path) -> list[Output]:
     """Every file an encode of ``job`` writes, with the option that named it."""
-    named = [(str(output), "-o/--output"), (job.qpm_out, "--qpm-out"), (job.overlay, "--overlay"),
-             (job.side_stream_out, "--side-stream-out"),
-             (job.csv if job.measure else None, "--csv")]  # no measurement, no CSV
+    named = [
+        (str(output), "-o/--output"),
+        (job.qpm_out, "--qpm-out"),
+        (job.overlay, "--overlay"),
+        (job.side_stream_out, "--side-stream-out"),
+        (job.csv if job.measure else None, "--csv"),
+    ]  # no measurement, no CSV
     return [Output(str(p), opt) for p, opt in named if p]
 
 
@@ -150,7 +166,7 @@ def job_inputs(job: EncodeJob) -> list[str]:
     ins = [job.input]
     for spec, prefix in ((job.qpmap, "file:"), (job.qpmap, "dets:"), (job.task_model, "onnx:")):
         if isinstance(spec, str) and spec.startswith(prefix):
-            ins.append(spec[len(prefix):])
+            ins.append(spec[len(prefix) :])
     return ins
 
 
@@ -163,8 +179,9 @@ def run_encode(job: EncodeJob) -> dict:
     notes: list[str] = check_job(job)
     log.debug("job %s", job)
     encoder = get_encoder(job.codec)
-    settings = EncodeSettings(job.preset, job.intra_period, job.threads, job.allow_frame_qp,
-                              dict(job.encoder_params))
+    settings = EncodeSettings(
+        job.preset, job.intra_period, job.threads, job.allow_frame_qp, dict(job.encoder_params)
+    )
     encoder.check_settings(settings)
     caps = encoder.capabilities()
     out = Path(job.output or default_output(job, caps.extension))
@@ -180,8 +197,10 @@ def run_encode(job: EncodeJob) -> dict:
         # measured against the 10-bit original so the report shows that cost.
         notes.append(f"{info.bit_depth}-bit input converted to 8-bit for {job.codec}")
     if caps.block_qp is not None and job.ctu % caps.block_qp and caps.block_qp > job.ctu:
-        raise UsageError(f"{job.codec} sets QPs per {caps.block_qp}x{caps.block_qp}; use --ctu "
-                         f"{caps.block_qp} or a multiple")
+        raise UsageError(
+            f"{job.codec} sets QPs per {caps.block_qp}x{caps.block_qp}; use --ctu "
+            f"{caps.block_qp} or a multiple"
+        )
     n_frames = clip.count()
     side_stream = get_side_stream(job.side_stream)  # before encoding: a typo must not cost an encode
     src = job_source(job)
@@ -198,12 +217,17 @@ def run_encode(job: EncodeJob) -> dict:
         with contextlib.ExitStack() as staged:
             tmp = staged.enter_context(atomic_path(out, parents=False))
             tmp_qpm = staged.enter_context(atomic_path(job.qpm_out, parents=False)) if job.qpm_out else None
-            tmp_overlay = (staged.enter_context(atomic_path(job.overlay, parents=False))
-                           if job.overlay else None)
-            tmp_side = (staged.enter_context(atomic_path(job.side_stream_out, parents=False))
-                        if job.side_stream_out else None)
-            tmp_csv = (staged.enter_context(atomic_path(job.csv, parents=False))
-                       if job.csv and job.measure else None)
+            tmp_overlay = (
+                staged.enter_context(atomic_path(job.overlay, parents=False)) if job.overlay else None
+            )
+            tmp_side = (
+                staged.enter_context(atomic_path(job.side_stream_out, parents=False))
+                if job.side_stream_out
+                else None
+            )
+            tmp_csv = (
+                staged.enter_context(atomic_path(job.csv, parents=False)) if job.csv and job.measure else None
+            )
             if streamed:
                 ctx = map_context(job, caps.qp_range, src)
                 hint = src.qp_range_hint(ctx)
@@ -230,8 +254,7 @@ def run_encode(job: EncodeJob) -> dict:
                 t_premap = t_map
 
             t0 = time.perf_counter()
-            with tqdm(total=n_frames, desc=f"encode {job.codec}", unit="f", leave=False,
-                      disable=None) as bar:
+            with tqdm(total=n_frames, desc=f"encode {job.codec}", unit="f", leave=False, disable=None) as bar:
                 if feed is not None:
                     result = encoder.encode_stream(clip, feed, settings, tmp, bar.update)
                 else:
@@ -249,8 +272,7 @@ def run_encode(job: EncodeJob) -> dict:
             side = None
             if side_stream is not None:
                 side = side_stream(clip, Path(tmp), caps.codec, str(tmp_side) if tmp_side else None)
-            quality = (measure_quality(clip, tmp, job.vmaf, job.threads) if job.measure
-                       else None)
+            quality = measure_quality(clip, tmp, job.vmaf, job.threads) if job.measure else None
             notes += [n for n in result.notes if n not in notes]
             outputs = {str(out): md5_file(tmp)}
             if tmp_qpm is not None:
@@ -304,18 +326,29 @@ def run_encode(job: EncodeJob) -> dict:
         "qpmap": {**map_info, **maps.stats(), "overlay_frame": overlay_frame},
         "notes": notes,
         "md5": outputs,
-        "versions": {**base_versions(), "ffmpeg/encoder": probe.version,
-                     **map_info, "encoder_detail": probe.detail},
+        "versions": {
+            **base_versions(),
+            "ffmpeg/encoder": probe.version,
+            **map_info,
+            "encoder_detail": probe.detail,
+        },
         # map_s + encode_s + other_s add up to total_s without overlap; with it, map_s ran in
         # the background and only map_wait_s (the encoder waiting for a map) is on the wall clock.
-        "timing": {"map_s": round(t_map, 4), "encode_s": round(t_enc, 4),
-                   "other_s": round(t_total - t_premap - t_enc_wall, 4), "total_s": round(t_total, 4),
-                   "map_wait_s": round(t_wait, 4), "map_overlapped": overlapped,
-                   "measure_s": round(quality.seconds, 4) if quality is not None else 0.0,  # within other_s
-                   "frames_predicted": src.predicted, "predict_s": round(src.predict_s, 4),
-                   "map_predict_fps": _fps(src.predicted, src.predict_s),
-                   "map_fps": _fps(n_frames, t_map), "encode_fps": _fps(n_frames, t_enc),
-                   "fps": _fps(n_frames, t_total)},
+        "timing": {
+            "map_s": round(t_map, 4),
+            "encode_s": round(t_enc, 4),
+            "other_s": round(t_total - t_premap - t_enc_wall, 4),
+            "total_s": round(t_total, 4),
+            "map_wait_s": round(t_wait, 4),
+            "map_overlapped": overlapped,
+            "measure_s": round(quality.seconds, 4) if quality is not None else 0.0,  # within other_s
+            "frames_predicted": src.predicted,
+            "predict_s": round(src.predict_s, 4),
+            "map_predict_fps": _fps(src.predicted, src.predict_s),
+            "map_fps": _fps(n_frames, t_map),
+            "encode_fps": _fps(n_frames, t_enc),
+            "fps": _fps(n_frames, t_total),
+        },
         "options": {k: v for k, v in asdict(job).items() if k not in ("input", "output")},
     }
     report["versions"].pop("source", None)

@@ -106,8 +106,12 @@ def _entry_points(group: str) -> list[tuple[importlib.metadata.EntryPoint, str, 
         try:
             eps = list(dist.entry_points.select(group=group))
         except Exception as e:  # noqa: BLE001 - a malformed entry_points.txt
-            log.warning("warning: cannot read the entry points of distribution %s %s: %s; "
-                        "its plugins are skipped", name, version, _one_line(e))
+            log.warning(
+                "warning: cannot read the entry points of distribution %s %s: %s; its plugins are skipped",
+                name,
+                version,
+                _one_line(e),
+            )
             continue
         for ep in eps:
             if (ep.name, ep.value) not in seen_eps:
@@ -125,8 +129,10 @@ def _register(registry: Any, ep: importlib.metadata.EntryPoint, obj: object, bef
     if held is obj:  # the decorator already did it
         return
     if held is not None:
-        raise PluginError(f"the name {ep.name!r} is taken by {getattr(held, '__module__', '?')}."
-                          f"{getattr(held, '__qualname__', held)!s}")
+        raise PluginError(
+            f"the name {ep.name!r} is taken by {getattr(held, '__module__', '?')}."
+            f"{getattr(held, '__qualname__', held)!s}"
+        )
     if registry.accepts is not None and not registry.accepts(obj):
         raise PluginError(f"{ep.value} is not a {registry.kind}")
     registry.register(ep.name)(obj)
@@ -152,6 +158,13 @@ def load_entry_points(registry: Any) -> None:
             _register(registry, ep, ep.load(), before)
         except (Exception, SystemExit) as e:  # noqa: BLE001 - any plugin failure is skipped
             error = _one_line(e)
-            log.warning("warning: %s plugin %r (%s) from distribution %s %s skipped: %s",
-                        registry.kind, ep.name, ep.value, dist, version, error)
+            log.warning(
+                "warning: %s plugin %r (%s) from distribution %s %s skipped: %s",
+                registry.kind,
+                ep.name,
+                ep.value,
+                dist,
+                version,
+                error,
+            )
         PLUGINS.append(Plugin(group, ep.name, ep.value, dist, version, error))

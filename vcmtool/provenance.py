@@ -24,8 +24,13 @@ def md5_file(path: str | Path) -> str:
 @functools.cache
 def git_commit() -> str:
     try:
-        r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                           cwd=Path(vcmtool.__file__).parent, timeout=5)
+        r = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(vcmtool.__file__).parent,
+            timeout=5,
+        )
         return r.stdout.strip() if r.returncode == 0 else ""
     except (OSError, subprocess.SubprocessError):
         return ""

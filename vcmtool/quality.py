@@ -145,16 +145,17 @@ def _ffmpeg() -> str:
 
 @functools.cache
 def ffmpeg_filters() -> frozenset[str]:
-    out = subprocess.run([_ffmpeg(), "-hide_banner", "-filters"], capture_output=True,
-                         text=True).stdout
+    out = subprocess.run([_ffmpeg(), "-hide_banner", "-filters"], capture_output=True, text=True).stdout
     return frozenset(m.group(1) for m in re.finditer(r"^\s*[T.][S.]\s+(\S+)", out, re.MULTILINE))
 
 
 def check_vmaf() -> None:
     """One-line UsageError when this ffmpeg has no libvmaf filter."""
     if "libvmaf" not in ffmpeg_filters():
-        raise UsageError(f"--vmaf: the ffmpeg in use ({_ffmpeg()}) has no libvmaf filter; use an "
-                         "ffmpeg built with --enable-libvmaf (imageio-ffmpeg's has it) or drop --vmaf")
+        raise UsageError(
+            f"--vmaf: the ffmpeg in use ({_ffmpeg()}) has no libvmaf filter; use an "
+            "ffmpeg built with --enable-libvmaf (imageio-ffmpeg's has it) or drop --vmaf"
+        )
 
 
 def _filter_graph(w: int, h: int, vmaf: bool, threads: int) -> str:
@@ -163,9 +164,11 @@ def _filter_graph(w: int, h: int, vmaf: bool, threads: int) -> str:
     g = f"[0:v]split=2[top][bot];[top]crop={w}:{h}:0:0[dec];[bot]crop={w}:{h}:0:{h}"
     if not vmaf:
         return g + "[ref];[dec][ref]ssim=stats_file=ssim.log"
-    return g + (f",split=2[r1][r2];[dec][r1]ssim=stats_file=ssim.log[d2];"
-                f"[d2][r2]libvmaf=model=version={VMAF_MODEL}:log_fmt=json:log_path=vmaf.json"
-                f":n_threads={max(threads, 1)}")
+    return g + (
+        f",split=2[r1][r2];[dec][r1]ssim=stats_file=ssim.log[d2];"
+        f"[d2][r2]libvmaf=model=version={VMAF_MODEL}:log_fmt=json:log_path=vmaf.json"
+        f":n_threads={max(threads, 1)}"
+    )
 
 
 class _Metrics:
@@ -175,16 +178,25 @@ class _Metrics:
         from vcmtool.encoders.ffmpeg import raw_input_args
 
         stacked = VideoInfo(info.width, 2 * info.height, info.fps, info.pix_fmt)
-        cmd = [_ffmpeg(), "-hide_banner", "-nostdin", "-loglevel", "error",
-               *(["-filter_threads", str(threads)] if threads > 0 else []),
-               *raw_input_args(stacked),
-               "-filter_complex", _filter_graph(info.width, info.height, vmaf, threads),
-               "-f", "null", "-"]
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, cwd=folder)
+        cmd = [
+            _ffmpeg(),
+            "-hide_banner",
+            "-nostdin",
+            "-loglevel",
+            "error",
+            *(["-filter_threads", str(threads)] if threads > 0 else []),
+            *raw_input_args(stacked),
+            "-filter_complex",
+            _filter_graph(info.width, info.height, vmaf, threads),
+            "-f",
+            "null",
+            "-",
+        ]
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=folder
+        )
         self._err: list[bytes] = []
-        self._t = threading.Thread(target=lambda: self._err.append(self.proc.stderr.read()),
-                                   daemon=True)
+        self._t = threading.Thread(target=lambda: self._err.append(self.proc.stderr.read()), daemon=True)
         self._t.start()
         self.alive = True
 
@@ -204,8 +216,9 @@ class _Metrics:
         self._t.join()
         if rc != 0:
             tail = b"".join(self._err).decode(errors="replace").strip().splitlines()[-3:]
-            raise VcmError(f"quality measurement (ffmpeg ssim/libvmaf) failed (exit {rc}): "
-                           + " | ".join(tail))
+            raise VcmError(
+                f"quality measurement (ffmpeg ssim/libvmaf) failed (exit {rc}): " + " | ".join(tail)
+            )
 
     def kill(self) -> None:
         self.proc.kill()
@@ -268,8 +281,9 @@ def measure_quality(clip: Clip, bitstream: Path, vmaf: bool = False, threads: in
             raise
         rows = parse_ssim_log((folder / "ssim.log").read_text()) if q.frames else []
         if len(rows) != q.frames:
-            raise VcmError(f"quality measurement: ffmpeg's ssim gave {len(rows)} frames for "
-                           f"{q.frames} decoded")
+            raise VcmError(
+                f"quality measurement: ffmpeg's ssim gave {len(rows)} frames for {q.frames} decoded"
+            )
         q.ssim_y = [r["Y"] for r in rows]
         q.ssim_u = [r["U"] for r in rows]
         q.ssim_v = [r["V"] for r in rows]
@@ -277,8 +291,9 @@ def measure_quality(clip: Clip, bitstream: Path, vmaf: bool = False, threads: in
         if vmaf:
             scores = parse_vmaf_log((folder / "vmaf.json").read_text()) if q.frames else []
             if len(scores) != q.frames:
-                raise VcmError(f"quality measurement: libvmaf gave {len(scores)} frames for "
-                               f"{q.frames} decoded")
+                raise VcmError(
+                    f"quality measurement: libvmaf gave {len(scores)} frames for {q.frames} decoded"
+                )
             q.vmaf, q.vmaf_model = scores, VMAF_MODEL
     q.seconds = time.perf_counter() - t0
     return q
@@ -288,8 +303,9 @@ def measure_quality(clip: Clip, bitstream: Path, vmaf: bool = False, threads: in
 # --csv
 
 
-def frame_rows(q: Quality | None, bits: Sequence[int], maps=None, frames: int | None = None,
-               vmaf: bool = False) -> tuple[list[str], list[list]]:
+def frame_rows(
+    q: Quality | None, bits: Sequence[int], maps=None, frames: int | None = None, vmaf: bool = False
+) -> tuple[list[str], list[list]]:
     """Header and rows of the per-frame CSV: frame, bits, quality, QP-map mean/min/max.
 
     ``bits`` is in decode order, which is display order for the low-delay GOPs vcmtool sets up
@@ -302,8 +318,12 @@ def frame_rows(q: Quality | None, bits: Sequence[int], maps=None, frames: int | 
     if maps is not None:
         header += ["qp_mean", "qp_min", "qp_max"]
     n = q.frames if q is not None else (frames if frames is not None else len(bits))
-    cols = [] if q is None else [(q.psnr_y, 4), (q.psnr_u, 4), (q.psnr_v, 4), (q.ssim_y, 6),
-                                 (q.ssim, 6)] + ([(q.vmaf, 4)] if vmaf else [])
+    cols = (
+        []
+        if q is None
+        else [(q.psnr_y, 4), (q.psnr_u, 4), (q.psnr_v, 4), (q.ssim_y, 6), (q.ssim, 6)]
+        + ([(q.vmaf, 4)] if vmaf else [])
+    )
     rows = []
     for i in range(n):
         row: list = [i, bits[i] if i < len(bits) else ""]
@@ -318,8 +338,14 @@ def frame_rows(q: Quality | None, bits: Sequence[int], maps=None, frames: int | 
     return header, rows
 
 
-def write_frame_csv(path: str | Path, q: Quality | None, bits: Sequence[int], maps=None,
-                    frames: int | None = None, vmaf: bool = False) -> None:
+def write_frame_csv(
+    path: str | Path,
+    q: Quality | None,
+    bits: Sequence[int],
+    maps=None,
+    frames: int | None = None,
+    vmaf: bool = False,
+) -> None:
     """Write the per-frame CSV to ``path`` (the caller's staged temp file)."""
     header, rows = frame_rows(q, bits, maps, frames, vmaf)
     with open(path, "w", newline="") as f:
@@ -328,5 +354,14 @@ def write_frame_csv(path: str | Path, q: Quality | None, bits: Sequence[int], ma
         w.writerows(rows)
 
 
-__all__ = ["VMAF_MODEL", "Quality", "check_vmaf", "frame_rows", "measure_quality",
-           "parse_ssim_log", "parse_vmaf_log", "report_fields", "write_frame_csv"]
+__all__ = [
+    "VMAF_MODEL",
+    "Quality",
+    "check_vmaf",
+    "frame_rows",
+    "measure_quality",
+    "parse_ssim_log",
+    "parse_vmaf_log",
+    "report_fields",
+    "write_frame_csv",
+]

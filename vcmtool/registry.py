@@ -54,8 +54,13 @@ class Registry(Generic[T]):
     """Plug-ins by name. ``no_arg`` is what :meth:`build` hands a plug-in named without ``:ARG``
     (task-model factories take ``""``, QP-map sources ``None``)."""
 
-    def __init__(self, kind: str, plugin_group: str | None = None,
-                 accepts: Callable[[object], bool] | None = None, no_arg: str | None = "") -> None:
+    def __init__(
+        self,
+        kind: str,
+        plugin_group: str | None = None,
+        accepts: Callable[[object], bool] | None = None,
+        no_arg: str | None = "",
+    ) -> None:
         self.kind = kind
         self.no_arg = no_arg
         self._items: dict[str, T] = {}

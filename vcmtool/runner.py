@@ -152,8 +152,9 @@ def _run_pool(fn, todo: list[Item], workers: int):
     # Preloading the pipeline in the server saves every worker ~1 s of imports.
     ctx = get_context("forkserver")
     ctx.set_forkserver_preload(["vcmtool.pipeline"])
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_watch_parent,
-                               initargs=(os.getpid(),))
+    pool = ProcessPoolExecutor(
+        max_workers=workers, mp_context=ctx, initializer=_watch_parent, initargs=(os.getpid(),)
+    )
     pending: dict[Future, Item] = {}
     queue = list(reversed(todo))
     try:
@@ -182,8 +183,7 @@ def _run_ray(fn, todo: list[Item], workers: int, address: str | None):
         raise UsageError("--engine ray needs Ray: pip install 'ray==2.60.0'") from None
     started = False
     if not ray.is_initialized():
-        kw: dict[str, Any] = {"ignore_reinit_error": True, "log_to_driver": False,
-                              "include_dashboard": False}
+        kw: dict[str, Any] = {"ignore_reinit_error": True, "log_to_driver": False, "include_dashboard": False}
         if address:
             kw["address"] = address
         else:

@@ -90,17 +90,36 @@ def rate_points(cfg: BenchConfig, qpmap: str) -> list[tuple[int, int]]:
 
 
 def point_specs(cfg: BenchConfig) -> list[PointSpec]:
-    return [PointSpec(inp, codec, src, qp, k)
-            for inp in cfg.inputs for codec in cfg.codecs for src in cfg.qpmaps
-            for qp, k in rate_points(cfg, src)]
+    return [
+        PointSpec(inp, codec, src, qp, k)
+        for inp in cfg.inputs
+        for codec in cfg.codecs
+        for src in cfg.qpmaps
+        for qp, k in rate_points(cfg, src)
+    ]
 
 
 def encode_settings_key(cfg: BenchConfig) -> str:
     """Everything besides the spec that changes a point's bytes or detections (resume key)."""
-    return "|".join(str(v) for v in (
-        cfg.frames, cfg.skip, cfg.size, cfg.fps, cfg.pix_fmt, cfg.preset, cfg.intra_period,
-        cfg.threads, cfg.allow_frame_qp, cfg.ctu, cfg.map_interval, cfg.task_model,
-        sorted(cfg.map_options.items()), sorted(cfg.encoder_params.items())))
+    return "|".join(
+        str(v)
+        for v in (
+            cfg.frames,
+            cfg.skip,
+            cfg.size,
+            cfg.fps,
+            cfg.pix_fmt,
+            cfg.preset,
+            cfg.intra_period,
+            cfg.threads,
+            cfg.allow_frame_qp,
+            cfg.ctu,
+            cfg.map_interval,
+            cfg.task_model,
+            sorted(cfg.map_options.items()),
+            sorted(cfg.encoder_params.items()),
+        )
+    )
 
 
 @functools.cache
@@ -120,8 +139,10 @@ def _key(readable: str, hidden: str) -> str:
 
 def point_item(cfg: BenchConfig, spec: PointSpec, stream_dir: str) -> Item:
     readable = f"{Path(spec.input).stem}_{spec.codec}_{spec.qpmap}_{spec.rate_label}"
-    hidden = (f"{spec.input}|{spec.codec}|{spec.qpmap}|{spec.qp}|{spec.qp_offset}|"
-              f"{encode_settings_key(cfg)}|{encoder_identity(spec.codec)}")
+    hidden = (
+        f"{spec.input}|{spec.codec}|{spec.qpmap}|{spec.qp}|{spec.qp_offset}|"
+        f"{encode_settings_key(cfg)}|{encoder_identity(spec.codec)}"
+    )
     identity = resolve(spec.qpmap).identity
     if identity:  # only methods with model files carry one: the keys of the others stay as they were
         hidden += f"|{identity}"

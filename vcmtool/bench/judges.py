@@ -81,8 +81,13 @@ def judge_item(spec: PointSpec, point_key: str, result: dict, judge: str) -> Ite
     stream_md5 = next(iter(result.get("md5", {}).values()), "")
     readable = f"{Path(spec.input).stem}_{spec.codec}_{spec.qpmap}_{spec.rate_label}_{judge}"
     hidden = f"judge|{point_key}|{stream_md5}|{judge}|{identity(judge)}"
-    payload = {"judge": judge, "stream": result["stream"], "width": result["width"],
-               "height": result["height"], "frames": result["frames"]}
+    payload = {
+        "judge": judge,
+        "stream": result["stream"],
+        "width": result["width"],
+        "height": result["height"],
+        "frames": result["frames"],
+    }
     return Item(_key(readable, hidden), payload)
 
 
@@ -92,12 +97,17 @@ def judge_point(payload: dict) -> dict:
 
     stream = Path(payload["stream"])
     if not stream.is_file():
-        raise FileNotFoundError(f"{stream}: the point's bitstream is gone; delete its state file to "
-                                "re-encode it")
+        raise FileNotFoundError(
+            f"{stream}: the point's bitstream is gone; delete its state file to re-encode it"
+        )
     model = _model(payload["judge"])
     t0 = time.perf_counter()
     dets = detect_frames(model, decoded_frames(stream, 8), payload["width"], payload["height"])
     if len(dets) != payload["frames"]:
         raise RuntimeError(f"{stream}: decoded {len(dets)} frames, encoded {payload['frames']}")
-    return {"judge": payload["judge"], "task_model": model.version, "detections": dets,
-            "eval_s": round(time.perf_counter() - t0, 4)}
+    return {
+        "judge": payload["judge"],
+        "task_model": model.version,
+        "detections": dets,
+        "eval_s": round(time.perf_counter() - t0, 4),
+    }

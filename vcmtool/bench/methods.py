@@ -83,9 +83,14 @@ def _cdre(arg: str) -> BenchMethod:
 
     m = cdre_model(arg or "fd")
     name = f"cdre-{m.name}" if m.name in CDRE_MODELS else f"cdre:{m.name}"
-    return BenchMethod(name, ANCHOR, f"cdre:{m.name}", _cdre_receive(m.decoder),
-                       f"{file_fingerprint(m.encoder)}|{file_fingerprint(m.decoder)}",
-                       ("yolov3-tiny", "yolov3-tiny-torch"))
+    return BenchMethod(
+        name,
+        ANCHOR,
+        f"cdre:{m.name}",
+        _cdre_receive(m.decoder),
+        f"{file_fingerprint(m.encoder)}|{file_fingerprint(m.decoder)}",
+        ("yolov3-tiny", "yolov3-tiny-torch"),
+    )
 
 
 METHOD_KINDS: dict[str, Callable[[str], BenchMethod]] = {"cdre": _cdre}

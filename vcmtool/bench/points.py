@@ -27,8 +27,17 @@ def _model(spec: str):
 
 def _rows(det) -> list[list[float]]:
     """Compact JSON rows x0, y0, x1, y1, score, class_id."""
-    return [[round(float(b[0]), 2), round(float(b[1]), 2), round(float(b[2]), 2), round(float(b[3]), 2),
-             round(float(s), 5), int(c)] for b, s, c in zip(det.boxes, det.scores, det.classes, strict=True)]
+    return [
+        [
+            round(float(b[0]), 2),
+            round(float(b[1]), 2),
+            round(float(b[2]), 2),
+            round(float(b[3]), 2),
+            round(float(s), 5),
+            int(c),
+        ]
+        for b, s, c in zip(det.boxes, det.scores, det.classes, strict=True)
+    ]
 
 
 def _crop(f: Frame, w: int, h: int) -> Frame:
@@ -59,9 +68,17 @@ def source_point(payload: dict) -> dict:
     model = _model(cfg["task_model"])
     t0 = time.perf_counter()
     dets = detect_frames(model, clip.frames(), info.width, info.height)
-    return {"input": payload["input"], "width": info.width, "height": info.height, "frames": len(dets),
-            "fps": float(info.fps), "class_names": list(model.class_names), "task_model": model.version,
-            "detections": dets, "detect_s": round(time.perf_counter() - t0, 4)}
+    return {
+        "input": payload["input"],
+        "width": info.width,
+        "height": info.height,
+        "frames": len(dets),
+        "fps": float(info.fps),
+        "class_names": list(model.class_names),
+        "task_model": model.version,
+        "detections": dets,
+        "detect_s": round(time.perf_counter() - t0, 4),
+    }
 
 
 def encode_point(payload: dict) -> dict:
@@ -74,12 +91,27 @@ def encode_point(payload: dict) -> dict:
     ext = get_encoder(spec["codec"]).capabilities().extension
     out = Path(payload["stream_dir"]) / f"{payload['key']}{ext}"
     job = EncodeJob(
-        input=spec["input"], output=str(out), codec=spec["codec"], qpmap=method.qpmap, qp=spec["qp"],
-        qp_offset=spec["qp_offset"], ctu=cfg["ctu"], size=cfg["size"], fps=cfg["fps"],
-        pix_fmt=cfg["pix_fmt"], frames=cfg["frames"], skip=cfg["skip"], preset=cfg["preset"],
-        intra_period=cfg["intra_period"], threads=cfg["threads"], allow_frame_qp=cfg["allow_frame_qp"],
-        map_interval=cfg["map_interval"], task_model=cfg["task_model"],
-        map_options=dict(cfg["map_options"]), encoder_params=dict(cfg["encoder_params"]), measure=True,
+        input=spec["input"],
+        output=str(out),
+        codec=spec["codec"],
+        qpmap=method.qpmap,
+        qp=spec["qp"],
+        qp_offset=spec["qp_offset"],
+        ctu=cfg["ctu"],
+        size=cfg["size"],
+        fps=cfg["fps"],
+        pix_fmt=cfg["pix_fmt"],
+        frames=cfg["frames"],
+        skip=cfg["skip"],
+        preset=cfg["preset"],
+        intra_period=cfg["intra_period"],
+        threads=cfg["threads"],
+        allow_frame_qp=cfg["allow_frame_qp"],
+        map_interval=cfg["map_interval"],
+        task_model=cfg["task_model"],
+        map_options=dict(cfg["map_options"]),
+        encoder_params=dict(cfg["encoder_params"]),
+        measure=True,
         side_stream=method.side_stream,
     )
     report = run_encode(job)
@@ -97,8 +129,23 @@ def encode_point(payload: dict) -> dict:
         raise RuntimeError(f"{out}: decoded {len(dets)} frames, encoded {report['frames']}")
     bits = transmitted_bits(report)
     pixels = report["width"] * report["height"] * report["frames"]
-    keep = ("codec", "encoder", "width", "height", "fps", "frames", "bytes", "psnr_y", "psnr_y_per_frame",
-            "bits_per_frame", "qpmap", "notes", "md5", "versions", "timing")
+    keep = (
+        "codec",
+        "encoder",
+        "width",
+        "height",
+        "fps",
+        "frames",
+        "bytes",
+        "psnr_y",
+        "psnr_y_per_frame",
+        "bits_per_frame",
+        "qpmap",
+        "notes",
+        "md5",
+        "versions",
+        "timing",
+    )
     return {
         "spec": spec,
         **{k: report[k] for k in keep},

@@ -25,15 +25,70 @@ from vcmtool.bench.run import BenchResult
 from vcmtool.eval.coco import EVAL_MIN_SCORE, PSEUDO_GT_MIN_SCORE
 from vcmtool.provenance import base_versions, git_commit, md5_file
 
-POINT_COLS = ["input", "codec", "method", "qp", "qp_offset", "frames", "bits", "side_bits", "bpp", "psnr_y",
-              "map50", "map", "ap50_person", "map_s", "encode_s", "other_s", "eval_s", "cached", "stream"]
-CURVE_COLS = ["group", "codec", "method", "rate", "qp", "qp_offset", "frames", "bits", "side_bits", "bpp",
-              "psnr_y", "map50", "map50_ci", "map", "map_ci", "ap50_person", "map_s", "encode_s", "other_s",
-              "eval_s"]
-BD_COLS = ["group", "codec", "method", "anchor", "bd_rate_map50", "bd_rate_map50_ci", "bd_rate_map",
-           "bd_rate_map_ci", "bd_map50", "bd_map50_ci", "bd_map", "bd_map_ci", "bd_rate_ap50_person",
-           "bd_rate_ap50_person_ci", "bd_rate_psnr", "bd_psnr",
-           "bd_rate_map50_overlap", "bd_map50_overlap", "warnings"]
+POINT_COLS = [
+    "input",
+    "codec",
+    "method",
+    "qp",
+    "qp_offset",
+    "frames",
+    "bits",
+    "side_bits",
+    "bpp",
+    "psnr_y",
+    "map50",
+    "map",
+    "ap50_person",
+    "map_s",
+    "encode_s",
+    "other_s",
+    "eval_s",
+    "cached",
+    "stream",
+]
+CURVE_COLS = [
+    "group",
+    "codec",
+    "method",
+    "rate",
+    "qp",
+    "qp_offset",
+    "frames",
+    "bits",
+    "side_bits",
+    "bpp",
+    "psnr_y",
+    "map50",
+    "map50_ci",
+    "map",
+    "map_ci",
+    "ap50_person",
+    "map_s",
+    "encode_s",
+    "other_s",
+    "eval_s",
+]
+BD_COLS = [
+    "group",
+    "codec",
+    "method",
+    "anchor",
+    "bd_rate_map50",
+    "bd_rate_map50_ci",
+    "bd_rate_map",
+    "bd_rate_map_ci",
+    "bd_map50",
+    "bd_map50_ci",
+    "bd_map",
+    "bd_map_ci",
+    "bd_rate_ap50_person",
+    "bd_rate_ap50_person_ci",
+    "bd_rate_psnr",
+    "bd_psnr",
+    "bd_rate_map50_overlap",
+    "bd_map50_overlap",
+    "warnings",
+]
 
 
 def _clean(v):
@@ -61,38 +116,67 @@ def judge_names(res: BenchResult) -> list[str]:
 
 
 def to_json(res: BenchResult) -> dict:
-    return _clean({"config": res.config.to_json(), "reference": res.reference, "bd": res.bd,
-                   "curves": res.curves, "points": [_point_row(p) for p in res.points],
-                   "failures": res.failures, "warnings": res.warnings,
-                   "protocol": {"pseudo_gt_min_score": PSEUDO_GT_MIN_SCORE,
-                                "eval_min_score": EVAL_MIN_SCORE,
-                                "ground_truth": res.config.gt or "pseudo (each judge on the uncompressed "
-                                                                 "frames, scored against its own)",
-                                "judges": res.judges or {res.config.task_model: ""},
-                                "primary_judge": res.config.task_model,
-                                "bd_method": "pchip (bjontegaard package)",
-                                "map_unit": "percent", "bd_map_unit": "mAP points"}})
+    return _clean(
+        {
+            "config": res.config.to_json(),
+            "reference": res.reference,
+            "bd": res.bd,
+            "curves": res.curves,
+            "points": [_point_row(p) for p in res.points],
+            "failures": res.failures,
+            "warnings": res.warnings,
+            "protocol": {
+                "pseudo_gt_min_score": PSEUDO_GT_MIN_SCORE,
+                "eval_min_score": EVAL_MIN_SCORE,
+                "ground_truth": res.config.gt
+                or "pseudo (each judge on the uncompressed frames, scored against its own)",
+                "judges": res.judges or {res.config.task_model: ""},
+                "primary_judge": res.config.task_model,
+                "bd_method": "pchip (bjontegaard package)",
+                "map_unit": "percent",
+                "bd_map_unit": "mAP points",
+            },
+        }
+    )
 
 
 def _point_row(p: dict) -> dict:
     s = p["spec"]
-    return {"input": s["input"], "codec": s["codec"], "method": s["qpmap"], "qp": s["qp"],
-            "qp_offset": s["qp_offset"], "frames": p["frames"], "bits": p["bits"],
-            "side_bits": p["side_bits"], "bpp": p["bpp"], "psnr_y": p["psnr_y"], "map50": p["map50"],
-            "map": p["map"], "ap50_person": p.get("ap50_person"), "judges": p.get("judges", {}),
-            **{k: p["timing"][k] for k in ("map_s", "encode_s", "other_s")},
-            "eval_s": p["eval_s"], "cached": p["cached"], "stream": p["stream"],
-            "stream_md5": next(iter(p["md5"].values()), None), "notes": p["notes"],
-            "task_model": p["task_model"], "encoder_version": p["versions"].get("ffmpeg/encoder")}
+    return {
+        "input": s["input"],
+        "codec": s["codec"],
+        "method": s["qpmap"],
+        "qp": s["qp"],
+        "qp_offset": s["qp_offset"],
+        "frames": p["frames"],
+        "bits": p["bits"],
+        "side_bits": p["side_bits"],
+        "bpp": p["bpp"],
+        "psnr_y": p["psnr_y"],
+        "map50": p["map50"],
+        "map": p["map"],
+        "ap50_person": p.get("ap50_person"),
+        "judges": p.get("judges", {}),
+        **{k: p["timing"][k] for k in ("map_s", "encode_s", "other_s")},
+        "eval_s": p["eval_s"],
+        "cached": p["cached"],
+        "stream": p["stream"],
+        "stream_md5": next(iter(p["md5"].values()), None),
+        "notes": p["notes"],
+        "task_model": p["task_model"],
+        "encoder_version": p["versions"].get("ffmpeg/encoder"),
+    }
 
 
-def _csv(rows: list[dict], cols: list[str], judged: tuple[str, ...] = (), judges: list[str] | None = None
-         ) -> str:
+def _csv(
+    rows: list[dict], cols: list[str], judged: tuple[str, ...] = (), judges: list[str] | None = None
+) -> str:
     """CSV of ``cols``, plus ``KEY@JUDGE`` columns for each judge and each key of ``judged``."""
     extra = [(f"{k}@{j}", j, k) for j in (judges or []) for k in judged]
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=cols + [e[0] for e in extra], extrasaction="ignore",
-                       lineterminator="\n")
+    w = csv.DictWriter(
+        buf, fieldnames=cols + [e[0] for e in extra], extrasaction="ignore", lineterminator="\n"
+    )
     w.writeheader()
     for r in rows:
         cells = {k: _cell(r.get(k)) for k in cols}
@@ -123,10 +207,14 @@ def _fmt(v, ci=None, unit: str = "", digits: int = 1) -> str:
 
 def bd_cells(b: dict) -> list[str]:
     """BD-rate mAP@.5, BD-rate mAP, BD-mAP@.5, BD-mAP, BD-rate PSNR, BD-PSNR, with CIs, as text."""
-    return [_fmt(b["bd_rate_map50"], b.get("bd_rate_map50_ci"), "%"),
-            _fmt(b["bd_rate_map"], b.get("bd_rate_map_ci"), "%"),
-            _fmt(b["bd_map50"], b.get("bd_map50_ci")), _fmt(b["bd_map"], b.get("bd_map_ci")),
-            _fmt(b["bd_rate_psnr"], None, "%"), _fmt(b["bd_psnr"], None, "", 2)]
+    return [
+        _fmt(b["bd_rate_map50"], b.get("bd_rate_map50_ci"), "%"),
+        _fmt(b["bd_rate_map"], b.get("bd_rate_map_ci"), "%"),
+        _fmt(b["bd_map50"], b.get("bd_map50_ci")),
+        _fmt(b["bd_map"], b.get("bd_map_ci")),
+        _fmt(b["bd_rate_psnr"], None, "%"),
+        _fmt(b["bd_psnr"], None, "", 2),
+    ]
 
 
 def judge_bd_cells(b: dict, judge: str) -> list[str]:
@@ -134,10 +222,13 @@ def judge_bd_cells(b: dict, judge: str) -> list[str]:
     jb = b.get("judges", {}).get(judge) if "judges" in b else b
     if jb is None:  # a method with its own receiver: only the receiver judges it
         return ["n/a (receiver)"] * 5
-    return [_fmt(jb.get("bd_rate_map50"), jb.get("bd_rate_map50_ci"), "%"),
-            _fmt(jb.get("bd_rate_map"), jb.get("bd_rate_map_ci"), "%"),
-            _fmt(jb.get("bd_map50"), jb.get("bd_map50_ci")), _fmt(jb.get("bd_map"), jb.get("bd_map_ci")),
-            _fmt(jb.get("bd_rate_ap50_person"), jb.get("bd_rate_ap50_person_ci"), "%")]
+    return [
+        _fmt(jb.get("bd_rate_map50"), jb.get("bd_rate_map50_ci"), "%"),
+        _fmt(jb.get("bd_rate_map"), jb.get("bd_rate_map_ci"), "%"),
+        _fmt(jb.get("bd_map50"), jb.get("bd_map50_ci")),
+        _fmt(jb.get("bd_map"), jb.get("bd_map_ci")),
+        _fmt(jb.get("bd_rate_ap50_person"), jb.get("bd_rate_ap50_person_ci"), "%"),
+    ]
 
 
 def plot_group(path: Path, curves: list[dict], group: str, judges: list[str] | None = None) -> None:
@@ -154,8 +245,10 @@ def plot_group(path: Path, curves: list[dict], group: str, judges: list[str] | N
     cells = []
     for r, judge in enumerate(judges):
         by = f" - judge {judge}" if len(judges) > 1 else ""
-        cells += [(grid[r][0], judge, "map50", "map50_ci", f"mAP@0.5 (%){by}"),
-                  (grid[r][1], judge, "map", "map_ci", f"mAP@[.5:.95] (%){by}")]
+        cells += [
+            (grid[r][0], judge, "map50", "map50_ci", f"mAP@0.5 (%){by}"),
+            (grid[r][1], judge, "map", "map_ci", f"mAP@[.5:.95] (%){by}"),
+        ]
         if r == 0:
             cells.append((grid[r][2], judge, "psnr_y", None, "luma PSNR (dB)"))
         else:
@@ -203,46 +296,70 @@ def grid_line(cfg) -> str:
     if cfg.qp_offsets:
         rates += f" (anchor); map sources at QP {cfg.offset_base} with offsets {join(cfg.qp_offsets)}"
     coding = "low delay (one I frame)" if cfg.intra_period == 0 else f"intra period {cfg.intra_period}"
-    return (f"Grid: encoders {join(cfg.codecs)}; QP-map sources {join(cfg.qpmaps)}; {rates}; preset "
-            f"{cfg.preset}; {coding} for clips, intra for images; {cfg.frames or 'all'} frames per clip; "
-            f"ctu {cfg.ctu}.")
+    return (
+        f"Grid: encoders {join(cfg.codecs)}; QP-map sources {join(cfg.qpmaps)}; {rates}; preset "
+        f"{cfg.preset}; {coding} for clips, intra for images; {cfg.frames or 'all'} frames per clip; "
+        f"ctu {cfg.ctu}."
+    )
 
 
 def markdown(res: BenchResult, plots: dict[str, str], command: str) -> str:
     cfg = res.config
     judges = judge_names(res)
-    gt = f"real ground truth `{cfg.gt}`" if cfg.gt else (
-        f"pseudo ground truth (each judge's own detections on the uncompressed frames, score >= "
-        f"{PSEUDO_GT_MIN_SCORE}); scored detections use score >= {EVAL_MIN_SCORE}")
+    gt = (
+        f"real ground truth `{cfg.gt}`"
+        if cfg.gt
+        else (
+            f"pseudo ground truth (each judge's own detections on the uncompressed frames, score >= "
+            f"{PSEUDO_GT_MIN_SCORE}); scored detections use score >= {EVAL_MIN_SCORE}"
+        )
+    )
     judged_by = ", ".join(f"`{j}` ({res.judges.get(j) or 'task model'})" for j in judges)
-    lines = ["# vcmtool bench report", "", f"Command: `{command}`", "",
-             f"Accuracy: mAP (pycocotools, percent) vs {gt}. Judges: {judged_by}; the first is the "
-             "task model the maps are computed with, so its figures favour its own maps; the others "
-             "are independent. Methods with their own receiver (cdre) are judged by it only. Rate: "
-             "bits per pixel of everything transmitted. BD figures: `bjontegaard` pchip vs the same "
-             "encoder with a uniform QP (`none`); BD-rate negative = fewer bits at equal accuracy, "
-             "BD-mAP positive = more mAP points at equal bits. Brackets: 95% bootstrap CI over frames "
-             f"({cfg.bootstrap} resamples, paired across methods).", "",
-             grid_line(cfg), "",
-             "## BD figures", "",
-             "| group | codec | method | judge | BD-rate mAP@.5 | BD-rate mAP | BD-mAP@.5 (pts) "
-             "| BD-mAP (pts) | BD-rate person AP@.5 | BD-rate PSNR | BD-PSNR (dB) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# vcmtool bench report",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Accuracy: mAP (pycocotools, percent) vs {gt}. Judges: {judged_by}; the first is the "
+        "task model the maps are computed with, so its figures favour its own maps; the others "
+        "are independent. Methods with their own receiver (cdre) are judged by it only. Rate: "
+        "bits per pixel of everything transmitted. BD figures: `bjontegaard` pchip vs the same "
+        "encoder with a uniform QP (`none`); BD-rate negative = fewer bits at equal accuracy, "
+        "BD-mAP positive = more mAP points at equal bits. Brackets: 95% bootstrap CI over frames "
+        f"({cfg.bootstrap} resamples, paired across methods).",
+        "",
+        grid_line(cfg),
+        "",
+        "## BD figures",
+        "",
+        "| group | codec | method | judge | BD-rate mAP@.5 | BD-rate mAP | BD-mAP@.5 (pts) "
+        "| BD-mAP (pts) | BD-rate person AP@.5 | BD-rate PSNR | BD-PSNR (dB) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for b in res.bd:
         psnr = bd_cells(b)[4:]
         for j in judges:
             cells = [b["group"], b["codec"], b["method"], j, *judge_bd_cells(b, j), *psnr]
             lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "## Uncompressed reference", "", "| group | frames | judge | mAP@.5 | mAP@[.5:.95] |",
-              "|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Uncompressed reference",
+        "",
+        "| group | frames | judge | mAP@.5 | mAP@[.5:.95] |",
+        "|---|---|---|---|---|",
+    ]
     for r in res.reference:
         for j in judges:
             jr = r.get("judges", {}).get(j) or r
             lines.append(f"| {r['group']} | {r['frames']} | {j} | {jr['map50']:.1f} | {jr['map']:.1f} |")
     head = " | ".join(f"mAP@.5 [CI] ({j}) | mAP [CI] ({j}) | person AP@.5 ({j})" for j in judges)
-    lines += ["", "## Rate points", "",
-              f"| group | codec | method | rate | bpp | PSNR-Y | {head} | map s | encoder s | other s |",
-              "|---|---|---|---|---|---|" + "---|---|---|" * len(judges) + "---|---|---|"]
+    lines += [
+        "",
+        "## Rate points",
+        "",
+        f"| group | codec | method | rate | bpp | PSNR-Y | {head} | map s | encoder s | other s |",
+        "|---|---|---|---|---|---|" + "---|---|---|" * len(judges) + "---|---|---|",
+    ]
     for c in res.curves:
         scores = []
         for j in judges:
@@ -253,9 +370,11 @@ def markdown(res: BenchResult, plots: dict[str, str], command: str) -> str:
             ci50 = f" [{jc['map50_ci'][0]:.1f}, {jc['map50_ci'][1]:.1f}]" if jc.get("map50_ci") else ""
             ci = f" [{jc['map_ci'][0]:.1f}, {jc['map_ci'][1]:.1f}]" if jc.get("map_ci") else ""
             scores += [f"{jc['map50']:.1f}{ci50}", f"{jc['map']:.1f}{ci}", _num(jc.get("ap50_person"))]
-        lines.append(f"| {c['group']} | {c['codec']} | {c['method']} | {c['rate']} | {c['bpp']:.5f} | "
-                     f"{c['psnr_y']:.2f} | {' | '.join(scores)} | {c['map_s']:.2f} | "
-                     f"{c['encode_s']:.2f} | {c['other_s']:.2f} |")
+        lines.append(
+            f"| {c['group']} | {c['codec']} | {c['method']} | {c['rate']} | {c['bpp']:.5f} | "
+            f"{c['psnr_y']:.2f} | {' | '.join(scores)} | {c['map_s']:.2f} | "
+            f"{c['encode_s']:.2f} | {c['other_s']:.2f} |"
+        )
     if plots:
         lines += ["", "## RD curves", ""] + [f"![{g}]({p})" for g, p in plots.items()]
     if res.warnings:
@@ -274,13 +393,21 @@ def _num(v, digits: int = 1) -> str:
 
 def versions(res: BenchResult) -> dict:
     v = dict(base_versions())
-    for pkg in ("pycocotools", "bjontegaard", "matplotlib", "av", "opencv-python-headless", "imageio-ffmpeg",
-                "scipy"):
+    for pkg in (
+        "pycocotools",
+        "bjontegaard",
+        "matplotlib",
+        "av",
+        "opencv-python-headless",
+        "imageio-ffmpeg",
+        "scipy",
+    ):
         with contextlib.suppress(metadata.PackageNotFoundError):
             v[pkg] = metadata.version(pkg)
     for p in res.points:
-        v[f"encoder/{p['spec']['codec']}"] = f"{p['versions'].get('ffmpeg/encoder', '')} " \
-                                             f"({p['versions'].get('encoder_detail', '')})".strip()
+        v[f"encoder/{p['spec']['codec']}"] = (
+            f"{p['versions'].get('ffmpeg/encoder', '')} ({p['versions'].get('encoder_detail', '')})".strip()
+        )
         v["task_model"] = p["task_model"]
     for s in res.sources.values():
         v["task_model"] = s["task_model"]
@@ -296,8 +423,13 @@ def _git_dirty() -> bool | None:
     import vcmtool
 
     try:
-        r = subprocess.run(["git", "status", "--porcelain", "--", "."], capture_output=True,
-                           text=True, cwd=Path(vcmtool.__file__).parent, timeout=10)
+        r = subprocess.run(
+            ["git", "status", "--porcelain", "--", "."],
+            capture_output=True,
+            text=True,
+            cwd=Path(vcmtool.__file__).parent,
+            timeout=10,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return bool(r.stdout.strip()) if r.returncode == 0 else None
@@ -331,8 +463,13 @@ def write_report(res: BenchResult, command: str | None = None) -> dict[str, str]
         sp = Path(p["stream"])
         if sp.exists():
             md5[str(sp.relative_to(out)) if sp.is_relative_to(out) else str(sp)] = md5_file(sp)
-    prov = {"command": command, "config": asdict(res.config), "git_commit": git_commit(),
-            "git_dirty": _git_dirty(),
-            "versions": versions(res), "md5": md5}
+    prov = {
+        "command": command,
+        "config": asdict(res.config),
+        "git_commit": git_commit(),
+        "git_dirty": _git_dirty(),
+        "versions": versions(res),
+        "md5": md5,
+    }
     write_text_atomic(out / "provenance.json", json.dumps(_clean(prov), indent=1))
     return md5

@@ -61,8 +61,10 @@ def validate(cfg: BenchConfig) -> list[str]:
     for m in cfg.qpmaps:
         allowed = resolve(m).task_models
         if allowed and cfg.task_model not in allowed:
-            raise UsageError(f"method {m} scores with its own receiver detector; compare it under "
-                             f"--task-model {' or '.join(allowed)}, not {cfg.task_model}")
+            raise UsageError(
+                f"method {m} scores with its own receiver detector; compare it under "
+                f"--task-model {' or '.join(allowed)}, not {cfg.task_model}"
+            )
     if len(set(cfg.qpmaps)) != len(cfg.qpmaps):
         raise UsageError(f"--qpmap names a method twice: {', '.join(cfg.qpmaps)}")
     offsets = cfg.qp_offsets or []
@@ -95,8 +97,15 @@ def run_bench(cfg: BenchConfig) -> BenchResult:
     cfg.judges = judges
     sources: dict[str, dict] = {}
     src_items = [source_item(cfg, inp) for inp in cfg.inputs]
-    for o in run_items(source_point, src_items, state / "sources", cfg.workers, cfg.engine, cfg.address,
-                       desc="reference detections"):
+    for o in run_items(
+        source_point,
+        src_items,
+        state / "sources",
+        cfg.workers,
+        cfg.engine,
+        cfg.address,
+        desc="reference detections",
+    ):
         if not o.ok:
             raise InputError(f"{o.item.payload['input']}: {o.error}")
         sources[o.item.payload["input"]] = o.result
@@ -107,61 +116,97 @@ def run_bench(cfg: BenchConfig) -> BenchResult:
     for s in point_specs(cfg):
         it = point_item(cfg, s, str(stream_dir))
         items[it.key] = s
-    for o in run_items(encode_point, [point_item(cfg, s, str(stream_dir)) for s in items.values()],
-                       state / "points", cfg.workers, cfg.engine, cfg.address, desc="rate points"):
+    for o in run_items(
+        encode_point,
+        [point_item(cfg, s, str(stream_dir)) for s in items.values()],
+        state / "points",
+        cfg.workers,
+        cfg.engine,
+        cfg.address,
+        desc="rate points",
+    ):
         spec = items[o.item.key]
         if o.ok:
             results[spec] = {**o.result, "key": o.item.key, "cached": o.cached}
         else:
-            failures.append({"point": f"{spec.input} {spec.codec} {spec.qpmap} {spec.rate_label}",
-                             "error": o.error})
+            failures.append(
+                {"point": f"{spec.input} {spec.codec} {spec.qpmap} {spec.rate_label}", "error": o.error}
+            )
     if failures:
         notes.append(f"{len(failures)} rate point(s) failed; see failures (rerun to retry them)")
     judged = _run_judges(cfg, judges, results, state, failures, notes)
     return score(cfg, sources, results, failures, notes, judged)
 
 
-def _run_judges(cfg: BenchConfig, judges: list[str], results: dict[PointSpec, dict], state: Path,
-                failures: list[dict], notes: list[str]) -> dict[str, tuple[dict, dict]]:
+def _run_judges(
+    cfg: BenchConfig,
+    judges: list[str],
+    results: dict[PointSpec, dict],
+    state: Path,
+    failures: list[dict],
+    notes: list[str],
+) -> dict[str, tuple[dict, dict]]:
     """Every judge beside the task model on the uncompressed inputs and on each point's stream."""
     judged: dict[str, tuple[dict, dict]] = {}
     for judge in judges[1:]:
         srcs: dict[str, dict] = {}
         items = [judge_source_item(cfg, judge, inp) for inp in cfg.inputs]
-        for o in run_items(source_point, items, state / "sources", cfg.workers, cfg.engine, cfg.address,
-                           desc=f"reference detections ({judge})"):
+        for o in run_items(
+            source_point,
+            items,
+            state / "sources",
+            cfg.workers,
+            cfg.engine,
+            cfg.address,
+            desc=f"reference detections ({judge})",
+        ):
             if not o.ok:
                 raise InputError(f"{o.item.payload['input']} (judge {judge}): {o.error}")
             srcs[o.item.payload["input"]] = o.result
-        by_key = {judge_item(s, r["key"], r, judge).key: s for s, r in results.items()
-                  if resolve(s.qpmap).receiver is None}
+        by_key = {
+            judge_item(s, r["key"], r, judge).key: s
+            for s, r in results.items()
+            if resolve(s.qpmap).receiver is None
+        }
         dets: dict[PointSpec, list] = {}
         work = [judge_item(s, results[s]["key"], results[s], judge) for s in by_key.values()]
         bad = 0
-        for o in run_items(judge_point, work, state / "judges", cfg.workers, cfg.engine, cfg.address,
-                           desc=f"judge {judge}"):
+        for o in run_items(
+            judge_point, work, state / "judges", cfg.workers, cfg.engine, cfg.address, desc=f"judge {judge}"
+        ):
             spec = by_key[o.item.key]
             if o.ok:
                 dets[spec] = o.result["detections"]
             else:
                 bad += 1
-                failures.append({"point": f"{spec.input} {spec.codec} {spec.qpmap} {spec.rate_label} "
-                                          f"(judge {judge})", "error": o.error})
+                failures.append(
+                    {
+                        "point": f"{spec.input} {spec.codec} {spec.qpmap} {spec.rate_label} (judge {judge})",
+                        "error": o.error,
+                    }
+                )
         if bad:
             notes.append(f"judge {judge}: {bad} rate point(s) not scored; see failures (rerun to retry)")
         judged[judge] = (srcs, dets)
     return judged
 
 
-def score(cfg: BenchConfig, sources: dict[str, dict], results: dict[PointSpec, dict],
-          failures: list[dict], notes: list[str],
-          judged: dict[str, tuple[dict, dict]] | None = None) -> BenchResult:
+def score(
+    cfg: BenchConfig,
+    sources: dict[str, dict],
+    results: dict[PointSpec, dict],
+    failures: list[dict],
+    notes: list[str],
+    judged: dict[str, tuple[dict, dict]] | None = None,
+) -> BenchResult:
     """Scores, curves and BD rows. ``judged``: for each judge beside the task model, its source
     results (pseudo ground truth) and its detections per point; every row carries all judges'
     figures under ``judges`` and the task model's at its top level."""
     primary = cfg.task_model
     judges: dict[str, tuple[dict, dict]] = {
-        primary: (sources, {s: r["detections"] for s, r in results.items()}), **(judged or {})}
+        primary: (sources, {s: r["detections"] for s, r in results.items()}),
+        **(judged or {}),
+    }
     grouping = groups(cfg.inputs, {k: v["frames"] for k, v in sources.items()}, cfg.pool)
     points, curves, bd_rows, reference = [], [], [], []
 
@@ -173,8 +218,11 @@ def score(cfg: BenchConfig, sources: dict[str, dict], results: dict[PointSpec, d
                 for j, (_, dets) in judges.items():
                     if spec in dets:
                         s = _matched(gts[j], {spec: dets[spec]}).scores()
-                        js[j] = {"map50": 100 * s.map50, "map": 100 * s.map,
-                                 "ap50_person": 100 * s.ap50_person}
+                        js[j] = {
+                            "map50": 100 * s.map50,
+                            "map": 100 * s.map,
+                            "ap50_person": 100 * s.ap50_person,
+                        }
                 points.append({**_strip(r), **js[primary], "judges": js})
 
     for gname, members in grouping.items():
@@ -182,8 +230,10 @@ def score(cfg: BenchConfig, sources: dict[str, dict], results: dict[PointSpec, d
         n = len(gts[primary].keys)
         samples = bootstrap_samples(n, cfg.bootstrap if n >= MIN_BOOTSTRAP_FRAMES else 0)
         if cfg.bootstrap and n < MIN_BOOTSTRAP_FRAMES:
-            notes.append(f"{gname}: {n} frames, too few for bootstrap intervals (needs "
-                         f"{MIN_BOOTSTRAP_FRAMES}); its figures carry no CI")
+            notes.append(
+                f"{gname}: {n} frames, too few for bootstrap intervals (needs "
+                f"{MIN_BOOTSTRAP_FRAMES}); its figures carry no CI"
+            )
         refs = {}
         for j, (srcs, _) in judges.items():
             ref = _matched(gts[j], {PointSpec(m, "", "", 0): srcs[m]["detections"] for m in members})
@@ -209,15 +259,18 @@ def score(cfg: BenchConfig, sources: dict[str, dict], results: dict[PointSpec, d
                     curve.append({**row, **js[primary], "judges": js})
                 curves += curve
                 if len(curve) > 1 and len({c["bits"] for c in curve}) == 1:
-                    notes.append(f"{gname} {codec} {method}: every rate point gave the same bits; this "
-                                 "source ignores the base QP (an absolute map, e.g. auto): use --qp-offsets")
+                    notes.append(
+                        f"{gname} {codec} {method}: every rate point gave the same bits; this "
+                        "source ignores the base QP (an absolute map, e.g. auto): use --qp-offsets"
+                    )
                 for j in judges:
                     boot[(j, codec, method)] = series[j]
             for method in cfg.qpmaps:
                 if method == ANCHOR:
                     continue
-                row = _bd_row(gname, codec, method, boot[(primary, codec, ANCHOR)],
-                              boot[(primary, codec, method)])
+                row = _bd_row(
+                    gname, codec, method, boot[(primary, codec, ANCHOR)], boot[(primary, codec, method)]
+                )
                 row["judges"] = {primary: _judge_bd(row)}
                 for j in list(judges)[1:]:
                     a, t = boot[(j, codec, ANCHOR)], boot[(j, codec, method)]
@@ -227,10 +280,14 @@ def score(cfg: BenchConfig, sources: dict[str, dict], results: dict[PointSpec, d
     warn = list(notes)
     builds: dict[str, set[str]] = {}
     for spec, r in results.items():
-        builds.setdefault(spec.codec, set()).add(f"{r['versions'].get('ffmpeg/encoder')} "
-                                                 f"({r['versions'].get('encoder_detail')})")
-    warn += [f"{codec} points come from different encoder builds: {sorted(b)}; curves mix them"
-             for codec, b in builds.items() if len(b) > 1]
+        builds.setdefault(spec.codec, set()).add(
+            f"{r['versions'].get('ffmpeg/encoder')} ({r['versions'].get('encoder_detail')})"
+        )
+    warn += [
+        f"{codec} points come from different encoder builds: {sorted(b)}; curves mix them"
+        for codec, b in builds.items()
+        if len(b) > 1
+    ]
     for b in bd_rows:
         warn += [f"{b['group']} {b['codec']} {b['method']}: {w}" for w in b["warnings"]]
         for j, jb in list(b["judges"].items())[1:]:
@@ -238,14 +295,24 @@ def score(cfg: BenchConfig, sources: dict[str, dict], results: dict[PointSpec, d
                 continue
             warn += [f"{b['group']} {b['codec']} {b['method']} (judge {j}): {w}" for w in jb["warnings"]]
     versions = {j: next(iter(srcs.values()))["task_model"] for j, (srcs, _) in judges.items()}
-    return BenchResult(cfg, {k: _strip(v) for k, v in sources.items()}, points, curves, bd_rows, reference,
-                       failures, warn, versions)
+    return BenchResult(
+        cfg,
+        {k: _strip(v) for k, v in sources.items()},
+        points,
+        curves,
+        bd_rows,
+        reference,
+        failures,
+        warn,
+        versions,
+    )
 
 
 def _ground_truth(cfg: BenchConfig, sources: dict[str, dict]) -> GroundTruth:
     class_names = next(iter(sources.values()))["class_names"]
-    frames: dict[Key, list] = {(inp, i): d for inp, s in sources.items()
-                               for i, d in enumerate(s["detections"])}
+    frames: dict[Key, list] = {
+        (inp, i): d for inp, s in sources.items() for i, d in enumerate(s["detections"])
+    }
     if cfg.gt:
         gt = GroundTruth.from_coco_file(cfg.gt, frames, class_names)
     else:
@@ -261,8 +328,14 @@ def _matched(gt: GroundTruth, dets: dict[PointSpec, list]) -> Matched:
 
 def _map_pct(m: Matched, samples: np.ndarray) -> dict:
     s = m.scores()
-    out = {"map50": 100 * s.map50, "map": 100 * s.map, "map50_ci": None, "map_ci": None,
-           "ap50_person": 100 * s.ap50_person, "ap50_person_ci": None}
+    out = {
+        "map50": 100 * s.map50,
+        "map": 100 * s.map,
+        "map50_ci": None,
+        "map_ci": None,
+        "ap50_person": 100 * s.ap50_person,
+        "ap50_person_ci": None,
+    }
     if len(samples):
         reps = [m.scores(smp) for smp in samples]
         out["_boot50"] = [100 * r.map50 for r in reps]
@@ -299,8 +372,11 @@ JUDGE_BD_KEYS = ("bd_rate_map50", "bd_rate_map", "bd_map50", "bd_map", "bd_rate_
 def _judge_bd(row: dict) -> dict:
     """The task-accuracy part of a BD row (PSNR does not depend on the judge)."""
     keep = {k for b in JUDGE_BD_KEYS for k in (b, f"{b}_ci", f"{b}_overlap")}
-    return {**{k: v for k, v in row.items() if k in keep}, "points": row["points"],
-            "warnings": row["warnings"]}
+    return {
+        **{k: v for k, v in row.items() if k in keep},
+        "points": row["points"],
+        "warnings": row["warnings"],
+    }
 
 
 def _curve_row(group: str, codec: str, method: str, spec: PointSpec, rs: list[dict]) -> dict:
@@ -308,23 +384,41 @@ def _curve_row(group: str, codec: str, method: str, spec: PointSpec, rs: list[di
     pixels = sum(r["width"] * r["height"] * r["frames"] for r in rs)
     psnrs = [p for r in rs for p in (r["psnr_y_per_frame"] or [])]
     timing = {k: round(sum(r["timing"][k] for r in rs), 4) for k in ("map_s", "encode_s", "other_s")}
-    return {"group": group, "codec": codec, "method": method, "qp": spec.qp, "qp_offset": spec.qp_offset,
-            "rate": spec.rate_label, "frames": sum(r["frames"] for r in rs), "bits": bits,
-            "side_bits": sum(r["side_bits"] for r in rs), "bpp": bits / pixels,
-            "psnr_y": float(np.mean(psnrs)) if psnrs else float("nan"), **timing,
-            "eval_s": round(sum(r["eval_s"] for r in rs), 4)}
+    return {
+        "group": group,
+        "codec": codec,
+        "method": method,
+        "qp": spec.qp,
+        "qp_offset": spec.qp_offset,
+        "rate": spec.rate_label,
+        "frames": sum(r["frames"] for r in rs),
+        "bits": bits,
+        "side_bits": sum(r["side_bits"] for r in rs),
+        "bpp": bits / pixels,
+        "psnr_y": float(np.mean(psnrs)) if psnrs else float("nan"),
+        **timing,
+        "eval_s": round(sum(r["eval_s"] for r in rs), 4),
+    }
 
 
 def _bd_row(group: str, codec: str, method: str, a: dict, t: dict) -> dict:
-    row: dict = {"group": group, "codec": codec, "method": method, "anchor": ANCHOR,
-                 "points": [len(a["bpp"]), len(t["bpp"])], "warnings": []}
-    pairs = (("bd_rate_map50", bdrate.bd_rate, "map50", "boot50", "BD-rate(mAP@.5)"),
-             ("bd_rate_map", bdrate.bd_rate, "map", "boot", "BD-rate(mAP)"),
-             ("bd_map50", bdrate.bd_quality, "map50", "boot50", "BD-mAP@.5"),
-             ("bd_map", bdrate.bd_quality, "map", "boot", "BD-mAP"),
-             ("bd_rate_ap50_person", bdrate.bd_rate, "ap50_person", "bootp", "BD-rate(person AP@.5)"),
-             ("bd_rate_psnr", bdrate.bd_rate, "psnr", None, "BD-rate(PSNR)"),
-             ("bd_psnr", bdrate.bd_quality, "psnr", None, "BD-PSNR"))
+    row: dict = {
+        "group": group,
+        "codec": codec,
+        "method": method,
+        "anchor": ANCHOR,
+        "points": [len(a["bpp"]), len(t["bpp"])],
+        "warnings": [],
+    }
+    pairs = (
+        ("bd_rate_map50", bdrate.bd_rate, "map50", "boot50", "BD-rate(mAP@.5)"),
+        ("bd_rate_map", bdrate.bd_rate, "map", "boot", "BD-rate(mAP)"),
+        ("bd_map50", bdrate.bd_quality, "map50", "boot50", "BD-mAP@.5"),
+        ("bd_map", bdrate.bd_quality, "map", "boot", "BD-mAP"),
+        ("bd_rate_ap50_person", bdrate.bd_rate, "ap50_person", "bootp", "BD-rate(person AP@.5)"),
+        ("bd_rate_psnr", bdrate.bd_rate, "psnr", None, "BD-rate(PSNR)"),
+        ("bd_psnr", bdrate.bd_quality, "psnr", None, "BD-PSNR"),
+    )
     for name, fn, metric, bkey, label in pairs:
         if metric == "ap50_person" and not any(np.isfinite(v) for v in a[metric]):
             row[name], row[f"{name}_overlap"], row[f"{name}_ci"] = None, None, None
@@ -335,8 +429,10 @@ def _bd_row(group: str, codec: str, method: str, a: dict, t: dict) -> dict:
         row["warnings"] += r.warnings
         if bkey and a[bkey] and all(a[bkey]) and t[bkey] and all(t[bkey]):
             reps = len(a[bkey][0])
-            vals = [fn(a["bpp"], [c[i] for c in a[bkey]], t["bpp"], [c[i] for c in t[bkey]], label).value
-                    for i in range(reps)]
+            vals = [
+                fn(a["bpp"], [c[i] for c in a[bkey]], t["bpp"], [c[i] for c in t[bkey]], label).value
+                for i in range(reps)
+            ]
             row[f"{name}_ci"] = percentile_ci(vals)
         elif bkey:
             row[f"{name}_ci"] = None

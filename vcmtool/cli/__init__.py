@@ -16,8 +16,18 @@ from vcmtool import __version__, interrupts
 from vcmtool.errors import VcmError
 
 # Failures of the machine or the user's files, not of vcmtool: reported in one line.
-_USER_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT,
-                errno.EISDIR, errno.ENOTDIR, errno.EFBIG, errno.EMFILE}
+_USER_ERRNOS = {
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EACCES,
+    errno.EPERM,
+    errno.EROFS,
+    errno.ENOENT,
+    errno.EISDIR,
+    errno.ENOTDIR,
+    errno.EFBIG,
+    errno.EMFILE,
+}
 
 
 class VcmGroup(click.Group):
@@ -42,10 +52,12 @@ class VcmGroup(click.Group):
 
 @click.group(cls=VcmGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="vcmtool")
-@click.option("-q", "--quiet", is_flag=True,
-              help="print nothing on stderr but errors (no progress, summaries or notes)")
-@click.option("-v", "--verbose", count=True,
-              help="log what runs (-v: steps and encoder commands, -vv: debug)")
+@click.option(
+    "-q", "--quiet", is_flag=True, help="print nothing on stderr but errors (no progress, summaries or notes)"
+)
+@click.option(
+    "-v", "--verbose", count=True, help="log what runs (-v: steps and encoder commands, -vv: debug)"
+)
 def main(quiet: bool, verbose: int) -> None:
     """Video coding for machines: learned per-CTU QP maps for standard encoders.
 

@@ -26,20 +26,47 @@ from vcmtool.runner import ENGINES, run_items
 
 @main.command()
 @click.argument("manifest")
-@click.option("-j", "--workers", type=click.IntRange(min=1), default=None,
-              help="parallel encodes (default: CPU count; each encode uses --threads 1 unless its row says)")
-@click.option("--engine", type=click.Choice(ENGINES), default="process", show_default=True,
-              help="process: local process pool; ray: Ray tasks (local Ray unless --address)")
+@click.option(
+    "-j",
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="parallel encodes (default: CPU count; each encode uses --threads 1 unless its row says)",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(ENGINES),
+    default="process",
+    show_default=True,
+    help="process: local process pool; ray: Ray tasks (local Ray unless --address)",
+)
 @click.option("--address", help="Ray cluster address (e.g. ray://head:10001 or auto); --engine ray only")
-@click.option("--state", "state", type=click.Path(file_okay=False),
-              help="folder of per-item results for resuming (default: MANIFEST.state/)")
-@click.option("--outdir", type=click.Path(file_okay=False),
-              help="output folder: rows without 'output' write here, relative outputs resolve "
-              "here, and no row may write outside it (default: MANIFEST.out/)")
-@click.option("--allow-outside", is_flag=True,
-              help="let rows write outside --outdir (absolute or ../ paths); only for trusted manifests")
-def batch(manifest: str, workers: int | None, engine: str, address: str | None, state: str | None,
-          outdir: str | None, allow_outside: bool) -> None:
+@click.option(
+    "--state",
+    "state",
+    type=click.Path(file_okay=False),
+    help="folder of per-item results for resuming (default: MANIFEST.state/)",
+)
+@click.option(
+    "--outdir",
+    type=click.Path(file_okay=False),
+    help="output folder: rows without 'output' write here, relative outputs resolve "
+    "here, and no row may write outside it (default: MANIFEST.out/)",
+)
+@click.option(
+    "--allow-outside",
+    is_flag=True,
+    help="let rows write outside --outdir (absolute or ../ paths); only for trusted manifests",
+)
+def batch(
+    manifest: str,
+    workers: int | None,
+    engine: str,
+    address: str | None,
+    state: str | None,
+    outdir: str | None,
+    allow_outside: bool,
+) -> None:
     """Encode every row of MANIFEST (CSV or JSON lines of encode options; '-' reads stdin).
 
     Columns/keys are encode option names: input (required), output, codec, qpmap, qp, qp_offset,
@@ -66,12 +93,20 @@ def batch(manifest: str, workers: int | None, engine: str, address: str | None, 
                     p.parent.mkdir(parents=True, exist_ok=True)
         tag = state_tag(state_dir)
         items = [r.item(quiet, tag) for r in rows]
-        for o in run_items(encode_item, items, state_dir, workers, engine, address,
-                           desc=f"batch {Path(manifest).name}"):
+        for o in run_items(
+            encode_item, items, state_dir, workers, engine, address, desc=f"batch {Path(manifest).name}"
+        ):
             row = by_key[o.item.key]
-            line = {"line": row.line, "key": o.item.key, "ok": o.ok, "cached": o.cached,
-                    "input": row.job.input, "output": row.job.output, "error": o.error,
-                    "report": o.result}
+            line = {
+                "line": row.line,
+                "key": o.item.key,
+                "ok": o.ok,
+                "cached": o.cached,
+                "input": row.job.input,
+                "output": row.job.output,
+                "error": o.error,
+                "report": o.result,
+            }
             click.echo(json.dumps(line))
             sys.stdout.flush()  # a consumer (or a kill) sees each row the moment it is done
             if not o.ok:
@@ -87,9 +122,11 @@ def batch(manifest: str, workers: int | None, engine: str, address: str | None, 
 def _summary(manifest: str, n: int, counts: dict, failures: list, dt: float, state_dir: Path) -> None:
     new = counts["done"] + counts["failed"]
     rate = f", {counts['done'] / dt * 60:.1f} encodes/min" if counts["done"] and dt > 0 else ""
-    console.print(f"[bold]batch {manifest}[/]: {n} rows: {counts['done']} encoded, "
-                  f"{counts['cached']} already done, {counts['failed']} failed "
-                  f"({new} run in {dt:.1f}s{rate}); state in {state_dir}")
+    console.print(
+        f"[bold]batch {manifest}[/]: {n} rows: {counts['done']} encoded, "
+        f"{counts['cached']} already done, {counts['failed']} failed "
+        f"({new} run in {dt:.1f}s{rate}); state in {state_dir}"
+    )
     for line, inp, err in sorted(failures):
         console.print(f"  [red]failed[/] line {line} ({inp}): {err}", highlight=False)
     if failures:

@@ -33,50 +33,107 @@ def _names(value: str) -> list[str]:
 
 @main.command(cls=MapSourceCommand)  # the map sources' options (--roi-*, a plug-in's) as in encode
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
-              help="report directory (reused: finished points are not recomputed)")
-@click.option("-c", "--codec", "codecs", default="kvazaar", show_default=True,
-              help="comma-separated encoders")
-@click.option("--qpmap", "--method", "qpmaps", default="none,roi", show_default=True,
-              help="comma-separated methods: QP-map sources ('none', uniform QP, is the anchor and always "
-                   "runs) or cdre[:fd|:joint|:DIR] (uniform QP + CDRE side stream in SEI, scored by the "
-                   f"CDRE receiver; reported as cdre-fd / cdre-joint). Sources: {SOURCES_HELP}")
-@click.option("--qps", default="22,27,32,37", show_default=True, callback=_int_list,
-              help="base QPs: the anchor's rate points, and the map sources' unless --qp-offsets")
-@click.option("--qp-offsets", callback=_int_list,
-              help="JRD QP-offset protocol for map sources: map at --offset-base plus each offset "
-                   "(write --qp-offsets=-4,0,4,8 when the list starts with a minus)")
-@click.option("--offset-base", type=click.IntRange(0, 63), default=32, show_default=True,
-              help="base QP of the map sources' curve under --qp-offsets")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="report directory (reused: finished points are not recomputed)",
+)
+@click.option(
+    "-c", "--codec", "codecs", default="kvazaar", show_default=True, help="comma-separated encoders"
+)
+@click.option(
+    "--qpmap",
+    "--method",
+    "qpmaps",
+    default="none,roi",
+    show_default=True,
+    help="comma-separated methods: QP-map sources ('none', uniform QP, is the anchor and always "
+    "runs) or cdre[:fd|:joint|:DIR] (uniform QP + CDRE side stream in SEI, scored by the "
+    f"CDRE receiver; reported as cdre-fd / cdre-joint). Sources: {SOURCES_HELP}",
+)
+@click.option(
+    "--qps",
+    default="22,27,32,37",
+    show_default=True,
+    callback=_int_list,
+    help="base QPs: the anchor's rate points, and the map sources' unless --qp-offsets",
+)
+@click.option(
+    "--qp-offsets",
+    callback=_int_list,
+    help="JRD QP-offset protocol for map sources: map at --offset-base plus each offset "
+    "(write --qp-offsets=-4,0,4,8 when the list starts with a minus)",
+)
+@click.option(
+    "--offset-base",
+    type=click.IntRange(0, 63),
+    default=32,
+    show_default=True,
+    help="base QP of the map sources' curve under --qp-offsets",
+)
 @source_options
 @input_options
 @click.option("--preset", default="medium", show_default=True)
-@click.option("--intra-period", type=click.IntRange(min=0), default=0, show_default=True,
-              help="0: low delay (one I frame); 1: all intra; N: I frame every N")
-@click.option("--threads", type=click.IntRange(min=0), default=1, show_default=True,
-              help="encoder threads per point")
-@click.option("--allow-frame-qp", is_flag=True,
-              help="let frame-QP-only encoders use one QP per frame from the map (else they refuse)")
+@click.option(
+    "--intra-period",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="0: low delay (one I frame); 1: all intra; N: I frame every N",
+)
+@click.option(
+    "--threads", type=click.IntRange(min=0), default=1, show_default=True, help="encoder threads per point"
+)
+@click.option(
+    "--allow-frame-qp",
+    is_flag=True,
+    help="let frame-QP-only encoders use one QP per frame from the map (else they refuse)",
+)
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="extra encoder parameter")
-@click.option("--judges",
-              help="comma-separated detectors that score every point, each against its own pseudo ground "
-                   "truth; the task model is always the first [default: the task model plus every built-in "
-                   "judge of another family: yolov3-tiny,nanodet]. Adding a judge later re-scores the "
-                   "stored streams, it does not re-encode")
-@click.option("--gt", type=click.Path(dir_okay=False),
-              help="COCO-format ground truth (default: pseudo ground truth from each judge)")
-@click.option("--pool", is_flag=True,
-              help="also score all inputs as one group 'all' (rates summed, mAP over all frames)")
-@click.option("--bootstrap", type=click.IntRange(min=0), default=200, show_default=True,
-              help="bootstrap resamples over frames for confidence intervals (0: none)")
-@click.option("-j", "--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="points run in parallel")
+@click.option(
+    "--judges",
+    help="comma-separated detectors that score every point, each against its own pseudo ground "
+    "truth; the task model is always the first [default: the task model plus every built-in "
+    "judge of another family: yolov3-tiny,nanodet]. Adding a judge later re-scores the "
+    "stored streams, it does not re-encode",
+)
+@click.option(
+    "--gt",
+    type=click.Path(dir_okay=False),
+    help="COCO-format ground truth (default: pseudo ground truth from each judge)",
+)
+@click.option(
+    "--pool",
+    is_flag=True,
+    help="also score all inputs as one group 'all' (rates summed, mAP over all frames)",
+)
+@click.option(
+    "--bootstrap",
+    type=click.IntRange(min=0),
+    default=200,
+    show_default=True,
+    help="bootstrap resamples over frames for confidence intervals (0: none)",
+)
+@click.option(
+    "-j", "--workers", type=click.IntRange(min=1), default=1, show_default=True, help="points run in parallel"
+)
 @click.option("--engine", type=click.Choice(["process", "ray"]), default="process", show_default=True)
 @click.option("--address", help="Ray cluster address (--engine ray)")
 @click.option("--json", "as_json", is_flag=True, help="print the results as JSON on stdout")
-def bench(inputs: tuple[str, ...], output: str, codecs: str, qpmaps: str, qps: list[int],
-          qp_offsets: list[int] | None, params: tuple[str, ...], as_json: bool, judges: str | None,
-          **kw) -> None:
+def bench(
+    inputs: tuple[str, ...],
+    output: str,
+    codecs: str,
+    qpmaps: str,
+    qps: list[int],
+    qp_offsets: list[int] | None,
+    params: tuple[str, ...],
+    as_json: bool,
+    judges: str | None,
+    **kw,
+) -> None:
     """Benchmark QP-map sources and side streams against a uniform QP: bpp, PSNR, mAP, BD-rate, RD plots.
 
     \b
@@ -100,15 +157,34 @@ def bench(inputs: tuple[str, ...], output: str, codecs: str, qpmaps: str, qps: l
         raise UsageError("--qps: QPs must lie in 0..63")
     map_opts = collect_map_options(kw, _names(qpmaps))
     cfg = BenchConfig(
-        inputs=list(inputs), output=output, codecs=_names(codecs), qpmaps=_names(qpmaps), qps=qps,
-        qp_offsets=qp_offsets, offset_base=kw["offset_base"], frames=kw["frames"], skip=kw["skip"],
-        size=kw["size"], fps=kw["fps"], pix_fmt=kw["pix_fmt"], preset=kw["preset"],
-        intra_period=kw["intra_period"], threads=kw["threads"], allow_frame_qp=kw["allow_frame_qp"],
-        ctu=int(kw["ctu"]), map_interval=kw["map_interval"], task_model=kw["task_model"],
+        inputs=list(inputs),
+        output=output,
+        codecs=_names(codecs),
+        qpmaps=_names(qpmaps),
+        qps=qps,
+        qp_offsets=qp_offsets,
+        offset_base=kw["offset_base"],
+        frames=kw["frames"],
+        skip=kw["skip"],
+        size=kw["size"],
+        fps=kw["fps"],
+        pix_fmt=kw["pix_fmt"],
+        preset=kw["preset"],
+        intra_period=kw["intra_period"],
+        threads=kw["threads"],
+        allow_frame_qp=kw["allow_frame_qp"],
+        ctu=int(kw["ctu"]),
+        map_interval=kw["map_interval"],
+        task_model=kw["task_model"],
         judges=_names(judges) if judges is not None else None,
-        map_options=map_opts, encoder_params=parse_params(params), gt=kw["gt"], pool=kw["pool"],
+        map_options=map_opts,
+        encoder_params=parse_params(params),
+        gt=kw["gt"],
+        pool=kw["pool"],
         bootstrap=kw["bootstrap"],
-        workers=kw["workers"], engine=kw["engine"], address=kw["address"],
+        workers=kw["workers"],
+        engine=kw["engine"],
+        address=kw["address"],
     )
     res = run_bench(cfg)
     write_report(res)
@@ -124,8 +200,19 @@ def _print_summary(res) -> None:
     from vcmtool.bench.report import bd_cells, judge_bd_cells, judge_names
 
     t = Table(title=f"BD figures vs uniform QP ({res.config.output}/report.md)", title_justify="left")
-    for col in ("group", "codec", "method", "judge", "BD-rate mAP@.5", "BD-rate mAP", "BD-mAP@.5", "BD-mAP",
-                "BD-rate person AP@.5", "BD-rate PSNR", "BD-PSNR dB"):
+    for col in (
+        "group",
+        "codec",
+        "method",
+        "judge",
+        "BD-rate mAP@.5",
+        "BD-rate mAP",
+        "BD-mAP@.5",
+        "BD-mAP",
+        "BD-rate person AP@.5",
+        "BD-rate PSNR",
+        "BD-PSNR dB",
+    ):
         t.add_column(col)
     for b in res.bd:
         for j in judge_names(res):

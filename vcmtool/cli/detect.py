@@ -16,8 +16,9 @@ from vcmtool.io.open import open_video
 @click.option("--task-model", default="yolov3-tiny", show_default=True)
 @click.option("--min-score", type=click.FloatRange(0, 1), default=0.3, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="one JSON line per frame on stdout")
-def detect(input: str, task_model: str, min_score: float, as_json: bool, size, fps, pix_fmt,
-           frames, skip) -> None:
+def detect(
+    input: str, task_model: str, min_score: float, as_json: bool, size, fps, pix_fmt, frames, skip
+) -> None:
     """Detect objects in INPUT (image, video or raw YUV) with the task model."""
     from vcmtool.tasks import get_task_model
 

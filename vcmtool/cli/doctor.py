@@ -18,8 +18,12 @@ def collect() -> dict:
     for name in ENCODERS.names():
         cls = ENCODERS.get(name)
         p = cls.probe()
-        enc[name] = {"available": p.available, "version": p.version, "detail": p.detail,
-                     **cls.capabilities().to_json()}
+        enc[name] = {
+            "available": p.available,
+            "version": p.version,
+            "detail": p.detail,
+            **cls.capabilities().to_json(),
+        }
     return {
         "encoders": enc,
         "native": native.native_status(),
@@ -38,10 +42,15 @@ def doctor(as_json: bool) -> None:
     for col in ("name", "found", "codec", "block QP", "QP range", "bit depth", "detail"):
         t.add_column(col)
     for name, e in d["encoders"].items():
-        t.add_row(name, "yes" if e["available"] else "no", e["codec"],
-                  f"{e['block_qp']}x{e['block_qp']}" if e["block_qp"] else "frame only",
-                  f"{e['qp_range'][0]}-{e['qp_range'][1]}", ",".join(map(str, e["bit_depths"])),
-                  (e["version"] + " " + e["detail"]).strip())
+        t.add_row(
+            name,
+            "yes" if e["available"] else "no",
+            e["codec"],
+            f"{e['block_qp']}x{e['block_qp']}" if e["block_qp"] else "frame only",
+            f"{e['qp_range'][0]}-{e['qp_range'][1]}",
+            ",".join(map(str, e["bit_depths"])),
+            (e["version"] + " " + e["detail"]).strip(),
+        )
     result.print(t)
     n = d["native"]
     fallback = "no (numpy fallback): " + n["native_error"]

@@ -29,62 +29,132 @@ from vcmtool.pipeline import EncodeJob, default_output, job_outputs, run_encode
 @main.command(cls=MapSourceCommand)
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("-o", "--output", help="bitstream path (one input only; default: <stem>.<codec>.<ext>)")
-@click.option("-c", "--codec", default="kvazaar", show_default=True,
-              help="encoder backend: kvazaar, x265, x264, vvenc, vtm, svtav1")
+@click.option(
+    "-c",
+    "--codec",
+    default="kvazaar",
+    show_default=True,
+    help="encoder backend: kvazaar, x265, x264, vvenc, vtm, svtav1",
+)
 @map_options
-@click.option("--qp-offset", type=int, default=0, show_default=True,
-              help="add K to every map QP (the JRD paper's rate protocol), then clamp")
-@click.option("--target-kbps", type=float, help="hit this bitrate (+-5%) by MFIBA allocation over "
-              "the map's classes and closed-loop passes (replaces --qp-offset)")
+@click.option(
+    "--qp-offset",
+    type=int,
+    default=0,
+    show_default=True,
+    help="add K to every map QP (the JRD paper's rate protocol), then clamp",
+)
+@click.option(
+    "--target-kbps",
+    type=float,
+    help="hit this bitrate (+-5%) by MFIBA allocation over "
+    "the map's classes and closed-loop passes (replaces --qp-offset)",
+)
 @click.option("--target-bpp", type=float, help="like --target-kbps, in bits per pixel")
 @input_options
 @click.option("--preset", default="medium", show_default=True)
-@click.option("--intra-period", type=click.IntRange(min=0), default=0, show_default=True,
-              help="0: one I frame then P frames; 1: all intra; N: I frame every N")
-@click.option("--threads", type=click.IntRange(min=0), default=1, show_default=True,
-              help="encoder threads (1 gives bit-exact reproducible output)")
-@click.option("--allow-frame-qp", is_flag=True,
-              help="let encoders without block QPs use the map's mean QP: per frame (vtm), per clip "
-              "(vvenc through ffmpeg)")
-@click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
-              help="extra encoder parameter (repeatable)")
-@click.option("--overlay", type=click.Path(dir_okay=False),
-              help="write a QP-map overlay PNG (the frame whose map varies most)")
+@click.option(
+    "--intra-period",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="0: one I frame then P frames; 1: all intra; N: I frame every N",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=0),
+    default=1,
+    show_default=True,
+    help="encoder threads (1 gives bit-exact reproducible output)",
+)
+@click.option(
+    "--allow-frame-qp",
+    is_flag=True,
+    help="let encoders without block QPs use the map's mean QP: per frame (vtm), per clip "
+    "(vvenc through ffmpeg)",
+)
+@click.option(
+    "--param", "params", multiple=True, metavar="KEY=VALUE", help="extra encoder parameter (repeatable)"
+)
+@click.option(
+    "--overlay",
+    type=click.Path(dir_okay=False),
+    help="write a QP-map overlay PNG (the frame whose map varies most)",
+)
 @click.option("--qpm-out", type=click.Path(dir_okay=False), help="write the applied maps (.qpm)")
-@click.option("--side-stream", default="none", show_default=True, metavar="none|cdre[:fd|joint|DIR]",
-              help="post-encode side stream: cdre = CDRE distortion bits, one SEI per frame "
-              "(cdre:joint = the joint fine-tuning model, cdre:DIR = an export directory)")
-@click.option("--side-stream-out", type=click.Path(dir_okay=False),
-              help="write the side stream to this file instead of SEI in the bitstream")
-@click.option("--no-overlap", is_flag=True,
-              help="predict every map before encoding starts instead of while encoding (same maps "
-              "and bytes; for debugging and timing comparisons)")
+@click.option(
+    "--side-stream",
+    default="none",
+    show_default=True,
+    metavar="none|cdre[:fd|joint|DIR]",
+    help="post-encode side stream: cdre = CDRE distortion bits, one SEI per frame "
+    "(cdre:joint = the joint fine-tuning model, cdre:DIR = an export directory)",
+)
+@click.option(
+    "--side-stream-out",
+    type=click.Path(dir_okay=False),
+    help="write the side stream to this file instead of SEI in the bitstream",
+)
+@click.option(
+    "--no-overlap",
+    is_flag=True,
+    help="predict every map before encoding starts instead of while encoding (same maps "
+    "and bytes; for debugging and timing comparisons)",
+)
 @click.option("--no-measure", is_flag=True, help="skip decoding and PSNR/SSIM/VMAF")
-@click.option("--vmaf", is_flag=True,
-              help="also measure VMAF (ffmpeg libvmaf, model vmaf_v0.6.1; ~50 ms per 720p frame)")
-@click.option("--csv", type=click.Path(dir_okay=False),
-              help="write per-frame bits, PSNR Y/U/V, SSIM, [VMAF] and QP-map mean/min/max as CSV")
-@click.option("--json", "as_json", is_flag=True,
-              help="print the report as JSON on stdout (on stderr when -o - puts the bitstream there)")
+@click.option(
+    "--vmaf",
+    is_flag=True,
+    help="also measure VMAF (ffmpeg libvmaf, model vmaf_v0.6.1; ~50 ms per 720p frame)",
+)
+@click.option(
+    "--csv",
+    type=click.Path(dir_okay=False),
+    help="write per-frame bits, PSNR Y/U/V, SSIM, [VMAF] and QP-map mean/min/max as CSV",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="print the report as JSON on stdout (on stderr when -o - puts the bitstream there)",
+)
 @click.option("--json-out", type=click.Path(dir_okay=False), help="write the JSON report to this file")
 @click.option("-y", "--overwrite", is_flag=True, help="replace output files that already exist")
-@click.option("--record", type=click.Path(dir_okay=False),
-              help="append a golden entry to this JSON file for `vcmtool verify` (forces --threads 1)")
-def encode(inputs: tuple[str, ...], output: str | None, as_json: bool, json_out: str | None,
-           overwrite: bool, params: tuple[str, ...], no_measure: bool, no_overlap: bool,
-           record: str | None, **kw) -> None:
+@click.option(
+    "--record",
+    type=click.Path(dir_okay=False),
+    help="append a golden entry to this JSON file for `vcmtool verify` (forces --threads 1)",
+)
+def encode(
+    inputs: tuple[str, ...],
+    output: str | None,
+    as_json: bool,
+    json_out: str | None,
+    overwrite: bool,
+    params: tuple[str, ...],
+    no_measure: bool,
+    no_overlap: bool,
+    record: str | None,
+    **kw,
+) -> None:
     """Encode INPUTS (.yuv, .y4m, any container, '-' for stdin) with a per-CTU QP map.
 
     `-o -` (or `-o pipe:`) writes the bitstream to stdout; the report then goes to stderr
     (--json) or to --json-out FILE.
     """
     to_stdout = output in ("-", "pipe:")
-    per_input = [("-o/--output", output), ("--qpm-out", kw.get("qpm_out")), ("--overlay", kw.get("overlay")),
-                 ("--side-stream-out", kw.get("side_stream_out")), ("--json-out", json_out),
-                 ("--csv", kw.get("csv"))]
+    per_input = [
+        ("-o/--output", output),
+        ("--qpm-out", kw.get("qpm_out")),
+        ("--overlay", kw.get("overlay")),
+        ("--side-stream-out", kw.get("side_stream_out")),
+        ("--json-out", json_out),
+        ("--csv", kw.get("csv")),
+    ]
     if no_measure and (kw.get("vmaf") or kw.get("csv")):
-        raise UsageError(f"{'--vmaf' if kw.get('vmaf') else '--csv'} needs the measurement; "
-                         "drop --no-measure")
+        raise UsageError(
+            f"{'--vmaf' if kw.get('vmaf') else '--csv'} needs the measurement; drop --no-measure"
+        )
     if len(inputs) > 1 and any(v for _, v in per_input):
         names = ", ".join(o for o, v in per_input if v)
         raise UsageError(f"{names} name one file; drop them to encode several inputs")
@@ -100,9 +170,15 @@ def encode(inputs: tuple[str, ...], output: str | None, as_json: bool, json_out:
     if json_out:
         extra.append(Output(json_out, "--json-out"))
     for path in inputs:
-        job = EncodeJob(input=path, output=None if to_stdout else output, map_options=map_opts,
-                        encoder_params=parse_params(params), measure=not no_measure,
-                        overlap=not no_overlap, **kw)
+        job = EncodeJob(
+            input=path,
+            output=None if to_stdout else output,
+            map_options=map_opts,
+            encoder_params=parse_params(params),
+            measure=not no_measure,
+            overlap=not no_overlap,
+            **kw,
+        )
         outs = job_outputs(job, job.output or default_output(job, _extension(job.codec)))
         if to_stdout:
             outs = outs[1:]

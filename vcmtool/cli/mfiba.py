@@ -20,18 +20,34 @@ def mfiba() -> None:
 
 
 @mfiba.command("fit")
-@click.option("-o", "--output", default="vcmtool/models/mfiba_params.json", show_default=True,
-              type=click.Path(dir_okay=False), help="parameter JSON to write (default: the shipped file, "
-              "relative to a checkout)")
+@click.option(
+    "-o",
+    "--output",
+    default="vcmtool/models/mfiba_params.json",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="parameter JSON to write (default: the shipped file, relative to a checkout)",
+)
 @click.option("--plots", "plot_dir", type=click.Path(file_okay=False), help="write PNG plots here")
-@click.option("--state", "state_dir", default=".cache/mfiba-fit", show_default=True,
-              type=click.Path(file_okay=False), help="resumable per-image results")
+@click.option(
+    "--state",
+    "state_dir",
+    default=".cache/mfiba-fit",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="resumable per-image results",
+)
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--encoders", default="kvazaar,x265", show_default=True,
-              help="encoders to fit rate-QP priors for (unavailable ones are skipped)")
+@click.option(
+    "--encoders",
+    default="kvazaar,x265",
+    show_default=True,
+    help="encoders to fit rate-QP priors for (unavailable ones are skipped)",
+)
 @click.option("--json", "as_json", is_flag=True, help="print the parameters as JSON on stdout")
-def fit(output: str, plot_dir: str | None, state_dir: str, workers: int, encoders: str,
-        as_json: bool) -> None:
+def fit(
+    output: str, plot_dir: str | None, state_dir: str, workers: int, encoders: str, as_json: bool
+) -> None:
     """Fit the task loss-rate models, class importance and rate-QP priors on development media."""
     from vcmtool.lab.mfiba.experiments import run_fit
 
@@ -54,11 +70,12 @@ def _print(doc: dict, path: str) -> None:
             t.add_row(metric, name, params, f"{m['r']:.4f}", f"{m['rmse']:.4f}")
     console.print(t)
     imp = doc["importance"]
-    console.print(f"importance density: {imp['density']} (instance area share "
-                  f"{imp['instance_area_share']})")
+    console.print(f"importance density: {imp['density']} (instance area share {imp['instance_area_share']})")
     for enc, d in doc.get("rate_qp", {}).items():
-        console.print(f"rate-QP {enc}: log bpp = {d['a']:.4f} + ({d['b']:.5f})*QP, r={d['r']:.4f}, "
-                      f"RMSE(log)={d['rmse']:.4f}")
+        console.print(
+            f"rate-QP {enc}: log bpp = {d['a']:.4f} + ({d['b']:.5f})*QP, r={d['r']:.4f}, "
+            f"RMSE(log)={d['rmse']:.4f}"
+        )
 
 
 @mfiba.command("show")
@@ -78,19 +95,38 @@ def show(params: str | None, as_json: bool) -> None:
 
 
 @mfiba.command("eval")
-@click.option("--clip", "clips", multiple=True, default=("carphone:30", "bikes:20", "bigbuckbunny:8"),
-              show_default=True, help="development clip NAME:FRAMES[:SKIP] (repeatable)")
+@click.option(
+    "--clip",
+    "clips",
+    multiple=True,
+    default=("carphone:30", "bikes:20", "bigbuckbunny:8"),
+    show_default=True,
+    help="development clip NAME:FRAMES[:SKIP] (repeatable)",
+)
 @click.option("--codecs", default="kvazaar", show_default=True)
-@click.option("--qpmaps", default="none,roi", show_default=True,
-              help="QP-map sources; 'none' is uniform allocation, others give MFIBA classes")
-@click.option("--targets-bpp", default="0.02,0.05,0.1,0.2", show_default=True,
-              help="targets in bpp, turned into --target-kbps per clip")
+@click.option(
+    "--qpmaps",
+    default="none,roi",
+    show_default=True,
+    help="QP-map sources; 'none' is uniform allocation, others give MFIBA classes",
+)
+@click.option(
+    "--targets-bpp",
+    default="0.02,0.05,0.1,0.2",
+    show_default=True,
+    help="targets in bpp, turned into --target-kbps per clip",
+)
 @click.option("--preset", default="medium", show_default=True)
-@click.option("--task/--no-task", default=True, show_default=True,
-              help="decode, detect and score mAP vs pseudo-GT (for BD-rate)")
+@click.option(
+    "--task/--no-task",
+    default=True,
+    show_default=True,
+    help="decode, detect and score mAP vs pseudo-GT (for BD-rate)",
+)
 @click.option("-o", "--out-dir", default="docs/mfiba", show_default=True, type=click.Path(file_okay=False))
-@click.option("--state", "state_dir", default=".cache/mfiba-eval", show_default=True,
-              type=click.Path(file_okay=False))
+@click.option(
+    "--state", "state_dir", default=".cache/mfiba-eval", show_default=True, type=click.Path(file_okay=False)
+)
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 def evaluate(clips, codecs, qpmaps, targets_bpp, preset, task, out_dir, state_dir, workers, as_json) -> None:
@@ -108,11 +144,18 @@ def evaluate(clips, codecs, qpmaps, targets_bpp, preset, task, out_dir, state_di
 
 
 @mfiba.command("features")
-@click.option("--images", "n_images", type=click.IntRange(min=2), default=16, show_default=True,
-              help="development images to use (those with detections, in DEV_IMAGES order)")
+@click.option(
+    "--images",
+    "n_images",
+    type=click.IntRange(min=2),
+    default=16,
+    show_default=True,
+    help="development images to use (those with detections, in DEV_IMAGES order)",
+)
 @click.option("-o", "--out-dir", default="docs/mfiba", show_default=True, type=click.Path(file_okay=False))
-@click.option("--state", "state_dir", default=".cache/mfiba-fcm", show_default=True,
-              type=click.Path(file_okay=False))
+@click.option(
+    "--state", "state_dir", default=".cache/mfiba-fcm", show_default=True, type=click.Path(file_okay=False)
+)
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 def features(n_images: int, out_dir: str, state_dir: str, workers: int, as_json: bool) -> None:
@@ -123,10 +166,14 @@ def features(n_images: int, out_dir: str, state_dir: str, workers: int, as_json:
     if as_json:
         emit_json(doc)
     else:
-        console.print(f"FCM on {len(doc['images'])} images: mean MFIP weights {doc['mean_weights']}; "
-                      f"Cauchy alpha={cm.alpha:.4g} beta={cm.beta:.4g} r={cs.r:.4f} RMSE={cs.rmse:.3f}; "
-                      f"quadratic r={qs.r:.4f} RMSE={qs.rmse:.3f}")
+        console.print(
+            f"FCM on {len(doc['images'])} images: mean MFIP weights {doc['mean_weights']}; "
+            f"Cauchy alpha={cm.alpha:.4g} beta={cm.beta:.4g} r={cs.r:.4f} RMSE={cs.rmse:.3f}; "
+            f"quadratic r={qs.r:.4f} RMSE={qs.rmse:.3f}"
+        )
         for a, b in zip(doc["uniform"], doc["mfiba"], strict=True):
-            console.print(f"QP {a['qp']}: uniform bpp {a['bpp']:.4f} mAP {a['map50_95']:.2f} | MFIBA bpp "
-                          f"{b['bpp']:.4f} mAP {b['map50_95']:.2f}")
+            console.print(
+                f"QP {a['qp']}: uniform bpp {a['bpp']:.4f} mAP {a['map50_95']:.2f} | MFIBA bpp "
+                f"{b['bpp']:.4f} mAP {b['map50_95']:.2f}"
+            )
         console.print(f"BD-rate MFIBA vs uniform: {doc['bd_rate_mfiba_vs_uniform']}")

@@ -20,11 +20,13 @@ def input_options(f: Callable) -> Callable:
     opts = [
         click.option("--size", help="WxH, required for raw .yuv input"),
         click.option("--fps", type=float, help="frame rate (raw input; overrides containers)"),
-        click.option("--pix-fmt", type=click.Choice(["yuv420p", "yuv420p10le"]),
-                     help="raw input sample format"),
+        click.option(
+            "--pix-fmt", type=click.Choice(["yuv420p", "yuv420p10le"]), help="raw input sample format"
+        ),
         click.option("--frames", type=click.IntRange(min=1), help="encode at most N frames"),
-        click.option("--skip", type=click.IntRange(min=0), default=0, show_default=True,
-                     help="skip the first N frames"),
+        click.option(
+            "--skip", type=click.IntRange(min=0), default=0, show_default=True, help="skip the first N frames"
+        ),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -39,12 +41,26 @@ def source_options(f: Callable) -> Callable:
     ``--task-model``). The sources' own options (``--roi-*``, a plug-in's) are not listed here:
     :class:`MapSourceCommand` makes them from the sources' ``Options``."""
     opts = [
-        click.option("--ctu", type=click.Choice(["16", "32", "64", "128"]), default="64",
-                     show_default=True, help="QP-map block size in pixels"),
-        click.option("--map-interval", type=click.IntRange(min=1), default=1, show_default=True,
-                     help="predict a map every N frames and reuse it in between"),
-        click.option("--task-model", default="yolov3-tiny", show_default=True,
-                     help="task model for roi/auto maps: yolov3-tiny or onnx:PATH"),
+        click.option(
+            "--ctu",
+            type=click.Choice(["16", "32", "64", "128"]),
+            default="64",
+            show_default=True,
+            help="QP-map block size in pixels",
+        ),
+        click.option(
+            "--map-interval",
+            type=click.IntRange(min=1),
+            default=1,
+            show_default=True,
+            help="predict a map every N frames and reuse it in between",
+        ),
+        click.option(
+            "--task-model",
+            default="yolov3-tiny",
+            show_default=True,
+            help="task model for roi/auto maps: yolov3-tiny or onnx:PATH",
+        ),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -54,10 +70,16 @@ def source_options(f: Callable) -> Callable:
 def map_options(f: Callable) -> Callable:
     """``--qpmap``, ``--qp`` and :func:`source_options` (use with :class:`MapSourceCommand`)."""
     opts = [
-        click.option("--qpmap", "qpmap", default="none", show_default=True,
-                     help=f"QP-map source: {SOURCES_HELP}"),
-        click.option("--qp", type=click.IntRange(0, 63), default=32, show_default=True,
-                     help="base QP (uniform QP for --qpmap none)"),
+        click.option(
+            "--qpmap", "qpmap", default="none", show_default=True, help=f"QP-map source: {SOURCES_HELP}"
+        ),
+        click.option(
+            "--qp",
+            type=click.IntRange(0, 63),
+            default=32,
+            show_default=True,
+            help="base QP (uniform QP for --qpmap none)",
+        ),
     ]
     f = source_options(f)
     for o in reversed(opts):
@@ -95,16 +117,27 @@ class MapSourceCommand(click.Command):
         for group in option_groups():
             for s in group.specs:
                 if s.cli in taken or s.key in taken:
-                    log.warning("warning: option %s of QP-map source %s is one of `%s`'s own; "
-                                "skipped", s.cli, ", ".join(group.sources), self.name)
+                    log.warning(
+                        "warning: option %s of QP-map source %s is one of `%s`'s own; skipped",
+                        s.cli,
+                        ", ".join(group.sources),
+                        self.name,
+                    )
                     continue
                 taken |= {s.cli, s.key}
                 # text in, parsed and checked by collect_map_options (one line naming the option)
                 default = None if s.default is None else str(s.default)
                 rng = f" [{s.span()}]" if s.span() else ""
-                added.append(click.Option([s.cli, s.key], type=click.STRING, default=default,
-                                          metavar=s.metavar, show_default=default is not None,
-                                          help=f"{', '.join(group.sources)}: {s.help}{rng}"))
+                added.append(
+                    click.Option(
+                        [s.cli, s.key],
+                        type=click.STRING,
+                        default=default,
+                        metavar=s.metavar,
+                        show_default=default is not None,
+                        help=f"{', '.join(group.sources)}: {s.help}{rng}",
+                    )
+                )
                 self.source_specs[s.key] = s
         names = [p.name for p in self.params]
         at = names.index("task_model") + 1 if "task_model" in names else len(self.params)

@@ -19,15 +19,22 @@ from vcmtool.pipeline import EncodeJob, run_qpmap
 
 @main.command("qpmap", cls=MapSourceCommand)
 @click.argument("input")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
-              help="maps file (.qpm)")
-@click.option("-c", "--codec", default="kvazaar", show_default=True,
-              help="target encoder (sets the QP range and constraints)")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="maps file (.qpm)")
+@click.option(
+    "-c",
+    "--codec",
+    default="kvazaar",
+    show_default=True,
+    help="target encoder (sets the QP range and constraints)",
+)
 @map_options
 @click.option("--qp-offset", type=int, default=0, show_default=True)
 @input_options
-@click.option("--overlay", type=click.Path(dir_okay=False),
-              help="PNG of the map with the widest QP spread over its frame")
+@click.option(
+    "--overlay",
+    type=click.Path(dir_okay=False),
+    help="PNG of the map with the widest QP spread over its frame",
+)
 @click.option("--json", "as_json", is_flag=True, help="print map statistics as JSON")
 @click.option("-y", "--overwrite", is_flag=True, help="replace output files that already exist")
 def qpmap_cmd(input: str, output: str, overlay: str | None, as_json: bool, overwrite: bool, **kw) -> None:
@@ -41,5 +48,7 @@ def qpmap_cmd(input: str, output: str, overlay: str | None, as_json: bool, overw
     if as_json:
         emit_json(stats)
     else:
-        console.print(f"[bold]{output}[/]: {stats['frames']} maps, QP {stats['min']}..{stats['max']}"
-                      f" mean {stats['mean']:.2f} ({stats['map_s']:.2f}s)")
+        console.print(
+            f"[bold]{output}[/]: {stats['frames']} maps, QP {stats['min']}..{stats['max']}"
+            f" mean {stats['mean']:.2f} ({stats['map_s']:.2f}s)"
+        )

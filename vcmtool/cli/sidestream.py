@@ -11,8 +11,16 @@ from vcmtool.cli.options import emit_json
 from vcmtool.cli.summary import console
 from vcmtool.errors import InputError, UsageError
 
-_CODEC_OF_EXT = {".hevc": "hevc", ".265": "hevc", ".h265": "hevc", ".266": "vvc", ".vvc": "vvc",
-                 ".h266": "vvc", ".264": "avc", ".h264": "avc"}
+_CODEC_OF_EXT = {
+    ".hevc": "hevc",
+    ".265": "hevc",
+    ".h265": "hevc",
+    ".266": "vvc",
+    ".vvc": "vvc",
+    ".h266": "vvc",
+    ".264": "avc",
+    ".h264": "avc",
+}
 
 
 def codec_of(path: Path, codec: str | None) -> str:
@@ -31,8 +39,13 @@ def side_stream() -> None:
 
 @side_stream.command("extract")
 @click.argument("bitstream", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
-              help="side-stream file (the format --side-stream-out writes)")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="side-stream file (the format --side-stream-out writes)",
+)
 @click.option("--codec", type=click.Choice(["hevc", "vvc", "avc"]), help="default: from the extension")
 @click.option("--json", "as_json", is_flag=True, help="print a summary as JSON on stdout")
 def extract(bitstream: str, output: str, codec: str | None, as_json: bool) -> None:
@@ -46,8 +59,12 @@ def extract(bitstream: str, output: str, codec: str | None, as_json: bool) -> No
     if not payloads:
         raise InputError(f"{path}: no CDRE side-stream SEI messages; encode with --side-stream cdre")
     write_side_file(output, payloads)
-    summary = {"bitstream": str(path), "output": output, "payloads": len(payloads),
-               "bits": 8 * sum(len(p) for p in payloads)}
+    summary = {
+        "bitstream": str(path),
+        "output": output,
+        "payloads": len(payloads),
+        "bits": 8 * sum(len(p) for p in payloads),
+    }
     if as_json:
         emit_json(summary)
     else:
@@ -61,28 +78,67 @@ def cdre() -> None:
 
 @cdre.command("train")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="checkpoint (.pt)")
-@click.option("--work", default="cdre-data", show_default=True, type=click.Path(file_okay=False),
-              help="dev-media coding cache (resumable)")
-@click.option("--variant", type=click.Choice(["fd", "joint"]), default="fd", show_default=True,
-              help="fd: frozen detector (Ours-FD); joint: detector fine-tuned as well")
+@click.option(
+    "--work",
+    default="cdre-data",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="dev-media coding cache (resumable)",
+)
+@click.option(
+    "--variant",
+    type=click.Choice(["fd", "joint"]),
+    default="fd",
+    show_default=True,
+    help="fd: frozen detector (Ours-FD); joint: detector fine-tuned as well",
+)
 @click.option("--steps", type=click.IntRange(min=1), default=200, show_default=True)
 @click.option("--batch", type=click.IntRange(min=1), default=2, show_default=True)
 @click.option("--lr", type=float, default=2e-3, show_default=True)
 @click.option("--lam", type=float, default=0.1, show_default=True, help="weight of the cosine term")
-@click.option("--channels", type=click.IntRange(min=1, max=64), default=6, show_default=True,
-              help="binary maps per 32x32 block")
+@click.option(
+    "--channels",
+    type=click.IntRange(min=1, max=64),
+    default=6,
+    show_default=True,
+    help="binary maps per 32x32 block",
+)
 @click.option("--codec", "encoder", default="kvazaar", show_default=True, help="codes the dev media")
-@click.option("--detector-lr", type=float, default=1e-5, show_default=True,
-              help="joint: the detector's learning rate")
+@click.option(
+    "--detector-lr", type=float, default=1e-5, show_default=True, help="joint: the detector's learning rate"
+)
 @click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True, help="torch threads")
-@click.option("--val-every", type=click.IntRange(min=0), default=25, show_default=True,
-              help="validate on held-aside dev frames every N steps and keep the best state "
-                   "(the latest goes to OUTPUT.last.pt); 0 = no validation, keep the last")
-@click.option("--select", type=click.Choice(["map", "loss"]), default="map", show_default=True,
-              help="which validated state to keep: map = highest validation mAP@.5 vs pseudo GT "
-                   "(step 0, the identity, wins ties); loss = lowest validation detection loss")
-def train(output: str, work: str, variant: str, steps: int, batch: int, lr: float, lam: float,
-          channels: int, encoder: str, detector_lr: float, threads: int, val_every: int, select: str) -> None:
+@click.option(
+    "--val-every",
+    type=click.IntRange(min=0),
+    default=25,
+    show_default=True,
+    help="validate on held-aside dev frames every N steps and keep the best state "
+    "(the latest goes to OUTPUT.last.pt); 0 = no validation, keep the last",
+)
+@click.option(
+    "--select",
+    type=click.Choice(["map", "loss"]),
+    default="map",
+    show_default=True,
+    help="which validated state to keep: map = highest validation mAP@.5 vs pseudo GT "
+    "(step 0, the identity, wins ties); loss = lowest validation detection loss",
+)
+def train(
+    output: str,
+    work: str,
+    variant: str,
+    steps: int,
+    batch: int,
+    lr: float,
+    lam: float,
+    channels: int,
+    encoder: str,
+    detector_lr: float,
+    threads: int,
+    val_every: int,
+    select: str,
+) -> None:
     """Train the CDRE modules on development media (CPU is fine; GPU not needed at this size)."""
     from vcmtool.lab.cdre import data
     from vcmtool.lab.cdre.train import SELECTORS, TrainConfig, Trainer
@@ -90,11 +146,22 @@ def train(output: str, work: str, variant: str, steps: int, batch: int, lr: floa
 
     items = data.build(data.TRAIN_SEGMENTS, work, codec=encoder)
     val = data.build(data.VAL_SEGMENTS, work, qps=data.VAL_QPS, codec=encoder) if val_every else None
-    trainer = Trainer(items, CdreConfig(channels=channels),
-                      TrainConfig(variant=variant, steps=steps, batch=batch, lr=lr, lam=lam,
-                                  detector_lr=detector_lr, threads=threads, val_every=max(val_every, 1),
-                                  select=select),
-                      val_items=val)
+    trainer = Trainer(
+        items,
+        CdreConfig(channels=channels),
+        TrainConfig(
+            variant=variant,
+            steps=steps,
+            batch=batch,
+            lr=lr,
+            lam=lam,
+            detector_lr=detector_lr,
+            threads=threads,
+            val_every=max(val_every, 1),
+            select=select,
+        ),
+        val_items=val,
+    )
     history = trainer.process(output)
     losses = [h["loss"] for h in history if "loss" in h]
     vals = [h for h in history if "val_det" in h]
@@ -102,19 +169,32 @@ def train(output: str, work: str, variant: str, steps: int, batch: int, lr: floa
     for h in vals:  # the trainer's own rule, so the message names the state it kept
         if best is None or SELECTORS[select](h, best):
             best = h
-    chosen = (f", kept step {best['step']} (val mAP@.5 {best['val_map50']:.3f}, loss {best['val_det']:.3f}; "
-              f"step 0: {vals[0]['val_map50']:.3f})" if best else "")
+    chosen = (
+        f", kept step {best['step']} (val mAP@.5 {best['val_map50']:.3f}, loss {best['val_det']:.3f}; "
+        f"step 0: {vals[0]['val_map50']:.3f})"
+        if best
+        else ""
+    )
     console.print(f"trained {steps} steps, last loss {losses[-1]:.3f}{chosen} -> {output}")
 
 
 @cdre.command("export")
 @click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
-@click.option("-o", "--output", default="vcmtool/models", show_default=True,
-              type=click.Path(file_okay=False),
-              help="directory for PREFIX_encoder.onnx and PREFIX_decoder.pt (default: the shipped models, "
-              "relative to a checkout)")
-@click.option("--prefix", default="cdre", show_default=True,
-              help="file name prefix (the shipped joint model uses cdre_joint)")
+@click.option(
+    "-o",
+    "--output",
+    default="vcmtool/models",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="directory for PREFIX_encoder.onnx and PREFIX_decoder.pt (default: the shipped models, "
+    "relative to a checkout)",
+)
+@click.option(
+    "--prefix",
+    default="cdre",
+    show_default=True,
+    help="file name prefix (the shipped joint model uses cdre_joint)",
+)
 def export(checkpoint: str, output: str, prefix: str) -> None:
     """Export a checkpoint: the sender's ONNX encoder and the receiver's modules."""
     from vcmtool.lab.cdre.train import export_models
@@ -126,8 +206,12 @@ def export(checkpoint: str, output: str, prefix: str) -> None:
 
 @cdre.command("detect")
 @click.argument("bitstream", type=click.Path(dir_okay=False))
-@click.option("--side-stream", "side_file", type=click.Path(dir_okay=False),
-              help="side-stream file (default: the SEI messages in BITSTREAM)")
+@click.option(
+    "--side-stream",
+    "side_file",
+    type=click.Path(dir_okay=False),
+    help="side-stream file (default: the SEI messages in BITSTREAM)",
+)
 @click.option("--codec", type=click.Choice(["hevc", "vvc", "avc"]), help="default: from the extension")
 @click.option("--plain", is_flag=True, help="ignore the side stream (the anchor detector)")
 @click.option("--min-score", type=click.FloatRange(0, 1), default=0.25, show_default=True)
@@ -144,8 +228,9 @@ def detect(bitstream: str, side_file: str | None, codec: str | None, plain: bool
         raise InputError(f"{path}: no such bitstream")
     bits = {}
     if not plain:
-        payloads = (read_side_file(side_file) if side_file
-                    else extract_from_bitstream(path, codec_of(path, codec)))
+        payloads = (
+            read_side_file(side_file) if side_file else extract_from_bitstream(path, codec_of(path, codec))
+        )
         bits = bits_by_frame(payloads)
         if not bits:
             raise InputError(f"{side_file or path}: no CDRE side stream; pass --plain to detect without it")

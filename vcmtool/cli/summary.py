@@ -47,35 +47,57 @@ def print_encode_summary(r: dict) -> None:
     t.add_row("frames", f"{r['frames']} x {r['width']}x{r['height']} @ {r['fps']:.3g} fps")
     t.add_row("size", f"{r['bytes']} bytes, {r['bpp']:.5f} bpp, {r['kbps']:.1f} kbps")
     if r.get("psnr_y") is not None:
-        t.add_row("PSNR-Y", f"{r['psnr_y']:.2f} dB" + (
-            f" (U {r['psnr_u']:.2f}, V {r['psnr_v']:.2f})" if r.get("psnr_u") is not None else ""))
+        t.add_row(
+            "PSNR-Y",
+            f"{r['psnr_y']:.2f} dB"
+            + (f" (U {r['psnr_u']:.2f}, V {r['psnr_v']:.2f})" if r.get("psnr_u") is not None else ""),
+        )
     if r.get("ssim_y") is not None:
-        t.add_row("SSIM-Y", f"{r['ssim_y']:.4f}" + (
-            f" (all {r['ssim']:.4f})" if r.get("ssim") is not None else ""))
+        t.add_row(
+            "SSIM-Y", f"{r['ssim_y']:.4f}" + (f" (all {r['ssim']:.4f})" if r.get("ssim") is not None else "")
+        )
     if r.get("vmaf") is not None:
         t.add_row("VMAF", f"{r['vmaf']:.2f} ({r.get('vmaf_model') or 'libvmaf'})")
     q = r["qpmap"]
-    t.add_row("QP map", f"{q['source']}: QP {q['min']}..{q['max']} mean {q['mean']:.2f} "
-              f"(ctu {q['ctu']}, grid {q['grid'][0]}x{q['grid'][1]})")
+    t.add_row(
+        "QP map",
+        f"{q['source']}: QP {q['min']}..{q['max']} mean {q['mean']:.2f} "
+        f"(ctu {q['ctu']}, grid {q['grid'][0]}x{q['grid'][1]})",
+    )
     if r.get("target"):
         tg = r["target"]
-        t.add_row("target", ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                                      for k, v in tg.items() if not isinstance(v, (list, dict))))
+        t.add_row(
+            "target",
+            ", ".join(
+                f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                for k, v in tg.items()
+                if not isinstance(v, (list, dict))
+            ),
+        )
     if r.get("side_stream"):
         ss = r["side_stream"]
         t.add_row("side stream", f"{ss.get('name', '')}: {ss['bits']} bits, {ss['kbps']:.1f} kbps")
     tm = r["timing"]
     if tm.get("map_overlapped"):
         # the map ran beside the encoder: only the encoder's wait for maps is on the wall clock
-        t.add_row("time", f"total {tm['total_s']:.2f}s: map {tm['map_s']:.2f}s alongside encoder "
-                  f"{tm['encode_s']:.2f}s (waited {tm['map_wait_s']:.2f}s for maps), "
-                  f"other {tm['other_s']:.2f}s")
+        t.add_row(
+            "time",
+            f"total {tm['total_s']:.2f}s: map {tm['map_s']:.2f}s alongside encoder "
+            f"{tm['encode_s']:.2f}s (waited {tm['map_wait_s']:.2f}s for maps), "
+            f"other {tm['other_s']:.2f}s",
+        )
     else:
-        t.add_row("time", f"total {tm['total_s']:.2f}s: map {tm['map_s']:.2f}s, encoder "
-                  f"{tm['encode_s']:.2f}s, other {tm['other_s']:.2f}s")
+        t.add_row(
+            "time",
+            f"total {tm['total_s']:.2f}s: map {tm['map_s']:.2f}s, encoder "
+            f"{tm['encode_s']:.2f}s, other {tm['other_s']:.2f}s",
+        )
     if tm.get("map_fps") and tm.get("encode_fps"):
-        t.add_row("speed", f"maps {tm['map_fps']:.1f} fps, encoder {tm['encode_fps']:.1f} fps, "
-                  f"end to end {tm['fps']:.1f} fps")
+        t.add_row(
+            "speed",
+            f"maps {tm['map_fps']:.1f} fps, encoder {tm['encode_fps']:.1f} fps, "
+            f"end to end {tm['fps']:.1f} fps",
+        )
     for n in r.get("notes", []):
         t.add_row("note", n)
     console.print(t)

@@ -19,8 +19,12 @@ _STYLE = {"match": "green", "mismatch": "red", "input-changed": "yellow", "error
 
 @main.command()
 @click.argument("golden_file", metavar="GOLDEN", type=click.Path(dir_okay=False))
-@click.option("--files", "files_only", is_flag=True,
-              help="check the recorded output files on disk instead of re-encoding")
+@click.option(
+    "--files",
+    "files_only",
+    is_flag=True,
+    help="check the recorded output files on disk instead of re-encoding",
+)
 @click.option("--json", "as_json", is_flag=True, help="print the checks as JSON on stdout")
 def verify(golden_file: str, files_only: bool, as_json: bool) -> None:
     """Re-encode every entry of GOLDEN (written by `vcmtool encode --record`) and compare the md5
@@ -30,8 +34,9 @@ def verify(golden_file: str, files_only: bool, as_json: bool) -> None:
     with tqdm(total=n, desc="verify", unit="entry", disable=None) as bar:
         checks = golden.verify(path, reencode=not files_only, progress=bar.update)
     if as_json:
-        emit_json({"golden": golden_file, "ok": all(c.ok for c in checks),
-                   "checks": [c.to_json() for c in checks]})
+        emit_json(
+            {"golden": golden_file, "ok": all(c.ok for c in checks), "checks": [c.to_json() for c in checks]}
+        )
     _table(golden_file, checks)
     if not all(c.ok for c in checks):
         sys.exit(1)
@@ -44,6 +49,7 @@ def _table(name: str, checks: list[golden.Check]) -> None:
         t.add_column(col)
     for i, c in enumerate(checks, 1):
         detail = "; ".join(filter(None, [c.detail, *c.versions]))
-        t.add_row(str(i), c.name, c.bitstream or "-", c.decoded or "-",
-                  f"[{_STYLE[c.status]}]{c.status}[/]", detail)
+        t.add_row(
+            str(i), c.name, c.bitstream or "-", c.decoded or "-", f"[{_STYLE[c.status]}]{c.status}[/]", detail
+        )
     console.print(t)

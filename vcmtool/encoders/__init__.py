@@ -16,8 +16,6 @@ from vcmtool.encoders.base import (
 from vcmtool.plugins import import_submodules
 
 import_submodules(__name__, skip=("base", "ffmpeg", "frame_qp"))
-ENCODERS.enable_plugins("vcmtool.encoders",
-                        accepts=lambda o: isinstance(o, type) and issubclass(o, Encoder))
+ENCODERS.enable_plugins("vcmtool.encoders", accepts=lambda o: isinstance(o, type) and issubclass(o, Encoder))
 
-__all__ = ["ENCODERS", "Capabilities", "EncodeResult", "EncodeSettings", "Encoder", "Probe",
-           "get_encoder"]
+__all__ = ["ENCODERS", "Capabilities", "EncodeResult", "EncodeSettings", "Encoder", "Probe", "get_encoder"]

@@ -97,20 +97,23 @@ class Encoder(ABC):
     def check_settings(self, settings: EncodeSettings) -> None:
         """Refuse presets and ``--param`` keys/values this backend would ignore or misread."""
         if self.presets and settings.preset not in self.presets:
-            raise UsageError(f"--preset {settings.preset}: {self.name} presets are "
-                             f"{', '.join(self.presets)}")
+            raise UsageError(f"--preset {settings.preset}: {self.name} presets are {', '.join(self.presets)}")
         for key, value in settings.params.items():
             if key in self.owned_params:
-                raise UsageError(f"--param {key}: set by vcmtool for {self.name}; use "
-                                 f"{self.owned_params[key]}")
+                raise UsageError(
+                    f"--param {key}: set by vcmtool for {self.name}; use {self.owned_params[key]}"
+                )
             if key not in self.param_keys:
                 allowed = ", ".join(sorted(self.param_keys)) or "none"
-                raise UsageError(f"--param {key}: not a {self.name} option vcmtool passes on "
-                                 f"(allowed: {allowed})")
+                raise UsageError(
+                    f"--param {key}: not a {self.name} option vcmtool passes on (allowed: {allowed})"
+                )
             bad = [c for c in value if c in self.param_separators or not c.isprintable() or c.isspace()]
             if not value or bad:
-                raise UsageError(f"--param {key}={value!r}: values must be non-empty without "
-                                 f"spaces or {' '.join(self.param_separators)} for {self.name}")
+                raise UsageError(
+                    f"--param {key}={value!r}: values must be non-empty without "
+                    f"spaces or {' '.join(self.param_separators)} for {self.name}"
+                )
 
     @classmethod
     @abstractmethod

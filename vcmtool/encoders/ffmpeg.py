@@ -44,12 +44,8 @@ def ffmpeg_version() -> str:
 
 @functools.cache
 def ffmpeg_encoders() -> frozenset[str]:
-    out = subprocess.run(
-        [ffmpeg_exe(), "-hide_banner", "-encoders"], capture_output=True, text=True
-    ).stdout
-    return frozenset(
-        m.group(1) for m in re.finditer(r"^\s*V\S*\s+(\S+)", out, flags=re.MULTILINE)
-    )
+    out = subprocess.run([ffmpeg_exe(), "-hide_banner", "-encoders"], capture_output=True, text=True).stdout
+    return frozenset(m.group(1) for m in re.finditer(r"^\s*V\S*\s+(\S+)", out, flags=re.MULTILINE))
 
 
 def has_encoder(name: str) -> bool:
@@ -62,9 +58,16 @@ def has_encoder(name: str) -> bool:
 def raw_input_args(info: VideoInfo, pix_fmt: str | None = None) -> list[str]:
     fps = info.fps
     return [
-        "-f", "rawvideo", "-pix_fmt", pix_fmt or info.pix_fmt,
-        "-s", f"{info.width}x{info.height}", "-r", f"{fps.numerator}/{fps.denominator}",
-        "-i", "pipe:0",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        pix_fmt or info.pix_fmt,
+        "-s",
+        f"{info.width}x{info.height}",
+        "-r",
+        f"{fps.numerator}/{fps.denominator}",
+        "-i",
+        "pipe:0",
     ]
 
 
@@ -81,9 +84,7 @@ def pipe_frames(
     ``on_start`` receives the process before the first frame is pulled (a frame source that
     also feeds the encoder a side channel needs to know whether it is still alive).
     """
-    proc = subprocess.Popen(
-        cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     if on_start is not None:
         on_start(proc)
     err_chunks: list[bytes] = []
@@ -125,11 +126,22 @@ def ffmpeg_encode(
     pix = pix_fmt or info.pix_fmt
     bit_depth = 10 if "10" in pix else 8
     cmd = [
-        ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
+        ffmpeg_exe(),
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-y",
         *raw_input_args(info, pix),
-        "-an", "-map_metadata", "-1", "-fflags", "+bitexact",
+        "-an",
+        "-map_metadata",
+        "-1",
+        "-fflags",
+        "+bitexact",
         *codec_args,
-        "-f", muxer, str(out_path),
+        "-f",
+        muxer,
+        str(out_path),
     ]
     pipe_frames(cmd, frames, bit_depth, progress, what, on_start)
     return cmd

@@ -56,16 +56,62 @@ FIFO_OK = sys.platform.startswith("linux") and hasattr(os, "mkfifo")
 PIPE_BYTES = 1 << 20
 # Tuning keys --param may pass to kvazaar (each checked: ffmpeg's libkvazaar only warns on an
 # unknown one). QP-changing keys (vaq, erp-aqp, lossless, bitrate) are owned: they break the map.
-KVAZAAR_PARAMS = frozenset({
-    "rd", "full-intra-search", "me", "subme", "pu-depth-inter", "pu-depth-intra", "tr-depth-intra",
-    "sao", "deblock", "signhide", "rdoq", "rdoq-skip", "transform-skip", "tmvp", "smp", "amp",
-    "bipred", "cu-split-termination", "me-early-termination", "intra-rdo-et", "early-skip",
-    "fast-residual-cost", "max-merge", "mv-rdo", "vps-period", "ref", "wpp", "mv-constraint",
-    "hash", "level", "high-tier", "zero-coeff-rdo", "intra-chroma-search", "tiles", "slices", "aud",
-    "combine-intra-cus", "force-inter", "psnr", "info",
-})
-PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
-           "veryslow", "placebo")
+KVAZAAR_PARAMS = frozenset(
+    {
+        "rd",
+        "full-intra-search",
+        "me",
+        "subme",
+        "pu-depth-inter",
+        "pu-depth-intra",
+        "tr-depth-intra",
+        "sao",
+        "deblock",
+        "signhide",
+        "rdoq",
+        "rdoq-skip",
+        "transform-skip",
+        "tmvp",
+        "smp",
+        "amp",
+        "bipred",
+        "cu-split-termination",
+        "me-early-termination",
+        "intra-rdo-et",
+        "early-skip",
+        "fast-residual-cost",
+        "max-merge",
+        "mv-rdo",
+        "vps-period",
+        "ref",
+        "wpp",
+        "mv-constraint",
+        "hash",
+        "level",
+        "high-tier",
+        "zero-coeff-rdo",
+        "intra-chroma-search",
+        "tiles",
+        "slices",
+        "aud",
+        "combine-intra-cus",
+        "force-inter",
+        "psnr",
+        "info",
+    }
+)
+PRESETS = (
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
+    "placebo",
+)
 
 
 def pad_to_multiple(frames: Iterable[Frame], width: int, height: int) -> Iterator[Frame]:
@@ -75,8 +121,9 @@ def pad_to_multiple(frames: Iterable[Frame], width: int, height: int) -> Iterato
         if ph == 0 and pw == 0:
             yield fr
             continue
-        y, u, v = (np.pad(p, ((0, ph // s), (0, pw // s)), mode="edge")
-                   for p, s in ((fr.y, 1), (fr.u, 2), (fr.v, 2)))
+        y, u, v = (
+            np.pad(p, ((0, ph // s), (0, pw // s)), mode="edge") for p, s in ((fr.y, 1), (fr.u, 2), (fr.v, 2))
+        )
         yield Frame(y, u, v, fr.index, fr.bit_depth)
 
 
@@ -149,8 +196,10 @@ class KvazaarPrep(ClampPrep):
         out = super().notes()
         if self.moved and self.base is not None:
             lo, hi = window(self.base)
-            out.append(f"kvazaar: {self.moved} CTU QPs squeezed into [{lo}, {hi}] (its QP-delta "
-                       f"limit; base QP {self.base} set from {self.why} because maps were streamed)")
+            out.append(
+                f"kvazaar: {self.moved} CTU QPs squeezed into [{lo}, {hi}] (its QP-delta "
+                f"limit; base QP {self.base} set from {self.why} because maps were streamed)"
+            )
         return out
 
 
@@ -159,7 +208,7 @@ def _write_all(fd: int, data: bytes, alive: Callable[[], bool]) -> bool:
     view = memoryview(data)
     while view:
         try:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
         except BlockingIOError:
             # kvazaar is more than a pipe buffer of maps behind; wait for it while it lives.
             if not alive():
@@ -173,11 +222,23 @@ class Kvazaar(Encoder):
     name = "kvazaar"
     presets = PRESETS
     param_keys = KVAZAAR_PARAMS
-    owned_params = {"preset": "--preset", "qp": "--qp / --qpmap", "gop": "--intra-period (low delay)",
-                    "period": "--intra-period", "threads": "--threads", "owf": "--threads",
-                    "roi": "--qpmap", "input": "INPUT", "input-res": "INPUT", "input-fps": "--fps",
-                    "bitrate": "--target-kbps", "vaq": "--qpmap", "erp-aqp": "--qpmap",
-                    "lossless": "--qp", "implicit-rdpcm": "--qp"}
+    owned_params = {
+        "preset": "--preset",
+        "qp": "--qp / --qpmap",
+        "gop": "--intra-period (low delay)",
+        "period": "--intra-period",
+        "threads": "--threads",
+        "owf": "--threads",
+        "roi": "--qpmap",
+        "input": "INPUT",
+        "input-res": "INPUT",
+        "input-fps": "--fps",
+        "bitrate": "--target-kbps",
+        "vaq": "--qpmap",
+        "erp-aqp": "--qpmap",
+        "lossless": "--qp",
+        "implicit-rdpcm": "--qp",
+    }
     param_separators = ",="
 
     @classmethod
@@ -205,9 +266,7 @@ class Kvazaar(Encoder):
         moved = int(((out.data < lo) | (out.data > hi)).sum())
         if moved:
             out = out.clamp(lo, hi)
-            out.notes.append(
-                f"kvazaar: {moved} CTU QPs squeezed into [{lo}, {hi}] (its QP-delta limit)"
-            )
+            out.notes.append(f"kvazaar: {moved} CTU QPs squeezed into [{lo}, {hi}] (its QP-delta limit)")
         return out
 
     def frame_prep(self, settings: EncodeSettings, hint: tuple[int, int] | None = None) -> KvazaarPrep:
@@ -262,8 +321,7 @@ class Kvazaar(Encoder):
                     yield fr
 
             try:
-                notes, cmd = self._run(clip, base, fifo, settings, out_path, progress, with_maps,
-                                       proc.append)
+                notes, cmd = self._run(clip, base, fifo, settings, out_path, progress, with_maps, proc.append)
             finally:
                 os.close(fd)
         maps = feed.maps(clip.count())
@@ -285,12 +343,18 @@ class Kvazaar(Encoder):
         width, height = -(-info.width // 8) * 8, -(-info.height // 8) * 8
         if (width, height) != (info.width, info.height):
             # Padding to 8 never adds a 64-pixel CTU row or column, so the maps still fit.
-            notes.append(f"kvazaar needs sizes in multiples of 8: coded {width}x{height} "
-                         f"(edge-replicated); decoders show the padded picture")
+            notes.append(
+                f"kvazaar needs sizes in multiples of 8: coded {width}x{height} "
+                f"(edge-replicated); decoders show the padded picture"
+            )
             info = VideoInfo(width, height, info.fps, info.pix_fmt, info.frame_count)
         params = [
-            f"preset={settings.preset}", f"qp={base}", "gop=0", f"period={settings.intra_period}",
-            f"threads={max(0, settings.threads)}", "owf=0",
+            f"preset={settings.preset}",
+            f"qp={base}",
+            "gop=0",
+            f"period={settings.intra_period}",
+            f"threads={max(0, settings.threads)}",
+            "owf=0",
             f"roi={roi}",
             *(f"{k}={v}" for k, v in settings.params.items()),
         ]
@@ -298,6 +362,15 @@ class Kvazaar(Encoder):
         frames: Iterable[Frame] = pad_to_multiple(clip.frames(), width, height)
         if wrap is not None:
             frames = wrap(frames)
-        cmd = ffmpeg_encode(args, "hevc", info, frames, out_path, progress,
-                            pix_fmt="yuv420p", what="kvazaar", on_start=on_start)
+        cmd = ffmpeg_encode(
+            args,
+            "hevc",
+            info,
+            frames,
+            out_path,
+            progress,
+            pix_fmt="yuv420p",
+            what="kvazaar",
+            on_start=on_start,
+        )
         return notes, cmd

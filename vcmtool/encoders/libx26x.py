@@ -258,12 +258,31 @@ class _FrameMaps(Protocol):
     def frame(self, i: int) -> np.ndarray: ...
 
 
-PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
-           "veryslow", "placebo")
+PRESETS = (
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
+    "placebo",
+)
 # Keys that carry the per-block QP recipe, the rate or the GOP: set by vcmtool, never by --param.
-_OWNED = {"qp": "--qp / --qpmap", "crf": "--qp", "bitrate": "--target-kbps", "aq-mode": "--qpmap",
-          "aq-strength": "--qpmap", "keyint": "--intra-period", "bframes": "--intra-period (low delay)",
-          "threads": "--threads", "preset": "--preset", "lossless": "--qp"}
+_OWNED = {
+    "qp": "--qp / --qpmap",
+    "crf": "--qp",
+    "bitrate": "--target-kbps",
+    "aq-mode": "--qpmap",
+    "aq-strength": "--qpmap",
+    "keyint": "--intra-period",
+    "bframes": "--intra-period (low delay)",
+    "threads": "--threads",
+    "preset": "--preset",
+    "lossless": "--qp",
+}
 
 
 class _X26x(Encoder):
@@ -285,8 +304,9 @@ class _X26x(Encoder):
     @classmethod
     def capabilities(cls) -> Capabilities:
         native_drv = cls.driver() is not None
-        return Capabilities(cls.codec, cls.block if native_drv else None, (0, 51), (8,), cls.ext,
-                            streams_maps=native_drv)
+        return Capabilities(
+            cls.codec, cls.block if native_drv else None, (0, 51), (8,), cls.ext, streams_maps=native_drv
+        )
 
     @classmethod
     def probe(cls) -> Probe:
@@ -294,10 +314,14 @@ class _X26x(Encoder):
         if drv is not None:
             return Probe(True, drv.version(), "native C-API driver (per-CTU)")
         if has_encoder(cls.ffmpeg_codec):
-            why = (native.NATIVE_ERROR
-                   or f"{cls.driver_cls.native_class} not built (install lib{cls.name}-dev)")
-            return Probe(True, f"{cls.ffmpeg_codec} in ffmpeg {ffmpeg_version()}",
-                         f"ffmpeg, frame QP only; per-CTU unavailable: {why}")
+            why = (
+                native.NATIVE_ERROR or f"{cls.driver_cls.native_class} not built (install lib{cls.name}-dev)"
+            )
+            return Probe(
+                True,
+                f"{cls.ffmpeg_codec} in ffmpeg {ffmpeg_version()}",
+                f"ffmpeg, frame QP only; per-CTU unavailable: {why}",
+            )
         return Probe(False, detail=f"no native driver and no ffmpeg with {cls.ffmpeg_codec}")
 
     def _encode(
@@ -315,10 +339,19 @@ class _X26x(Encoder):
         if zone:
             params.append(f"zones={zone}")
         params += [f"{k}={v}" for k, v in settings.params.items()]
-        args = ["-c:v", self.ffmpeg_codec, "-preset", settings.preset,
-                "-threads", str(max(1, settings.threads)), self.params_flag, ":".join(params)]
-        cmd = ffmpeg_encode(args, self.muxer, clip.info, clip.frames(), out_path, progress,
-                            pix_fmt="yuv420p", what=self.name)
+        args = [
+            "-c:v",
+            self.ffmpeg_codec,
+            "-preset",
+            settings.preset,
+            "-threads",
+            str(max(1, settings.threads)),
+            self.params_flag,
+            ":".join(params),
+        ]
+        cmd = ffmpeg_encode(
+            args, self.muxer, clip.info, clip.frames(), out_path, progress, pix_fmt="yuv420p", what=self.name
+        )
         return EncodeResult(out_path, maps, list(maps.notes), cmd)
 
     def encode_stream(
@@ -336,22 +369,31 @@ class _X26x(Encoder):
         return EncodeResult(out_path, maps, list(maps.notes), cmd)
 
     def _encode_native(
-        self, clip: Clip, maps: QPMaps, settings: EncodeSettings, out_path: Path,
+        self,
+        clip: Clip,
+        maps: QPMaps,
+        settings: EncodeSettings,
+        out_path: Path,
         progress: ProgressFn | None,
     ) -> EncodeResult:
         cmd = self._run_native(clip, maps, settings, out_path, progress)
         return EncodeResult(out_path, maps, list(maps.notes), cmd)
 
     def _run_native(
-        self, clip: Clip, maps: _FrameMaps, settings: EncodeSettings, out_path: Path,
+        self,
+        clip: Clip,
+        maps: _FrameMaps,
+        settings: EncodeSettings,
+        out_path: Path,
         progress: ProgressFn | None,
     ) -> list[str]:
         info = clip.info
         params = {"keyint": str(settings.intra_period or 100000), **settings.params}
         if settings.threads:
             params.setdefault("threads", str(settings.threads))
-        enc = self.driver_cls(info.width, info.height, info.fps.numerator, info.fps.denominator,
-                              8, settings.preset, params)
+        enc = self.driver_cls(
+            info.width, info.height, info.fps.numerator, info.fps.denominator, 8, settings.preset, params
+        )
         # The grids are on --ctu cells (16 for x264 macroblocks, 32, 64, 128): the driver must be
         # told the cell size, or it reads them as 64x64 CTUs and refuses every other --ctu.
         ctu = int(maps.ctu)
@@ -382,15 +424,54 @@ class X265(_X26x):
     driver_cls = X265Encoder
     lowdelay = ["bframes=0", "info=0", "log-level=error"]
     # each checked against libx265 in the imageio-ffmpeg build
-    param_keys = frozenset({
-        "rd", "me", "subme", "merange", "ref", "rdoq-level", "psy-rd", "psy-rdoq", "sao", "rect",
-        "amp", "early-skip", "tu-intra-depth", "tu-inter-depth", "limit-refs", "limit-modes", "rskip",
-        "weightp", "strong-intra-smoothing", "signhide", "tskip", "max-merge", "min-cu-size", "hash",
-        "repeat-headers", "aud", "pmode", "pme", "wpp", "b-intra", "constrained-intra", "fast-intra",
-        "tskip-fast", "scenecut", "rc-lookahead",
-    })
-    owned_params = {**_OWNED, "cutree": "--qpmap", "qg-size": "--ctu", "ctu": "--ctu",
-                    "info": "(report)", "pools": "--threads", "frame-threads": "--threads"}
+    param_keys = frozenset(
+        {
+            "rd",
+            "me",
+            "subme",
+            "merange",
+            "ref",
+            "rdoq-level",
+            "psy-rd",
+            "psy-rdoq",
+            "sao",
+            "rect",
+            "amp",
+            "early-skip",
+            "tu-intra-depth",
+            "tu-inter-depth",
+            "limit-refs",
+            "limit-modes",
+            "rskip",
+            "weightp",
+            "strong-intra-smoothing",
+            "signhide",
+            "tskip",
+            "max-merge",
+            "min-cu-size",
+            "hash",
+            "repeat-headers",
+            "aud",
+            "pmode",
+            "pme",
+            "wpp",
+            "b-intra",
+            "constrained-intra",
+            "fast-intra",
+            "tskip-fast",
+            "scenecut",
+            "rc-lookahead",
+        }
+    )
+    owned_params = {
+        **_OWNED,
+        "cutree": "--qpmap",
+        "qg-size": "--ctu",
+        "ctu": "--ctu",
+        "info": "(report)",
+        "pools": "--threads",
+        "frame-threads": "--threads",
+    }
 
 
 @ENCODERS.register("x264")
@@ -404,14 +485,51 @@ class X264(_X26x):
     block = 16
     driver_cls = X264Encoder
     lowdelay = ["bframes=0"]
-    param_keys = frozenset({
-        "me", "subme", "merange", "ref", "trellis", "psy-rd", "8x8dct", "partitions", "weightp",
-        "mixed-refs", "fast-pskip", "cabac", "aud", "direct", "no-dct-decimate", "deadzone-inter",
-        "deadzone-intra", "nr", "chroma-me", "scenecut", "rc-lookahead",
-    })
-    owned_params = {**_OWNED, "mbtree": "--qpmap", "qpmin": "--qpmap", "qpmax": "--qpmap",
-                    "qp-min": "--qpmap", "qp-max": "--qpmap"}
+    param_keys = frozenset(
+        {
+            "me",
+            "subme",
+            "merange",
+            "ref",
+            "trellis",
+            "psy-rd",
+            "8x8dct",
+            "partitions",
+            "weightp",
+            "mixed-refs",
+            "fast-pskip",
+            "cabac",
+            "aud",
+            "direct",
+            "no-dct-decimate",
+            "deadzone-inter",
+            "deadzone-intra",
+            "nr",
+            "chroma-me",
+            "scenecut",
+            "rc-lookahead",
+        }
+    )
+    owned_params = {
+        **_OWNED,
+        "mbtree": "--qpmap",
+        "qpmin": "--qpmap",
+        "qpmax": "--qpmap",
+        "qp-min": "--qpmap",
+        "qp-max": "--qpmap",
+    }
 
 
-__all__ = ["X264", "X264_AVAILABLE", "X264_REASON", "X265", "X265_AVAILABLE", "X265_REASON", "DriverError",
-           "X264Encoder", "X265Encoder", "block_offsets", "x265_offsets"]
+__all__ = [
+    "X264",
+    "X264_AVAILABLE",
+    "X264_REASON",
+    "X265",
+    "X265_AVAILABLE",
+    "X265_REASON",
+    "DriverError",
+    "X264Encoder",
+    "X265Encoder",
+    "block_offsets",
+    "x265_offsets",
+]

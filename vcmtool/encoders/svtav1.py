@@ -108,11 +108,30 @@ class SvtAv1(Encoder):
     name = "svtav1"
     # SvtAv1EncApp options passed as --KEY VALUE; names from its --help (the app is not
     # installable on these machines, so these are not exercised here).
-    param_keys = frozenset({"enable-cdef", "enable-restoration", "tile-rows", "tile-columns",
-                            "enable-tf", "enable-overlays", "scm", "film-grain"})
-    owned_params = {"qp": "--qp / --qpmap", "rc": "--qpmap", "aq-mode": "--qpmap",
-                    "roi-map-file": "--qpmap", "keyint": "--intra-period", "input": "INPUT",
-                    "i": "INPUT", "b": "-o", "preset": "--preset", "lp": "--threads"}
+    param_keys = frozenset(
+        {
+            "enable-cdef",
+            "enable-restoration",
+            "tile-rows",
+            "tile-columns",
+            "enable-tf",
+            "enable-overlays",
+            "scm",
+            "film-grain",
+        }
+    )
+    owned_params = {
+        "qp": "--qp / --qpmap",
+        "rc": "--qpmap",
+        "aq-mode": "--qpmap",
+        "roi-map-file": "--qpmap",
+        "keyint": "--intra-period",
+        "input": "INPUT",
+        "i": "INPUT",
+        "b": "-o",
+        "preset": "--preset",
+        "lp": "--threads",
+    }
 
     @classmethod
     def capabilities(cls) -> Capabilities:
@@ -148,10 +167,24 @@ class SvtAv1(Encoder):
                 write_y4m(f, clip.info, clip.frames())
             roi = Path(tmp) / "roi.txt"
             roi.write_text(roi_map_text(maps, base))
-            cmd = [shutil.which("SvtAv1EncApp") or "SvtAv1EncApp", "-i", str(y4m), "-b", str(out_path),
-                   "--rc", "0", "--aq-mode", "0", "--qp", str(base), "--roi-map-file", str(roi),
-                   "--keyint", str(settings.intra_period or -1),
-                   *(x for k, v in settings.params.items() for x in (f"--{k}", v))]
+            cmd = [
+                shutil.which("SvtAv1EncApp") or "SvtAv1EncApp",
+                "-i",
+                str(y4m),
+                "-b",
+                str(out_path),
+                "--rc",
+                "0",
+                "--aq-mode",
+                "0",
+                "--qp",
+                str(base),
+                "--roi-map-file",
+                str(roi),
+                "--keyint",
+                str(settings.intra_period or -1),
+                *(x for k, v in settings.params.items() for x in (f"--{k}", v)),
+            ]
             r = subprocess.run(cmd, capture_output=True, text=True)
             if r.returncode:
                 raise EncoderError(f"svtav1 failed (exit {r.returncode}): {r.stderr.strip()[-300:]}")

@@ -29,11 +29,29 @@ from vcmtool.qpmap.maps import QPMaps
 class VTM(Encoder):
     name = "vtm"
     # EncoderApp options passed as --KEY=VALUE (VTM is not installable here: not exercised).
-    param_keys = frozenset({"SAO", "ALF", "CCALF", "LMCSEnable", "MTS", "Affine", "DepQuant",
-                            "SignHideFlag", "MaxCUWidth", "MaxCUHeight"})
-    owned_params = {"QP": "--qp / --qpmap", "q": "--qp / --qpmap", "dQPFile": "--qpmap",
-                    "IntraPeriod": "--intra-period", "InputBitDepth": "INPUT",
-                    "FrameRate": "--fps", "FramesToBeEncoded": "--frames"}
+    param_keys = frozenset(
+        {
+            "SAO",
+            "ALF",
+            "CCALF",
+            "LMCSEnable",
+            "MTS",
+            "Affine",
+            "DepQuant",
+            "SignHideFlag",
+            "MaxCUWidth",
+            "MaxCUHeight",
+        }
+    )
+    owned_params = {
+        "QP": "--qp / --qpmap",
+        "q": "--qp / --qpmap",
+        "dQPFile": "--qpmap",
+        "IntraPeriod": "--intra-period",
+        "InputBitDepth": "INPUT",
+        "FrameRate": "--fps",
+        "FramesToBeEncoded": "--frames",
+    }
 
     @classmethod
     def capabilities(cls) -> Capabilities:
@@ -71,10 +89,26 @@ class VTM(Encoder):
             dqp = Path(tmp) / "dqp.txt"
             dqp.write_text("".join(f"{int(q) - base}\n" for q in qps))
             cmd = [
-                exe, "-i", str(yuv), "-wdt", str(info.width), "-hgt", str(info.height),
-                "-fr", str(round(float(info.fps))), "-f", str(n), "-q", str(base),
-                f"--InputBitDepth={info.bit_depth}", f"--IntraPeriod={settings.intra_period or -1}",
-                f"--dQPFile={dqp}", "-b", str(out_path), "-o", "",
+                exe,
+                "-i",
+                str(yuv),
+                "-wdt",
+                str(info.width),
+                "-hgt",
+                str(info.height),
+                "-fr",
+                str(round(float(info.fps))),
+                "-f",
+                str(n),
+                "-q",
+                str(base),
+                f"--InputBitDepth={info.bit_depth}",
+                f"--IntraPeriod={settings.intra_period or -1}",
+                f"--dQPFile={dqp}",
+                "-b",
+                str(out_path),
+                "-o",
+                "",
                 *(f"--{k}={v}" for k, v in settings.params.items()),
             ]
             r = subprocess.run(cmd, capture_output=True, text=True)

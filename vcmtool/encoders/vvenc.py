@@ -31,11 +31,16 @@ class VVenC(Encoder):
     name = "vvenc"
     presets = tuple(sorted(PRESETS))
     # checked against libvvenc in the imageio-ffmpeg build (lmcs, wpp, deblock are not options)
-    param_keys = frozenset({"alf", "sao", "ccalf", "dmvr", "bdof", "mts", "sbt", "isp", "lfnst",
-                            "affine"})
-    owned_params = {"qp": "--qp / --qpmap", "qpa": "--qpmap", "intraperiod": "--intra-period",
-                    "gopsize": "--intra-period", "decodingrefreshtype": "--intra-period",
-                    "threads": "--threads", "preset": "--preset"}
+    param_keys = frozenset({"alf", "sao", "ccalf", "dmvr", "bdof", "mts", "sbt", "isp", "lfnst", "affine"})
+    owned_params = {
+        "qp": "--qp / --qpmap",
+        "qpa": "--qpmap",
+        "intraperiod": "--intra-period",
+        "gopsize": "--intra-period",
+        "decodingrefreshtype": "--intra-period",
+        "threads": "--threads",
+        "preset": "--preset",
+    }
 
     @classmethod
     def capabilities(cls) -> Capabilities:
@@ -64,11 +69,21 @@ class VVenC(Encoder):
         vparams = [f"{k}={v}" for k, v in settings.params.items()]
         if settings.intra_period == 1:
             vparams += ["intraperiod=1", "gopsize=1", "decodingrefreshtype=idr"]
-        args = ["-c:v", "libvvenc", "-qp", str(qp), "-qpa", "0",
-                "-preset", settings.preset,
-                "-threads", str(max(1, settings.threads))]
+        args = [
+            "-c:v",
+            "libvvenc",
+            "-qp",
+            str(qp),
+            "-qpa",
+            "0",
+            "-preset",
+            settings.preset,
+            "-threads",
+            str(max(1, settings.threads)),
+        ]
         if vparams:
             args += ["-vvenc-params", ":".join(vparams)]
-        cmd = ffmpeg_encode(args, "vvc", clip.info, clip.frames(), out_path, progress,
-                            pix_fmt="yuv420p10le", what="vvenc")
+        cmd = ffmpeg_encode(
+            args, "vvc", clip.info, clip.frames(), out_path, progress, pix_fmt="yuv420p10le", what="vvenc"
+        )
         return EncodeResult(out_path, maps, notes, cmd)

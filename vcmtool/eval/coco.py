@@ -56,8 +56,14 @@ def _coco(images: list[dict], categories: list[dict], annotations: list[dict]):
 def _ann(i: int, image_id: int, box: Sequence[float], cat: int, score: float | None = None) -> dict:
     x0, y0, x1, y1 = (float(v) for v in box[:4])
     w, h = max(0.0, x1 - x0), max(0.0, y1 - y0)
-    a = {"id": i, "image_id": image_id, "category_id": cat, "bbox": [x0, y0, w, h], "area": w * h,
-         "iscrowd": 0}
+    a = {
+        "id": i,
+        "image_id": image_id,
+        "category_id": cat,
+        "bbox": [x0, y0, w, h],
+        "area": w * h,
+        "iscrowd": 0,
+    }
     if score is not None:
         a["score"] = float(score)
     return a
@@ -66,8 +72,14 @@ def _ann(i: int, image_id: int, box: Sequence[float], cat: int, score: float | N
 class GroundTruth:
     """Ground truth over an ordered set of frames, ready to score detections on the same frames."""
 
-    def __init__(self, keys: list[Key], images: list[dict], categories: list[dict],
-                 annotations: list[dict], class_to_cat: dict[int, int]) -> None:
+    def __init__(
+        self,
+        keys: list[Key],
+        images: list[dict],
+        categories: list[dict],
+        annotations: list[dict],
+        class_to_cat: dict[int, int],
+    ) -> None:
         self.keys = keys
         self.image_ids = {k: im["id"] for k, im in zip(keys, images, strict=True)}
         self.class_to_cat = class_to_cat
@@ -84,12 +96,18 @@ class GroundTruth:
         return self
 
     @classmethod
-    def from_detections(cls, frames: dict[Key, list[Row]], sizes: dict[str, tuple[int, int]],
-                        min_score: float = PSEUDO_GT_MIN_SCORE) -> GroundTruth:
+    def from_detections(
+        cls,
+        frames: dict[Key, list[Row]],
+        sizes: dict[str, tuple[int, int]],
+        min_score: float = PSEUDO_GT_MIN_SCORE,
+    ) -> GroundTruth:
         """Pseudo ground truth: detections on uncompressed frames with score >= ``min_score``."""
         keys = list(frames)
-        images = [{"id": i + 1, "width": sizes[k[0]][0], "height": sizes[k[0]][1],
-                   "file_name": f"{k[0]}#{k[1]}"} for i, k in enumerate(keys)]
+        images = [
+            {"id": i + 1, "width": sizes[k[0]][0], "height": sizes[k[0]][1], "file_name": f"{k[0]}#{k[1]}"}
+            for i, k in enumerate(keys)
+        ]
         anns = []
         cats: set[int] = set()
         for i, k in enumerate(keys):
@@ -113,8 +131,9 @@ class GroundTruth:
             data = json.loads(Path(path).read_text())
             images, cats, anns = data["images"], data["categories"], data.get("annotations", [])
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise InputError(f"{path}: not a COCO ground-truth file ({e}); it needs images, "
-                             "categories and annotations") from None
+            raise InputError(
+                f"{path}: not a COCO ground-truth file ({e}); it needs images, categories and annotations"
+            ) from None
         wanted = {(Path(k[0]).stem, k[1]): k for k in frames}
         by_image: dict[int, Key] = {}
         for im in images:
@@ -125,8 +144,10 @@ class GroundTruth:
             if key in wanted:
                 by_image[im["id"]] = wanted[key]
         if not by_image:
-            raise UsageError(f"{path}: no image entry matches a bench frame; name images after the "
-                             "input file (file_name) or give video + frame_index")
+            raise UsageError(
+                f"{path}: no image entry matches a bench frame; name images after the "
+                "input file (file_name) or give video + frame_index"
+            )
         name_to_class = {n: i for i, n in enumerate(class_names)}
         class_to_cat = {name_to_class[c["name"]]: c["id"] for c in cats if c["name"] in name_to_class}
         if not class_to_cat:

@@ -78,9 +78,9 @@ class Frame:
         import cv2
 
         f8 = self.to_bit_depth(8)
-        i420 = np.concatenate(
-            [f8.y.reshape(-1), f8.u.reshape(-1), f8.v.reshape(-1)]
-        ).reshape(self.height * 3 // 2, self.width)
+        i420 = np.concatenate([f8.y.reshape(-1), f8.u.reshape(-1), f8.v.reshape(-1)]).reshape(
+            self.height * 3 // 2, self.width
+        )
         return cv2.cvtColor(i420, cv2.COLOR_YUV2BGR_I420)
 
     @classmethod

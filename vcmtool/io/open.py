@@ -143,11 +143,13 @@ def open_video(
         # disagrees would be silently ignored, so it is refused. --fps overrides, with a note.
         info = src.info
         if size is not None and parse_size(size) != (info.width, info.height):
-            raise UsageError(f"{label}: --size applies to raw YUV; this file says "
-                             f"{info.width}x{info.height} (drop --size)")
+            raise UsageError(
+                f"{label}: --size applies to raw YUV; this file says {info.width}x{info.height} (drop --size)"
+            )
         if pix_fmt is not None and pix_fmt != info.pix_fmt:
-            raise UsageError(f"{label}: --pix-fmt applies to raw YUV; this file is {info.pix_fmt} "
-                             "(drop --pix-fmt)")
+            raise UsageError(
+                f"{label}: --pix-fmt applies to raw YUV; this file is {info.pix_fmt} (drop --pix-fmt)"
+            )
         if fps is not None and Fraction(fps) != info.fps:
             notes.append(f"--fps {float(fps):g} overrides the input's {float(info.fps):g} fps")
             src.info = VideoInfo(info.width, info.height, Fraction(fps), info.pix_fmt, info.frame_count)

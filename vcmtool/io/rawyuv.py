@@ -22,8 +22,7 @@ def check_geometry(width: int, height: int, where: str) -> None:
         )
 
 
-def read_planes(buf: bytes, info: VideoInfo, index: int, where: str,
-                fix: str = "check --pix-fmt") -> Frame:
+def read_planes(buf: bytes, info: VideoInfo, index: int, where: str, fix: str = "check --pix-fmt") -> Frame:
     """One frame from its planar bytes. High-bit-depth samples are range-checked: 16-bit words
     above 1023 mean the data is not 10-bit little-endian (8-bit or big-endian data, a wrong
     --pix-fmt), and coding them would wrap them into garbage; ``fix`` says what to check."""

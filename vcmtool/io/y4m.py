@@ -12,7 +12,10 @@ from vcmtool.io.rawyuv import check_geometry, read_exact, read_planes
 
 MAGIC = b"YUV4MPEG2"
 _CHROMA = {
-    "420": "yuv420p", "420jpeg": "yuv420p", "420paldv": "yuv420p", "420mpeg2": "yuv420p",
+    "420": "yuv420p",
+    "420jpeg": "yuv420p",
+    "420paldv": "yuv420p",
+    "420mpeg2": "yuv420p",
     "420p10": "yuv420p10le",
 }
 
@@ -94,11 +97,10 @@ class Y4MSource:
                     raise InputError(f"{self.name}: frame {i}: missing FRAME marker (corrupt Y4M)")
                 buf = read_exact(f, fb)
                 if len(buf) < fb:
-                    raise InputError(
-                        f"{self.name}: truncated frame {i}: {len(buf)} of {fb} bytes"
-                    )
-                yield read_planes(buf, self.info, i, self.name,
-                                  "its header says C420p10 (corrupt or mislabelled Y4M)")
+                    raise InputError(f"{self.name}: truncated frame {i}: {len(buf)} of {fb} bytes")
+                yield read_planes(
+                    buf, self.info, i, self.name, "its header says C420p10 (corrupt or mislabelled Y4M)"
+                )
                 i += 1
         finally:
             if own:

@@ -33,8 +33,10 @@ class JrdPredictor:
 
         self.path = Path(path)
         if not self.path.is_file():
-            raise ModelError(f"{self.path}: JRD model file missing; run `vcmtool jrd export` "
-                             "or reinstall vcmtool (it ships vcmtool/models/)")
+            raise ModelError(
+                f"{self.path}: JRD model file missing; run `vcmtool jrd export` "
+                "or reinstall vcmtool (it ships vcmtool/models/)"
+            )
         so = ort.SessionOptions()
         so.log_severity_level = 3
         if threads:
@@ -43,16 +45,19 @@ class JrdPredictor:
             self.session = ort.InferenceSession(str(self.path), so, providers=providers())
         except Exception as e:  # noqa: BLE001 - onnxruntime raises several types for bad files
             first = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
-            raise ModelError(f"{self.path}: not a valid ONNX JRD model ({first}); re-export it "
-                             "with `vcmtool jrd export`") from None
+            raise ModelError(
+                f"{self.path}: not a valid ONNX JRD model ({first}); re-export it with `vcmtool jrd export`"
+            ) from None
         meta = self.session.get_modelmeta().custom_metadata_map
         try:
             self.qp_max = int(meta["qp_max"])
             self.codec = meta["codec"]
             self.kind = meta["kind"]
         except (KeyError, ValueError):
-            raise ModelError(f"{self.path}: ONNX file lacks the JRD metadata (kind, codec, "
-                             "qp_max); export it with `vcmtool jrd export`") from None
+            raise ModelError(
+                f"{self.path}: ONNX file lacks the JRD metadata (kind, codec, "
+                "qp_max); export it with `vcmtool jrd export`"
+            ) from None
         self.meta = dict(meta)
         self.input_name = self.session.get_inputs()[0].name
 
@@ -94,5 +99,7 @@ def regrid(grid64: np.ndarray, height: int, width: int, ctu: int) -> np.ndarray:
     out = np.empty((gh, gw), grid64.dtype)
     for i, (r0, r1) in enumerate(rows):
         for j, (c0, c1) in enumerate(cols):
-            out[i, j] = grid64[r0:min(r1, grid64.shape[0] - 1) + 1, c0:min(c1, grid64.shape[1] - 1) + 1].min()
+            out[i, j] = grid64[
+                r0 : min(r1, grid64.shape[0] - 1) + 1, c0 : min(c1, grid64.shape[1] - 1) + 1
+            ].min()
     return out

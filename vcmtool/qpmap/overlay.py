@@ -10,28 +10,37 @@ import numpy as np
 from vcmtool.atomic import atomic_path
 
 
-def render_overlay(bgr: np.ndarray, qp_map: np.ndarray, ctu: int, qp_range: tuple[int, int]
-                   ) -> np.ndarray:
+def render_overlay(bgr: np.ndarray, qp_map: np.ndarray, ctu: int, qp_range: tuple[int, int]) -> np.ndarray:
     h, w = bgr.shape[:2]
     lo, hi = qp_range
     norm = ((qp_map.astype(np.float32) - lo) / max(1, hi - lo) * 255).clip(0, 255).astype(np.uint8)
     # Low QP (more bits) is hot: invert so the map reads like a heat map of spent bits.
     colours = cv2.applyColorMap(255 - norm, cv2.COLORMAP_JET)
-    tint = cv2.resize(colours, (qp_map.shape[1] * ctu, qp_map.shape[0] * ctu),
-                      interpolation=cv2.INTER_NEAREST)[:h, :w]
+    tint = cv2.resize(
+        colours, (qp_map.shape[1] * ctu, qp_map.shape[0] * ctu), interpolation=cv2.INTER_NEAREST
+    )[:h, :w]
     out = cv2.addWeighted(bgr, 0.6, tint, 0.4, 0)
     for r in range(qp_map.shape[0]):
         for c in range(qp_map.shape[1]):
             x, y = c * ctu, r * ctu
             cv2.rectangle(out, (x, y), (min(x + ctu, w) - 1, min(y + ctu, h) - 1), (255, 255, 255), 1)
             if ctu >= 32:
-                cv2.putText(out, str(int(qp_map[r, c])), (x + 4, y + 16), cv2.FONT_HERSHEY_SIMPLEX,
-                            0.45, (255, 255, 255), 1, cv2.LINE_AA)
+                cv2.putText(
+                    out,
+                    str(int(qp_map[r, c])),
+                    (x + 4, y + 16),
+                    cv2.FONT_HERSHEY_SIMPLEX,
+                    0.45,
+                    (255, 255, 255),
+                    1,
+                    cv2.LINE_AA,
+                )
     return out
 
 
-def write_overlay(path: str, bgr: np.ndarray, qp_map: np.ndarray, ctu: int,
-                  qp_range: tuple[int, int]) -> None:
+def write_overlay(
+    path: str, bgr: np.ndarray, qp_map: np.ndarray, ctu: int, qp_range: tuple[int, int]
+) -> None:
     img = render_overlay(bgr, qp_map, ctu, qp_range)
     ok, buf = cv2.imencode(".png", img)
     if not ok:

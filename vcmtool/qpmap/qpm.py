@@ -184,8 +184,7 @@ def load_map_file(path: str, ctu: int = 64) -> QPMaps:
         arr = _read_npy(path)
         if arr.ndim not in (2, 3):
             raise InputError(
-                f"{path}: QP map must be 2-D (rows, cols) or 3-D (frames, rows, cols), got shape "
-                f"{arr.shape}"
+                f"{path}: QP map must be 2-D (rows, cols) or 3-D (frames, rows, cols), got shape {arr.shape}"
             )
         where = _npy_position(arr.ndim)
     elif ext == ".csv":
@@ -211,8 +210,10 @@ def _checked_qps(a: np.ndarray, path: str, where: Callable[[int, int, int], str]
         (lambda x: ~np.isfinite(x), f"is not a QP (QPs are integers 0..{MAX_QP})"),
         (lambda x: (x < 0) | (x > MAX_QP), f"is outside 0..{MAX_QP}"),
         # Float noise (29.999999999999996 from arithmetic) is the integer; 29.5 is not.
-        (lambda x: np.abs(x - np.rint(x)) > FRACTION_TOL,
-         "is not an integer; round the map before saving it (numpy.rint)"),
+        (
+            lambda x: np.abs(x - np.rint(x)) > FRACTION_TOL,
+            "is not an integer; round the map before saving it (numpy.rint)",
+        ),
     ]
     if np.issubdtype(a.dtype, np.integer):
         tests = tests[1:2]  # integers are finite and whole
@@ -235,9 +236,7 @@ def _read_npy(path: str) -> np.ndarray:
     except OSError as e:
         raise InputError(f"{path}: cannot read ({e.strerror})") from None
     if magic != b"\x93NUMPY":
-        raise InputError(
-            f"{path}: not a .npy file (no \\x93NUMPY signature); write maps with numpy.save"
-        )
+        raise InputError(f"{path}: not a .npy file (no \\x93NUMPY signature); write maps with numpy.save")
     try:
         # A memory map checks the header's shape against the file size before anything is read.
         mm = np.load(path, mmap_mode="r", allow_pickle=False)

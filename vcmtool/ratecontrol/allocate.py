@@ -39,8 +39,9 @@ def unconstrained_lambda(weights, sizes, budget: float, alpha: float, beta: floa
     return float(alpha * beta * (np.sum(s * np.power(w / s, inv)) / budget) ** (beta + 1.0))
 
 
-def allocate(weights, sizes, budget: float, alpha: float, beta: float,
-             r_min=0.0, r_max=np.inf, tol: float = 1e-9) -> Allocation:
+def allocate(
+    weights, sizes, budget: float, alpha: float, beta: float, r_min=0.0, r_max=np.inf, tol: float = 1e-9
+) -> Allocation:
     """Split ``budget`` bits over units by importance; see the module doc for the model."""
     w = np.asarray(weights, float).ravel()
     s = np.asarray(sizes, float).ravel()
@@ -51,8 +52,10 @@ def allocate(weights, sizes, budget: float, alpha: float, beta: float,
     lo = np.broadcast_to(np.asarray(r_min, float), w.shape)
     hi = np.broadcast_to(np.asarray(r_max, float), w.shape)
     if budget <= 0 or budget < float(np.sum(s * lo)) * (1 - 1e-12):
-        raise UsageError(f"budget {budget:.6g} bits is below the minimum the rate bounds allow "
-                         f"({float(np.sum(s * lo)):.6g})")
+        raise UsageError(
+            f"budget {budget:.6g} bits is below the minimum the rate bounds allow "
+            f"({float(np.sum(s * lo)):.6g})"
+        )
     cap = float(np.sum(s * hi))
     if budget >= cap:
         return Allocation(hi.copy(), 0.0, cap, int(w.size))

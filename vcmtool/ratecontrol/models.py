@@ -63,8 +63,14 @@ class CauchyLossRate:
         else:
             p0 = [float(max(y.mean(), 1e-6)), 0.5]
         try:
-            (alpha, beta), _ = curve_fit(lambda r, a, b: a * np.power(r, -b), x, y, p0=p0,
-                                         bounds=([1e-12, 1e-6], [np.inf, 20.0]), maxfev=20000)
+            (alpha, beta), _ = curve_fit(
+                lambda r, a, b: a * np.power(r, -b),
+                x,
+                y,
+                p0=p0,
+                bounds=([1e-12, 1e-6], [np.inf, 20.0]),
+                maxfev=20000,
+            )
         except RuntimeError:  # no convergence: the log-log fit is still a valid Cauchy model
             alpha, beta = p0
         model = cls(float(alpha), float(beta))

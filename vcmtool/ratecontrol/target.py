@@ -75,8 +75,12 @@ class Pass:
     bpp: float
 
     def to_json(self) -> dict:
-        return {"kind": self.kind, "qp_or_theta": round(self.qp, 4), "bits": self.bits,
-                "bpp": round(self.bpp, 6)}
+        return {
+            "kind": self.kind,
+            "qp_or_theta": round(self.qp, 4),
+            "bits": self.bits,
+            "bpp": round(self.bpp, 6),
+        }
 
 
 @dataclass
@@ -96,8 +100,9 @@ class TargetOutcome:
             "passes": len(self.passes),
             "probe_passes": sum(p.kind == "probe" for p in self.passes),
             "history": [p.to_json() for p in self.passes],
-            "rate_qp": None if self.model is None else {k: round(v, 6) for k, v in
-                                                        dataclasses.asdict(self.model).items()},
+            "rate_qp": None
+            if self.model is None
+            else {k: round(v, 6) for k, v in dataclasses.asdict(self.model).items()},
             "class_qp": {k: round(v, 3) for k, v in self.class_qp.items()},
             "notes": self.notes,
             "seconds": round(self.seconds, 3),
@@ -107,8 +112,15 @@ class TargetOutcome:
 class TargetController:
     """Produce QP maps that hit a bits-per-pixel target for one clip with one encoder."""
 
-    def __init__(self, encoder: Encoder, settings: EncodeSettings, params: MfibaParams,
-                 tolerance: float = 0.05, max_passes: int = 8, probe_frames: int = 16) -> None:
+    def __init__(
+        self,
+        encoder: Encoder,
+        settings: EncodeSettings,
+        params: MfibaParams,
+        tolerance: float = 0.05,
+        max_passes: int = 8,
+        probe_frames: int = 16,
+    ) -> None:
         self.encoder, self.settings, self.params = encoder, settings, params
         self.tolerance, self.max_passes = tolerance, max_passes
         self.probe_frames = probe_frames
@@ -122,8 +134,9 @@ class TargetController:
         out.unlink(missing_ok=True)
         return bits
 
-    def _probe_model(self, clip: Clip, maps: QPMaps, target_bpp: float, tmp: Path,
-                     passes: list[Pass]) -> RateQPModel:
+    def _probe_model(
+        self, clip: Clip, maps: QPMaps, target_bpp: float, tmp: Path, passes: list[Pass]
+    ) -> RateQPModel:
         """Two uniform-QP probes: the map's mean QP, then the QP a prior slope says hits the target,
         so the fitted line is local to the target rate."""
         info = clip.info
@@ -163,11 +176,19 @@ class TargetController:
             r_min, r_max = float(model.rate(hi)), float(model.rate(lo))
             budget = target_bpp * pixels
             if budget <= r_min * pixels:  # below the highest QP: allocate at the floor, report it
-                out.notes.append(f"target {target_bpp:.5g} bpp is below the model's rate at QP {hi} "
-                                 f"({r_min:.5g} bpp)")
+                out.notes.append(
+                    f"target {target_bpp:.5g} bpp is below the model's rate at QP {hi} ({r_min:.5g} bpp)"
+                )
                 budget = r_min * pixels * (1 + 1e-6)
-            alloc = allocate((dens * units.sizes).ravel(), units.sizes.ravel(), budget,
-                             lr.alpha, lr.beta, r_min=r_min, r_max=r_max)
+            alloc = allocate(
+                (dens * units.sizes).ravel(),
+                units.sizes.ravel(),
+                budget,
+                lr.alpha,
+                lr.beta,
+                r_min=r_min,
+                r_max=r_max,
+            )
             base = model.qp(alloc.rates.reshape(units.sizes.shape)) + units.residual
             for c in np.unique(units.classes):
                 out.class_qp[CLASSES[c]] = float(base[units.classes == c].mean())
@@ -202,8 +223,10 @@ class TargetController:
             out.maps = best[2]
             out.bpp = float(np.exp(best[1]) * target_bpp)
             if abs(out.bpp / target_bpp - 1) > self.tolerance:
-                out.notes.append(f"target not reached within {self.tolerance:.0%} after "
-                                 f"{len(out.passes)} passes (QP range {lo}-{hi} or pass limit)")
+                out.notes.append(
+                    f"target not reached within {self.tolerance:.0%} after "
+                    f"{len(out.passes)} passes (QP range {lo}-{hi} or pass limit)"
+                )
         if alloc.clipped:
             out.notes.append(f"{alloc.clipped} units held at the QP-range bound by the allocation")
         out.seconds = time.perf_counter() - t0
@@ -229,8 +252,9 @@ class TargetController:
         return float(nxt)
 
 
-def apply_target(job, clip: Clip, encoder: Encoder, settings: EncodeSettings,
-                 maps: QPMaps) -> tuple[QPMaps, dict]:
+def apply_target(
+    job, clip: Clip, encoder: Encoder, settings: EncodeSettings, maps: QPMaps
+) -> tuple[QPMaps, dict]:
     """The pipeline hook: replace ``maps`` by MFIBA target-rate maps; returns them and a report."""
     # ranges and "one of kbps/bpp" are checked with every other option (vcmtool.jobcheck)
     if job.qp_offset:
@@ -242,12 +266,16 @@ def apply_target(job, clip: Clip, encoder: Encoder, settings: EncodeSettings,
         target_bpp = float(job.target_bpp)
     opts = job.map_options or {}
     params = load_params(opts.get("mfiba_params"))
-    ctl = TargetController(encoder, settings, params, float(opts.get("target_tolerance", 0.05)),
-                           int(opts.get("target_max_passes", 8)))
+    ctl = TargetController(
+        encoder,
+        settings,
+        params,
+        float(opts.get("target_tolerance", 0.05)),
+        int(opts.get("target_max_passes", 8)),
+    )
     res = ctl.process(clip, maps, target_bpp)
     kbps = target_bpp * float(info.fps) * info.width * info.height / 1000.0
-    info_out = {"kbps": round(kbps, 3), "bpp": round(target_bpp, 6), **res.to_json(),
-                "params": params.source}
+    info_out = {"kbps": round(kbps, 3), "bpp": round(target_bpp, 6), **res.to_json(), "params": params.source}
     return res.maps, info_out
 
 
@@ -255,5 +283,9 @@ def target_report(info: dict, report: dict) -> dict:
     """The report's ``target`` block, with the achieved rate of the final encode."""
     want = info["bpp"]
     got = report["bpp"]
-    return {**info, "achieved_kbps": round(report["kbps"], 3), "achieved_bpp": round(got, 6),
-            "error_pct": round(100.0 * (got / want - 1.0), 3)}
+    return {
+        **info,
+        "achieved_kbps": round(report["kbps"], 3),
+        "achieved_bpp": round(got, 6),
+        "error_pct": round(100.0 * (got / want - 1.0), 3),
+    }

@@ -21,8 +21,9 @@ def get_side_stream(spec: str) -> Callable[..., dict] | None:
     try:
         return SIDE_STREAMS[spec]
     except KeyError:
-        raise UsageError(f"--side-stream {spec}: use none, {', '.join(SIDE_STREAMS)} or "
-                         "cdre:fd|joint|DIR") from None
+        raise UsageError(
+            f"--side-stream {spec}: use none, {', '.join(SIDE_STREAMS)} or cdre:fd|joint|DIR"
+        ) from None
 
 
 __all__ = ["get_side_stream"]

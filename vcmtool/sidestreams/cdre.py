@@ -57,13 +57,17 @@ def cdre_model(spec: str) -> CdreModel:
         p = Path(spec)
         dec = p / "cdre_decoder.pt" if p.is_dir() else p
         if not dec.name.endswith("_decoder.pt"):
-            raise ModelError(f"CDRE model {spec!r}: use {', '.join(CDRE_MODELS)}, an export directory "
-                             "or a PREFIX_decoder.pt file")
+            raise ModelError(
+                f"CDRE model {spec!r}: use {', '.join(CDRE_MODELS)}, an export directory "
+                "or a PREFIX_decoder.pt file"
+            )
         m = CdreModel(spec, dec.with_name(dec.name[: -len("_decoder.pt")] + "_encoder.onnx"), dec)
     missing = [str(f) for f in (m.encoder, m.decoder) if not f.is_file()]
     if missing:
         raise ModelError(f"CDRE model {spec!r}: missing {', '.join(missing)}; run 'vcmtool cdre export'")
     return m
+
+
 STRIDE = 32
 MAGIC = b"CD"
 VERSION = 1
@@ -84,8 +88,11 @@ class Coder:
 CODERS: dict[str, Coder] = {
     "none": Coder(0, lambda b: b, lambda b: b),
     "zlib": Coder(1, lambda b: zlib.compress(b, 9), zlib.decompress),
-    "lzma": Coder(2, lambda b: lzma.compress(b, format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2}]),
-                  lambda b: lzma.decompress(b, format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2}])),
+    "lzma": Coder(
+        2,
+        lambda b: lzma.compress(b, format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2}]),
+        lambda b: lzma.decompress(b, format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2}]),
+    ),
 }
 _BY_ID = {c.ident: c for c in CODERS.values()}
 DEFAULT_CODER = "auto"  # zlib where it helps, raw otherwise (tiny frames: zlib's header costs more)
@@ -109,7 +116,7 @@ def parse_payload(data: bytes) -> tuple[int, np.ndarray]:
     magic, version, ident, index = _HEAD.unpack_from(data)
     if magic != MAGIC or version != VERSION or ident not in _BY_ID:
         raise InputError(f"not a CDRE v{VERSION} payload (magic {magic!r}, version {version}, coder {ident})")
-    return index, unpack_bits(_BY_ID[ident].decode(bytes(data[_HEAD.size:])))
+    return index, unpack_bits(_BY_ID[ident].decode(bytes(data[_HEAD.size :])))
 
 
 def is_cdre_payload(data: bytes) -> bool:
@@ -164,8 +171,9 @@ class CdreSideEncoder:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.log_severity_level = 3
-        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
-                     if p in ort.get_available_providers()]
+        providers = [
+            p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()
+        ]
         try:
             self.session = ort.InferenceSession(str(path), opts, providers=providers)
         except Exception as e:  # onnxruntime raises its own exception types
@@ -182,9 +190,13 @@ class CdreSideEncoder:
         return (out[0] > 0.5).astype(np.uint8)
 
 
-def encode_side_stream(clip, bitstream: Path, encoder: CdreSideEncoder | None = None,
-                       coder: str = DEFAULT_CODER, progress: Callable[[int], object] | None = None,
-                       ) -> list[bytes]:
+def encode_side_stream(
+    clip,
+    bitstream: Path,
+    encoder: CdreSideEncoder | None = None,
+    coder: str = DEFAULT_CODER,
+    progress: Callable[[int], object] | None = None,
+) -> list[bytes]:
     """Payloads for every frame of ``clip`` vs the decoded ``bitstream`` (display order)."""
     from vcmtool.decode import decoded_frames
 
@@ -235,8 +247,9 @@ def run_cdre(clip, bitstream: Path, codec: str, out_file: str | None, model: Cdr
     import time
 
     if codec not in ("hevc", "vvc", "avc") and not out_file:
-        raise InputError(f"{codec} bitstreams carry no SEI; write the CDRE side stream with "
-                         "--side-stream-out FILE")
+        raise InputError(
+            f"{codec} bitstreams carry no SEI; write the CDRE side stream with --side-stream-out FILE"
+        )
     t0 = time.perf_counter()
     enc = CdreSideEncoder(model.encoder if model else ENCODER_ONNX)
     payloads = encode_side_stream(clip, bitstream, enc)
@@ -246,17 +259,27 @@ def run_cdre(clip, bitstream: Path, codec: str, out_file: str | None, model: Cdr
         added = Path(out_file).stat().st_size
     else:
         added = embed_in_bitstream(bitstream, payloads, codec)
-    return {"name": "cdre", "bits": 8 * added, "payload_bits": 8 * sum(len(p) for p in payloads),
-            "frames": len(payloads), "carrier": out_file or "sei", "model": enc.version,
-            "provider": enc.provider, "encode_s": round(t_enc, 4)}
+    return {
+        "name": "cdre",
+        "bits": 8 * added,
+        "payload_bits": 8 * sum(len(p) for p in payloads),
+        "frames": len(payloads),
+        "carrier": out_file or "sei",
+        "model": enc.version,
+        "provider": enc.provider,
+        "encode_s": round(t_enc, 4),
+    }
 
 
 class SideStreams(Mapping[str, Callable[..., dict]]):
     """Post-encode side streams by name, plus ``KIND:ARG`` forms (``cdre:joint``, ``cdre:DIR``)
     built on lookup; iterating lists the plain names only."""
 
-    def __init__(self, named: dict[str, Callable[..., dict]],
-                 parametric: dict[str, Callable[[str], Callable[..., dict]]]) -> None:
+    def __init__(
+        self,
+        named: dict[str, Callable[..., dict]],
+        parametric: dict[str, Callable[[str], Callable[..., dict]]],
+    ) -> None:
         self._named, self._parametric = named, parametric
 
     def __getitem__(self, name: str) -> Callable[..., dict]:
@@ -275,5 +298,6 @@ class SideStreams(Mapping[str, Callable[..., dict]]):
 
 
 # ``vcmtool encode --side-stream NAME`` and ``EncodeJob.side_stream``
-SIDE_STREAMS = SideStreams({"cdre": run_cdre},
-                           {"cdre": lambda spec: partial(run_cdre, model=cdre_model(spec))})
+SIDE_STREAMS = SideStreams(
+    {"cdre": run_cdre}, {"cdre": lambda spec: partial(run_cdre, model=cdre_model(spec))}
+)

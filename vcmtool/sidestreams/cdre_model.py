@@ -75,8 +75,7 @@ class DistortionEncoder(nn.Module):
     def __init__(self, cfg: CdreConfig) -> None:
         super().__init__()
         c = cfg.encoder
-        self.blocks = nn.ModuleList([_block(6, c, 2, False), _block(c, c, 2, False),
-                                     _block(c, c, 2, False)])
+        self.blocks = nn.ModuleList([_block(6, c, 2, False), _block(c, c, 2, False), _block(c, c, 2, False)])
         # alpha and beta from the extractor features of both images (1x1: cheap on the encoder)
         self.modulation = nn.ModuleList(nn.Conv2d(2 * e, 2 * c, 1) for e in cfg.extractor)
         self.tail = nn.Sequential(_block(c, c, 2, False), nn.Conv2d(c, cfg.channels, 3, 2, 1))
@@ -139,9 +138,14 @@ class DistortionDecoder(nn.Module):
         super().__init__()
         c = cfg.decoder
         self.net = nn.Sequential(
-            nn.Conv2d(cfg.channels, c, 3, 1, 1), nn.LeakyReLU(LEAKY),
-            nn.Upsample(scale_factor=2.0, mode="nearest"), nn.Conv2d(c, c, 3, 1, 1), nn.LeakyReLU(LEAKY),
-            nn.Upsample(scale_factor=2.0, mode="nearest"), nn.Conv2d(c, c, 3, 1, 1), nn.LeakyReLU(LEAKY),
+            nn.Conv2d(cfg.channels, c, 3, 1, 1),
+            nn.LeakyReLU(LEAKY),
+            nn.Upsample(scale_factor=2.0, mode="nearest"),
+            nn.Conv2d(c, c, 3, 1, 1),
+            nn.LeakyReLU(LEAKY),
+            nn.Upsample(scale_factor=2.0, mode="nearest"),
+            nn.Conv2d(c, c, 3, 1, 1),
+            nn.LeakyReLU(LEAKY),
         )
 
     def forward(self, bits: Tensor) -> Tensor:
@@ -153,12 +157,12 @@ class SpatialChannelAttention(nn.Module):
 
     def __init__(self, channels: int, embed: int) -> None:
         super().__init__()
-        self.spatial = nn.Sequential(nn.Conv2d(2 + embed, 8, 3, 1, 1), nn.ReLU(),
-                                     nn.Conv2d(8, 1, 3, 1, 1))
+        self.spatial = nn.Sequential(nn.Conv2d(2 + embed, 8, 3, 1, 1), nn.ReLU(), nn.Conv2d(8, 1, 3, 1, 1))
         self.value = nn.Conv2d(embed, channels, 1)
         hidden = max(4, channels // 8)
-        self.channel = nn.Sequential(nn.Linear(channels + embed, hidden), nn.ReLU(),
-                                     nn.Linear(hidden, channels))
+        self.channel = nn.Sequential(
+            nn.Linear(channels + embed, hidden), nn.ReLU(), nn.Linear(hidden, channels)
+        )
         # zero-initialised output scale: at the start the embedding is exactly the identity, so a
         # frozen detector begins at its own accuracy and training can only move from there
         self.scale = nn.Parameter(torch.zeros(1, channels, 1, 1))
@@ -216,8 +220,9 @@ class DistortionEmbedding(nn.Module):
         super().__init__()
         self.strides = tuple(cfg.stage_strides)
         e = cfg.embed
-        first = nn.Sequential(nn.Conv2d(cfg.decoder, e, 3, 1, 1), nn.InstanceNorm2d(e, affine=True),
-                              nn.ReLU())
+        first = nn.Sequential(
+            nn.Conv2d(cfg.decoder, e, 3, 1, 1), nn.InstanceNorm2d(e, affine=True), nn.ReLU()
+        )
         rest = [
             nn.Sequential(nn.Conv2d(e, e, 3, 2, 1), nn.InstanceNorm2d(e, affine=True), nn.ReLU())
             for _ in self.strides[1:]
@@ -251,8 +256,9 @@ class CdreReceiver(nn.Module):
         self.decoder = DistortionDecoder(cfg)
         self.embedding = DistortionEmbedding(cfg)
 
-    def run_detector(self, detector: nn.Module, blob: Tensor, bits: Tensor,
-                     placements: Sequence[Placement]) -> list[Tensor]:
+    def run_detector(
+        self, detector: nn.Module, blob: Tensor, bits: Tensor, placements: Sequence[Placement]
+    ) -> list[Tensor]:
         fd = self.decoder(bits)
         # F_d is at stride 8 of the frame; upsampling to the canvas happens in place()
         ds = self.embedding.prepare(place(fd, placements, self.cfg.stage_strides[0]))

@@ -20,8 +20,10 @@ from vcmtool.tasks.yolov3_tiny import DEFAULT_INPUT, pipeline_for
 
 
 def placements(lbs: Sequence[Letterbox]) -> list[Placement]:
-    return [Placement(lb.new_w, lb.new_h, lb.pad_x, lb.pad_y, lb.dst_w, lb.dst_h, lb.src_w, lb.src_h)
-            for lb in lbs]
+    return [
+        Placement(lb.new_w, lb.new_h, lb.pad_x, lb.pad_y, lb.dst_w, lb.dst_h, lb.src_w, lb.src_h)
+        for lb in lbs
+    ]
 
 
 def tuned_detector(blob: dict) -> DarknetYolo | None:
@@ -61,8 +63,9 @@ class CdreDetector:
     path always uses the original darknet weights (that is the anchor).
     """
 
-    def __init__(self, decoder: str | Path = DECODER_PT, score_threshold: float = 0.25,
-                 threads: int = 2) -> None:
+    def __init__(
+        self, decoder: str | Path = DECODER_PT, score_threshold: float = 0.25, threads: int = 2
+    ) -> None:
         torch.set_num_threads(threads)
         self.plain = DarknetYolo.from_darknet()
         self.receiver, blob = load_receiver(decoder)
@@ -71,8 +74,9 @@ class CdreDetector:
         self.version = f"yolov3-tiny-torch+cdre-{self.variant}-s{blob.get('steps', '?')}"
         self.pipeline = pipeline_for(self.plain.net_spec, DEFAULT_INPUT, score_threshold, 0.45, True, 300)
 
-    def process(self, decoded_bgrs: Sequence[np.ndarray],
-                bits: Sequence[np.ndarray] | None) -> list[Detections]:
+    def process(
+        self, decoded_bgrs: Sequence[np.ndarray], bits: Sequence[np.ndarray] | None
+    ) -> list[Detections]:
         blob, lbs = self.pipeline.preprocess(list(decoded_bgrs))
         x = torch.from_numpy(blob)
         with torch.inference_mode():
@@ -84,8 +88,9 @@ class CdreDetector:
         return self.pipeline.postprocess([h.numpy() for h in heads], lbs)
 
 
-def detect_with_side_stream(detector: CdreDetector, bitstream: Path, codec: str,
-                            decoded_bgrs: Sequence[np.ndarray], batch: int = 4) -> list[Detections]:
+def detect_with_side_stream(
+    detector: CdreDetector, bitstream: Path, codec: str, decoded_bgrs: Sequence[np.ndarray], batch: int = 4
+) -> list[Detections]:
     """What a receiver does: the CDRE bits from ``bitstream``'s SEI messages (display order),
     then the embedded detector on the decoded frames."""
     from vcmtool.errors import InputError

@@ -36,8 +36,7 @@ class Detections:
         n = len(self.boxes)
         if len(self.scores) != n or len(self.classes) != n:
             raise ValueError(
-                f"detections disagree: {n} boxes, {len(self.scores)} scores, "
-                f"{len(self.classes)} classes"
+                f"detections disagree: {n} boxes, {len(self.scores)} scores, {len(self.classes)} classes"
             )
         if self.masks is not None:
             self.masks = np.asarray(self.masks, bool)
@@ -67,17 +66,17 @@ class Detections:
     def rows(self) -> list[list[float]]:
         """JSON-friendly rows ``[x0, y0, x1, y1, score, class_id]``: how results, caches and the
         mAP scorer (:class:`vcmtool.eval.coco.GroundTruth`) exchange detections."""
-        return [[*map(float, b), float(s), int(c)]
-                for b, s, c in zip(self.boxes, self.scores, self.classes, strict=True)]
+        return [
+            [*map(float, b), float(s), int(c)]
+            for b, s, c in zip(self.boxes, self.scores, self.classes, strict=True)
+        ]
 
     def class_name(self, class_id: int) -> str:
         if 0 <= class_id < len(self.class_names):
             return self.class_names[class_id]
         return f"class{class_id}"
 
-    def filter(
-        self, min_score: float = 0.0, classes: Iterable[int | str] | None = None
-    ) -> Detections:
+    def filter(self, min_score: float = 0.0, classes: Iterable[int | str] | None = None) -> Detections:
         """Keep detections with score >= ``min_score`` and (optionally) in ``classes``.
 
         ``classes`` may mix class ids and names; an unknown name is a usage error rather than

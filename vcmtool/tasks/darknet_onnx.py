@@ -68,8 +68,12 @@ def build_onnx(
             conv_out = out if layer.activation == "linear" else f"l{i}.conv"
             nodes.append(
                 helper.make_node(
-                    "Conv", [cur, f"l{i}.w", f"l{i}.b"], [conv_out],
-                    kernel_shape=[k, k], strides=[s, s], pads=[p, p, p, p],
+                    "Conv",
+                    [cur, f"l{i}.w", f"l{i}.b"],
+                    [conv_out],
+                    kernel_shape=[k, k],
+                    strides=[s, s],
+                    pads=[p, p, p, p],
                 )
             )
             if layer.activation == "leaky":
@@ -90,9 +94,7 @@ def build_onnx(
                 inits.append(numpy_helper.from_array(np.asarray(pads, np.int64), f"l{i}.pads"))
                 src = f"l{i}.padded"
                 nodes.append(helper.make_node("Pad", [cur, f"l{i}.pads"], [src], mode="edge"))
-            nodes.append(
-                helper.make_node("MaxPool", [src], [out], kernel_shape=[k, k], strides=[s, s])
-            )
+            nodes.append(helper.make_node("MaxPool", [src], [out], kernel_shape=[k, k], strides=[s, s]))
             cur_hw = new_hw
         elif isinstance(layer, Route):
             srcs = [names[r] for r in layer.layers]
@@ -107,8 +109,12 @@ def build_onnx(
             inits.append(numpy_helper.from_array(np.zeros(0, np.float32), f"l{i}.roi"))
             nodes.append(
                 helper.make_node(
-                    "Resize", [cur, f"l{i}.roi", f"l{i}.scales"], [out], mode="nearest",
-                    coordinate_transformation_mode="asymmetric", nearest_mode="floor",
+                    "Resize",
+                    [cur, f"l{i}.roi", f"l{i}.scales"],
+                    [out],
+                    mode="nearest",
+                    coordinate_transformation_mode="asymmetric",
+                    nearest_mode="floor",
                 )
             )
             cur_hw = tuple(d * layer.stride for d in cur_hw)
@@ -141,9 +147,7 @@ def build_onnx(
         outputs,
         inits,
     )
-    model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="vcmtool"
-    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="vcmtool")
     model.ir_version = min(model.ir_version, 8)  # readable by older onnxruntime / OpenCV
     helper.set_model_props(model, onnx_metadata(net, (w, h), head_names, model_name))
     data = model.SerializeToString()

@@ -48,15 +48,15 @@ class _ConvBlock(nn.Module):
     def __init__(self, spec: Conv) -> None:
         super().__init__()
         self.conv = nn.Conv2d(
-            spec.in_channels, spec.filters, spec.size, spec.stride, spec.pad,
+            spec.in_channels,
+            spec.filters,
+            spec.size,
+            spec.stride,
+            spec.pad,
             bias=not spec.batch_normalize,
         )
         # darknet updates rolling statistics with weight .01 per batch
-        self.bn = (
-            nn.BatchNorm2d(spec.filters, eps=BN_EPS, momentum=0.01)
-            if spec.batch_normalize
-            else None
-        )
+        self.bn = nn.BatchNorm2d(spec.filters, eps=BN_EPS, momentum=0.01) if spec.batch_normalize else None
         self.leaky = spec.activation == "leaky"
 
     def forward(self, x: Tensor) -> Tensor:
@@ -240,7 +240,9 @@ class DarknetYolo(nn.Module):
                 # is used automatically where the old one is gone
                 warnings.simplefilter("ignore")
                 export_kw: dict[str, Any] = dict(
-                    input_names=[INPUT_NAME], output_names=out_names, dynamic_axes=axes,
+                    input_names=[INPUT_NAME],
+                    output_names=out_names,
+                    dynamic_axes=axes,
                     opset_version=opset,
                 )
                 try:
@@ -284,7 +286,11 @@ class TorchYoloV3Tiny(TaskModel):
         self.device = torch.device(device)
         self.model.to(self.device)
         self.pipeline = pipeline_for(
-            self.model.net_spec, input_size, score_threshold, nms_threshold, multi_label,
+            self.model.net_spec,
+            input_size,
+            score_threshold,
+            nms_threshold,
+            multi_label,
             max_detections,
         )
         self.class_names = list(self.model.class_names)
@@ -294,8 +300,7 @@ class TorchYoloV3Tiny(TaskModel):
     def version(self) -> str:
         w, h = self.pipeline.input_size
         return (
-            f"yolov3-tiny+{self.model.weights_md5[:8]}@{w}x{h}"
-            f"/torch-{torch.__version__}-{self.device.type}"
+            f"yolov3-tiny+{self.model.weights_md5[:8]}@{w}x{h}/torch-{torch.__version__}-{self.device.type}"
         )
 
     def raw_outputs(self, blob: np.ndarray) -> list[np.ndarray]:
@@ -309,4 +314,3 @@ class TorchYoloV3Tiny(TaskModel):
             blob, boxes = self.pipeline.preprocess(images[start : start + self.batch_size])
             results += self.pipeline.postprocess(self.raw_outputs(blob), boxes)
         return results
-

@@ -50,16 +50,86 @@ PAD_VALUE = 0  # NanoDet's warp fills the letterbox with black (cv2.warpPerspect
 
 # COCO-80 in training order, in darknet's coco.names spelling (identical to YOLOv3-tiny's names)
 COCO80 = [
-    "person", "bicycle", "car", "motorbike", "aeroplane", "bus", "train", "truck", "boat",
-    "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog",
-    "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella",
-    "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard", "sports ball", "kite",
-    "baseball bat", "baseball glove", "skateboard", "surfboard", "tennis racket", "bottle",
-    "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple", "sandwich", "orange",
-    "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "sofa", "pottedplant", "bed",
-    "diningtable", "toilet", "tvmonitor", "laptop", "mouse", "remote", "keyboard", "cell phone",
-    "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors",
-    "teddy bear", "hair drier", "toothbrush",
+    "person",
+    "bicycle",
+    "car",
+    "motorbike",
+    "aeroplane",
+    "bus",
+    "train",
+    "truck",
+    "boat",
+    "traffic light",
+    "fire hydrant",
+    "stop sign",
+    "parking meter",
+    "bench",
+    "bird",
+    "cat",
+    "dog",
+    "horse",
+    "sheep",
+    "cow",
+    "elephant",
+    "bear",
+    "zebra",
+    "giraffe",
+    "backpack",
+    "umbrella",
+    "handbag",
+    "tie",
+    "suitcase",
+    "frisbee",
+    "skis",
+    "snowboard",
+    "sports ball",
+    "kite",
+    "baseball bat",
+    "baseball glove",
+    "skateboard",
+    "surfboard",
+    "tennis racket",
+    "bottle",
+    "wine glass",
+    "cup",
+    "fork",
+    "knife",
+    "spoon",
+    "bowl",
+    "banana",
+    "apple",
+    "sandwich",
+    "orange",
+    "broccoli",
+    "carrot",
+    "hot dog",
+    "pizza",
+    "donut",
+    "cake",
+    "chair",
+    "sofa",
+    "pottedplant",
+    "bed",
+    "diningtable",
+    "toilet",
+    "tvmonitor",
+    "laptop",
+    "mouse",
+    "remote",
+    "keyboard",
+    "cell phone",
+    "microwave",
+    "oven",
+    "toaster",
+    "sink",
+    "refrigerator",
+    "book",
+    "clock",
+    "vase",
+    "scissors",
+    "teddy bear",
+    "hair drier",
+    "toothbrush",
 ]
 
 
@@ -78,15 +148,17 @@ def _centres(size: int) -> list[np.ndarray]:
     return out
 
 
-def decode(cls: Sequence[np.ndarray], reg: Sequence[np.ndarray], size: int = INPUT_SIZE
-           ) -> tuple[np.ndarray, np.ndarray]:
+def decode(
+    cls: Sequence[np.ndarray], reg: Sequence[np.ndarray], size: int = INPUT_SIZE
+) -> tuple[np.ndarray, np.ndarray]:
     """GFL decode of one image: per-level scores (N_l, 80) and distributions (N_l, 44) ->
     xyxy boxes (N, 4) in input pixels, clipped to the input, and class scores (N, 80)."""
     boxes = []
     for c, r, s, centre in zip(cls, reg, STRIDES, _centres(size), strict=True):
         if len(r) != len(centre) or r.shape[1] != 4 * (REG_MAX + 1) or len(c) != len(centre):
-            raise ModelError(f"NanoDet level stride {s}: outputs {c.shape}, {r.shape} for "
-                             f"{len(centre)} cells")
+            raise ModelError(
+                f"NanoDet level stride {s}: outputs {c.shape}, {r.shape} for {len(centre)} cells"
+            )
         logits = r.reshape(-1, 4, REG_MAX + 1).astype(np.float32)
         p = np.exp(logits - logits.max(-1, keepdims=True))
         p /= p.sum(-1, keepdims=True)
@@ -130,8 +202,10 @@ class NanoDetG(TaskModel):
             self.model_md5 = md5_file(path)
             data = path.read_bytes()
         except OSError as e:
-            raise ModelError(f"{path}: cannot read the NanoDet-g model ({e.strerror or e}); reinstall "
-                             "vcmtool, or rebuild it with tools/tfjs_to_onnx.py") from None
+            raise ModelError(
+                f"{path}: cannot read the NanoDet-g model ({e.strerror or e}); reinstall "
+                "vcmtool, or rebuild it with tools/tfjs_to_onnx.py"
+            ) from None
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or cpu_cores()
         opts.log_severity_level = 3
@@ -144,8 +218,9 @@ class NanoDetG(TaskModel):
         inp = self._session.get_inputs()[0]
         self._input = inp.name
         if list(inp.shape) != [1, 3, INPUT_SIZE, INPUT_SIZE]:
-            raise ModelError(f"{path.name}: expected input (1, 3, {INPUT_SIZE}, {INPUT_SIZE}), "
-                             f"got {inp.shape}")
+            raise ModelError(
+                f"{path.name}: expected input (1, 3, {INPUT_SIZE}, {INPUT_SIZE}), got {inp.shape}"
+            )
         names = {o.name for o in self._session.get_outputs()}
         self._outputs = [f"cls_s{s}" for s in STRIDES] + [f"reg_s{s}" for s in STRIDES]
         if not set(self._outputs) <= names:
@@ -162,8 +237,10 @@ class NanoDetG(TaskModel):
         import onnxruntime as ort
 
         provider = self.provider.removesuffix("ExecutionProvider").lower()
-        return (f"nanodet-g+{self.model_md5[:8]}@{INPUT_SIZE}x{INPUT_SIZE}"
-                f"/onnxruntime-{ort.__version__}-{provider}")
+        return (
+            f"nanodet-g+{self.model_md5[:8]}@{INPUT_SIZE}x{INPUT_SIZE}"
+            f"/onnxruntime-{ort.__version__}-{provider}"
+        )
 
     def preprocess(self, bgr: np.ndarray):
         canvas, lb = letterbox(bgr, (INPUT_SIZE, INPUT_SIZE), PAD_VALUE)
@@ -182,8 +259,9 @@ class NanoDetG(TaskModel):
         for bgr in images:
             blob, lb = self.preprocess(bgr)
             boxes, scores = decode(*self.raw_outputs(blob))
-            b, s, c = select_and_nms(boxes, scores, self.score_threshold, self.nms_threshold,
-                                     self.multi_label, self.max_detections)
+            b, s, c = select_and_nms(
+                boxes, scores, self.score_threshold, self.nms_threshold, self.multi_label, self.max_detections
+            )
             results.append(Detections(lb.boxes_to_source(b), s, c, list(self.class_names)))
         return results
 

@@ -87,9 +87,7 @@ class OnnxDetector(TaskModel):
         opts.intra_op_num_threads = cpu_cores()
         opts.log_severity_level = 3  # keep onnxruntime's warnings off the user's terminal
         try:
-            self._session = ort.InferenceSession(
-                data, opts, providers=list(providers or default_providers())
-            )
+            self._session = ort.InferenceSession(data, opts, providers=list(providers or default_providers()))
         except Exception as e:  # onnxruntime raises its own untyped errors on bad files
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ModelError(f"{self.source}: not a loadable ONNX model ({first})") from None
@@ -98,7 +96,9 @@ class OnnxDetector(TaskModel):
         inp = self._session.get_inputs()[0]
         self._input_name = inp.name
         self._input_dtype = {
-            "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(uint8)": np.uint8,
+            "tensor(float)": np.float32,
+            "tensor(float16)": np.float16,
+            "tensor(uint8)": np.uint8,
         }.get(inp.type)
         if self._input_dtype is None:
             raise ModelError(f"{self.source}: input type {inp.type} not supported")
@@ -121,7 +121,12 @@ class OnnxDetector(TaskModel):
             self.model_name = meta.get("vcmtool.model", "darknet-yolo")
             self.pipeline: YoloPipeline | None = YoloPipeline(
                 [YoloHead(tuple(tuple(a) for a in h["anchors"]), h["classes"]) for h in heads],
-                size, names, score_threshold, nms_threshold, multi_label, max_detections,
+                size,
+                names,
+                score_threshold,
+                nms_threshold,
+                multi_label,
+                max_detections,
                 pad_value,
             )
             # a batch dimension fixed at 1 means one image per run
@@ -135,9 +140,7 @@ class OnnxDetector(TaskModel):
             )
             self._batched = False
 
-    def _input_size(
-        self, shape: Sequence[Any], requested: int | tuple[int, int] | None
-    ) -> tuple[int, int]:
+    def _input_size(self, shape: Sequence[Any], requested: int | tuple[int, int] | None) -> tuple[int, int]:
         if len(shape) != 4 or shape[1] not in (3, "3"):
             raise ModelError(f"{self.source}: expected an (N, 3, H, W) input, got {shape}")
         req = (requested, requested) if isinstance(requested, int) else requested
@@ -158,10 +161,7 @@ class OnnxDetector(TaskModel):
         provider = self.provider.removesuffix("ExecutionProvider").lower()
         runtime = f"onnxruntime-{ort.__version__}-{provider}"
         if self.is_darknet_yolo:
-            return (
-                f"{self.model_name}+{self.weights_md5[:8]}@{w}x{h}/{runtime}"
-                f"+onnx-{self.model_md5[:8]}"
-            )
+            return f"{self.model_name}+{self.weights_md5[:8]}@{w}x{h}/{runtime}+onnx-{self.model_md5[:8]}"
         return f"onnx:{self.model_name}+{self.model_md5[:8]}@{w}x{h}/{runtime}"
 
     def raw_outputs(self, blob: np.ndarray) -> list[np.ndarray]:
@@ -252,9 +252,7 @@ def _generic_outputs(names: list[str], source: str) -> tuple[list[str], list[str
     return [found[r] for r in roles], roles
 
 
-def _class_names(
-    given: Sequence[str] | str | os.PathLike[str] | None, meta: dict[str, str]
-) -> list[str]:
+def _class_names(given: Sequence[str] | str | os.PathLike[str] | None, meta: dict[str, str]) -> list[str]:
     if isinstance(given, str | os.PathLike):
         path = Path(given)
         try:

@@ -181,9 +181,7 @@ def decode_yolo(
     return [(boxes_all[i], probs_all[i]) for i in range(boxes_all.shape[0])]
 
 
-def nms(
-    boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou_threshold: float
-) -> np.ndarray:
+def nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou_threshold: float) -> np.ndarray:
     """Class-aware greedy NMS; returns kept indices sorted by descending score.
 
     A box is suppressed when its IoU with a higher-scoring box of the same class exceeds
@@ -282,8 +280,12 @@ class YoloPipeline:
             decode_yolo(outputs, self.heads, self.input_size), letterboxes, strict=True
         ):
             b, s, c = select_and_nms(
-                boxes, probs, self.score_threshold, self.nms_threshold,
-                self.multi_label, self.max_detections,
+                boxes,
+                probs,
+                self.score_threshold,
+                self.nms_threshold,
+                self.multi_label,
+                self.max_detections,
             )
             results.append(Detections(lb.boxes_to_source(b), s, c, list(self.class_names)))
         return results

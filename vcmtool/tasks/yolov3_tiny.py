@@ -39,8 +39,14 @@ def pipeline_for(
         raise ModelError(f"input size {size[0]}x{size[1]} must be a positive multiple of 32")
     heads = [YoloHead(h.anchors, h.classes) for h in net.heads]
     return YoloPipeline(
-        heads, (int(size[0]), int(size[1])), net.class_names, score_threshold, nms_threshold,
-        multi_label, max_detections, LETTERBOX_PAD,
+        heads,
+        (int(size[0]), int(size[1])),
+        net.class_names,
+        score_threshold,
+        nms_threshold,
+        multi_label,
+        max_detections,
+        LETTERBOX_PAD,
     )
 
 
@@ -107,10 +113,7 @@ class YoloV3Tiny(TaskModel):
     @property
     def version(self) -> str:
         w, h = self.pipeline.input_size
-        return (
-            f"yolov3-tiny+{self.weights_md5[:8]}@{w}x{h}"
-            f"/opencv-{cv2.__version__}-{self.importer}"
-        )
+        return f"yolov3-tiny+{self.weights_md5[:8]}@{w}x{h}/opencv-{cv2.__version__}-{self.importer}"
 
     def raw_outputs(self, blob: np.ndarray) -> list[np.ndarray]:
         """Raw YOLO head maps (B, A*(5+C), h, w) for an NCHW RGB [0, 1] blob."""

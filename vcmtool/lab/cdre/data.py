@@ -102,22 +102,44 @@ def _code_item(payload: dict) -> dict:
             write_y4m(f, VideoInfo(w, h, Fraction(30)), (Frame.from_bgr(b, i) for i, b in enumerate(orig)))
     qp = int(payload["qp"])
     bs = work / f"{seg.name}.qp{qp}.hevc"
-    report = run_encode(EncodeJob(input=str(y4m), output=str(bs), codec=payload["codec"], qp=qp,
-                                  preset=payload.get("preset", "medium"), measure=False))
+    report = run_encode(
+        EncodeJob(
+            input=str(y4m),
+            output=str(bs),
+            codec=payload["codec"],
+            qp=qp,
+            preset=payload.get("preset", "medium"),
+            measure=False,
+        )
+    )
     dec = [f.to_bgr() for f in decoded_frames(bs)]
     out = work / f"{seg.name}.qp{qp}.npz"
     with atomic_path(out) as tmp, open(tmp, "wb") as f:
         np.savez(f, orig=np.stack(orig), dec=np.stack(dec))
-    return {"npz": str(out), "bitstream": str(bs), "bits": report["bits"], "frames": len(orig),
-            "width": w, "height": h, "qp": qp, "segment": seg.name, "fps": 30.0}
+    return {
+        "npz": str(out),
+        "bitstream": str(bs),
+        "bits": report["bits"],
+        "frames": len(orig),
+        "width": w,
+        "height": h,
+        "qp": qp,
+        "segment": seg.name,
+        "fps": 30.0,
+    }
 
 
 def build(segments, work: str | Path, qps=QPS, codec: str = "kvazaar", workers: int = 1) -> list[dict]:
     """Code every segment at every QP (resumable); returns the item results in order."""
     work = Path(work)
-    items = [Item(f"{codec}-{s.name}-qp{q}", {"segment": s.__dict__, "qp": q, "codec": codec,
-                                              "work": str(work / codec)})
-             for s in segments for q in qps]
+    items = [
+        Item(
+            f"{codec}-{s.name}-qp{q}",
+            {"segment": s.__dict__, "qp": q, "codec": codec, "work": str(work / codec)},
+        )
+        for s in segments
+        for q in qps
+    ]
     results = {}
     for o in run_items(_code_item, items, work / "state", workers=workers, desc="code dev media"):
         if not o.ok:

@@ -30,7 +30,6 @@ def _detector(decoder: str):
     return _CACHE[decoder]
 
 
-
 def _eval_item(p: dict) -> dict:
     from vcmtool.sidestreams.cdre import (
         CdreSideEncoder,
@@ -46,8 +45,10 @@ def _eval_item(p: dict) -> dict:
     out: dict = {"frames": []}
     if p["method"] == "cdre":
         enc = CdreSideEncoder(p["encoder"])
-        payloads = [make_payload(i, enc.process(o, c)) for i, (o, c) in enumerate(zip(d["orig"], d["dec"],
-                                                                                      strict=True))]
+        payloads = [
+            make_payload(i, enc.process(o, c))
+            for i, (o, c) in enumerate(zip(d["orig"], d["dec"], strict=True))
+        ]
         with tempfile.TemporaryDirectory() as tmp:
             bs = Path(tmp) / "x.hevc"
             shutil.copyfile(p["bitstream"], bs)
@@ -74,12 +75,21 @@ def evaluate(items: list[dict], state: str | Path, encoder: str, decoder: str, t
     from vcmtool.eval.coco import GroundTruth
 
     segs = {it["segment"]: it for it in items}
-    work = [Item(f"gt-{s}", {"method": "gt", "npz": it["npz"], "decoder": decoder})
-            for s, it in segs.items()]
-    work += [Item(_key(m, tag, it),
-                  {"method": m, "npz": it["npz"], "bitstream": it["bitstream"], "decoder": decoder,
-                   "encoder": encoder})
-             for it in items for m in ("plain", "cdre")]
+    work = [Item(f"gt-{s}", {"method": "gt", "npz": it["npz"], "decoder": decoder}) for s, it in segs.items()]
+    work += [
+        Item(
+            _key(m, tag, it),
+            {
+                "method": m,
+                "npz": it["npz"],
+                "bitstream": it["bitstream"],
+                "decoder": decoder,
+                "encoder": encoder,
+            },
+        )
+        for it in items
+        for m in ("plain", "cdre")
+    ]
     res = {}
     for o in run_items(_eval_item, work, Path(state), desc="cdre eval"):
         if not o.ok:
@@ -96,8 +106,9 @@ def evaluate(items: list[dict], state: str | Path, encoder: str, decoder: str, t
         main_bits = sum(it["bits"] for it in at)
         row = {"qp": qp, "bpp_plain": main_bits / pixels}
         for m in ("plain", "cdre"):
-            frames = {(it["segment"], i): r for it in at
-                      for i, r in enumerate(res[_key(m, tag, it)]["frames"])}
+            frames = {
+                (it["segment"], i): r for it in at for i, r in enumerate(res[_key(m, tag, it)]["frames"])
+            }
             sc = gt.match(frames).scores()
             row[f"map50_{m}"], row[f"map_{m}"] = sc.map50, sc.map
             if m == "cdre":
@@ -107,10 +118,19 @@ def evaluate(items: list[dict], state: str | Path, encoder: str, decoder: str, t
                 row["bpp_cdre"] = (main_bits + side) / pixels
                 row["side_share"] = side / (main_bits + side)
         points.append(row)
-    summary = {"points": points, "frames": sum(it["frames"] for it in items) // len(qps),
-               "segments": sorted(segs), "model": tag}
+    summary = {
+        "points": points,
+        "frames": sum(it["frames"] for it in items) // len(qps),
+        "segments": sorted(segs),
+        "model": tag,
+    }
     for q in ("map50", "map"):
-        r = bd_rate([p["bpp_plain"] for p in points], [p[f"{q}_plain"] for p in points],
-                    [p["bpp_cdre"] for p in points], [p[f"{q}_cdre"] for p in points], f"BD-rate {q}")
+        r = bd_rate(
+            [p["bpp_plain"] for p in points],
+            [p[f"{q}_plain"] for p in points],
+            [p["bpp_cdre"] for p in points],
+            [p[f"{q}_cdre"] for p in points],
+            f"BD-rate {q}",
+        )
         summary[f"bd_rate_{q}"] = {"value": r.value, "overlap": r.overlap, "warnings": r.warnings}
     return summary

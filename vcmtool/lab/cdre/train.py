@@ -30,7 +30,6 @@ from vcmtool.tasks.yolov3_tiny import DEFAULT_INPUT, pipeline_for
 PSEUDO_MIN_SCORE = 0.25
 
 
-
 def to_tensor(bgrs: Sequence[np.ndarray]) -> Tensor:
     """uint8 BGR (H, W, 3) frames -> (B, 3, H, W) RGB in [0, 1]."""
     a = np.stack(bgrs)[..., ::-1].transpose(0, 3, 1, 2)
@@ -50,8 +49,13 @@ def _box_iou(a: Tensor, b: Tensor) -> Tensor:
     return inter / (area(a)[:, None] + area(b)[None] - inter + 1e-9)
 
 
-def yolo_loss(outs: Sequence[Tensor], targets: Sequence[np.ndarray], heads: Sequence[Yolo],
-              input_size: tuple[int, int], ignore_iou: float = 0.5) -> Tensor:
+def yolo_loss(
+    outs: Sequence[Tensor],
+    targets: Sequence[np.ndarray],
+    heads: Sequence[Yolo],
+    input_size: tuple[int, int],
+    ignore_iou: float = 0.5,
+) -> Tensor:
     """YOLOv3 loss; ``targets[b]`` = (N, 5) [x0, y0, x1, y1, class] in network-input pixels.
 
     Each box goes to the anchor (over all heads) whose shape fits it best; objectness of the
@@ -105,8 +109,9 @@ def yolo_loss(outs: Sequence[Tensor], targets: Sequence[np.ndarray], heads: Sequ
             idx = tuple(torch.tensor([p[q] for p in pos]) for q in range(4))
             sel = t[idx]
             box_t = torch.stack([p[4] for p in pos])
-            total = total + F.binary_cross_entropy_with_logits(sel[:, 0:2], box_t[:, 0:2].clamp(0, 1),
-                                                               reduction="sum")
+            total = total + F.binary_cross_entropy_with_logits(
+                sel[:, 0:2], box_t[:, 0:2].clamp(0, 1), reduction="sum"
+            )
             total = total + 0.5 * F.mse_loss(sel[:, 2:4], box_t[:, 2:4], reduction="sum")
             cls_t = torch.zeros_like(sel[:, 5:])
             cls_t[torch.arange(len(pos)), torch.tensor([p[5] for p in pos])] = 1.0
@@ -151,8 +156,9 @@ SELECTORS = {"map": _better_map, "loss": _better_loss}
 class Trainer:
     """Holds the nets, the pseudo labels and the data; ``process`` runs the training."""
 
-    def __init__(self, items: list[dict], cfg: CdreConfig, tcfg: TrainConfig,
-                 val_items: list[dict] | None = None) -> None:
+    def __init__(
+        self, items: list[dict], cfg: CdreConfig, tcfg: TrainConfig, val_items: list[dict] | None = None
+    ) -> None:
         torch.set_num_threads(tcfg.threads)
         torch.manual_seed(tcfg.seed)
         random.seed(tcfg.seed)
@@ -160,8 +166,9 @@ class Trainer:
         self.detector = DarknetYolo.from_darknet()
         self.pipeline = pipeline_for(self.detector.net_spec, DEFAULT_INPUT, 0.25, 0.45, True, 300)
         # validation mAP uses the bench's convention: a low score threshold for the scored detections
-        self.eval_pipeline = pipeline_for(self.detector.net_spec, DEFAULT_INPUT, EVAL_MIN_SCORE, 0.45,
-                                          True, 300)
+        self.eval_pipeline = pipeline_for(
+            self.detector.net_spec, DEFAULT_INPUT, EVAL_MIN_SCORE, 0.45, True, 300
+        )
         self.encoder, self.receiver = CdreEncoder(cfg), CdreReceiver(cfg)
         self.data = [np.load(it["npz"]) for it in items]
         self.data = [{"orig": d["orig"], "dec": d["dec"]} for d in self.data]
@@ -214,8 +221,9 @@ class Trainer:
             out.append(np.concatenate([b, d.classes[:, None].astype(np.float32)], 1))
         return out
 
-    def _det_loss(self, d: dict, labels: list[np.ndarray], idx: list[int]
-                  ) -> tuple[Tensor, Tensor, list[Tensor], list[Tensor]]:
+    def _det_loss(
+        self, d: dict, labels: list[np.ndarray], idx: list[int]
+    ) -> tuple[Tensor, Tensor, list[Tensor], list[Tensor]]:
         orig, dec = [d["orig"][i] for i in idx], [d["dec"][i] for i in idx]
         bits, fo, fc = self.encoder.encode(to_tensor(orig), to_tensor(dec))
         blob, lbs = self.pipeline.preprocess(dec)
@@ -242,10 +250,14 @@ class Trainer:
                         orig = to_tensor([d["orig"][i] for i in idx])
                         bits, _, _ = self.encoder.encode(orig, to_tensor(dec))
                         blob, lbs = self.eval_pipeline.preprocess(dec)
-                        heads = self.receiver.run_detector(self.detector, torch.from_numpy(blob), bits,
-                                                           placements(lbs))
-                        total += float(yolo_loss(heads, [labels[i] for i in idx], self.detector.heads,
-                                                 self.pipeline.input_size)) * len(idx)
+                        heads = self.receiver.run_detector(
+                            self.detector, torch.from_numpy(blob), bits, placements(lbs)
+                        )
+                        total += float(
+                            yolo_loss(
+                                heads, [labels[i] for i in idx], self.detector.heads, self.pipeline.input_size
+                            )
+                        ) * len(idx)
                         n += len(idx)
                         dets = self.eval_pipeline.postprocess([h.numpy() for h in heads], lbs)
                         for i, x in zip(idx, dets, strict=True):
@@ -254,24 +266,36 @@ class Trainer:
             for m, mode in zip(modules, modes, strict=True):
                 m.train(mode)
         maps = {qp: self.val_gt.match(frames).scores().map50 for qp, frames in sorted(by_qp.items())}
-        return {"val_det": total / max(n, 1), "val_map50": float(np.mean(list(maps.values()))),
-                "val_map50_by_qp": {str(q): v for q, v in maps.items()}}
+        return {
+            "val_det": total / max(n, 1),
+            "val_map50": float(np.mean(list(maps.values()))),
+            "val_map50_by_qp": {str(q): v for q, v in maps.items()},
+        }
 
     def step_loss(self, di: int, idx: list[int]) -> tuple[Tensor, dict]:
         det, bits, fo, fc = self._det_loss(self.data[di], self.labels[di], idx)
         cos = cosine_term(fo, fc)
-        return det + self.tcfg.lam * cos, {"det": float(det.detach()), "cos": float(cos.detach()),
-                                           "bits_mean": float(bits.detach().mean())}
+        return det + self.tcfg.lam * cos, {
+            "det": float(det.detach()),
+            "cos": float(cos.detach()),
+            "bits_mean": float(bits.detach().mean()),
+        }
 
     def save(self, path: str | Path, history: list[dict], selected: dict | None = None) -> None:
         from vcmtool.atomic import atomic_path
 
-        blob = {"config": self.cfg.to_dict(), "train": self.tcfg.__dict__, "history": history,
-                "encoder": self.encoder.state_dict(), "receiver": self.receiver.state_dict()}
+        blob = {
+            "config": self.cfg.to_dict(),
+            "train": self.tcfg.__dict__,
+            "history": history,
+            "encoder": self.encoder.state_dict(),
+            "receiver": self.receiver.state_dict(),
+        }
         if selected is not None:
             blob["selected"] = selected
-        blob["validation"] = [{k: h[k] for k in ("step", "val_map50", "val_det")}
-                              for h in history if "val_det" in h]
+        blob["validation"] = [
+            {k: h[k] for k in ("step", "val_map50", "val_det")} for h in history if "val_det" in h
+        ]
         if self.tcfg.variant == "joint":
             blob["detector"] = self.detector.state_dict()
         with atomic_path(Path(path)) as tmp:
@@ -319,8 +343,14 @@ class Trainer:
             loss.backward()
             opt.step()
             sched.step()
-            history.append({"step": step, "loss": float(loss.detach()), **info,
-                            "elapsed_s": round(time.perf_counter() - t0, 1)})
+            history.append(
+                {
+                    "step": step,
+                    "loss": float(loss.detach()),
+                    **info,
+                    "elapsed_s": round(time.perf_counter() - t0, 1),
+                }
+            )
             if self.val and (step % t.val_every == t.val_every - 1 or step == t.steps - 1):
                 validate(step + 1)
             if last and (step % every == every - 1 or step == t.steps - 1):
@@ -351,8 +381,11 @@ def detector_delta(tuned: dict[str, Tensor]) -> dict[str, Tensor]:
     """Fine-tuned minus darknet weights in float16: half the size of the full state, and the
     rounding error is relative to the (small) change, not to the weights."""
     base = DarknetYolo.from_darknet().state_dict()
-    return {k: (v.float() - base[k].float()).half() for k, v in tuned.items()
-            if v.is_floating_point() and not torch.equal(v, base[k])}
+    return {
+        k: (v.float() - base[k].float()).half()
+        for k, v in tuned.items()
+        if v.is_floating_point() and not torch.equal(v, base[k])
+    }
 
 
 def export_models(checkpoint: str | Path, out_dir: str | Path, prefix: str = "cdre") -> dict[str, Path]:
@@ -377,12 +410,21 @@ def export_models(checkpoint: str | Path, out_dir: str | Path, prefix: str = "cd
     axes = {n: {2: "height", 3: "width"} for n in ("original", "decoded", "bits")}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(_OnnxEncoder(enc), (x, x), buf, input_names=["original", "decoded"],
-                          output_names=["bits"], dynamic_axes=axes, opset_version=17, dynamo=False)
+        torch.onnx.export(
+            _OnnxEncoder(enc),
+            (x, x),
+            buf,
+            input_names=["original", "decoded"],
+            output_names=["bits"],
+            dynamic_axes=axes,
+            opset_version=17,
+            dynamo=False,
+        )
     model = onnx.load_from_string(buf.getvalue())
     variant = ck["train"].get("variant", "fd")
-    onnx.helper.set_model_props(model, {"channels": str(cfg.channels), "stride": "32",
-                                        "version": f"cdre-{variant}-s{_steps(ck)}"})
+    onnx.helper.set_model_props(
+        model, {"channels": str(cfg.channels), "stride": "32", "version": f"cdre-{variant}-s{_steps(ck)}"}
+    )
     enc_path, dec_path = out_dir / f"{prefix}_encoder.onnx", out_dir / f"{prefix}_decoder.pt"
     write_bytes_atomic(enc_path, model.SerializeToString())
     blob = {"config": cfg.to_dict(), "variant": variant, "steps": _steps(ck), "receiver": ck["receiver"]}

@@ -122,10 +122,17 @@ def split_of(ref: FrameRef, chunk: int, seed: int = 0) -> str:
 
 # ---------------------------------------------------------------------------- per-image worker
 
+
 def _instances_of(det) -> list[Instance]:
-    return [Instance(tuple(float(v) for v in det.boxes[i]), float(det.scores[i]),
-                     int(det.classes[i]), None if det.masks is None else det.masks[i])
-            for i in range(len(det))]
+    return [
+        Instance(
+            tuple(float(v) for v in det.boxes[i]),
+            float(det.scores[i]),
+            int(det.classes[i]),
+            None if det.masks is None else det.masks[i],
+        )
+        for i in range(len(det))
+    ]
 
 
 def _save_npz(path: Path, **arrays: np.ndarray) -> None:
@@ -171,8 +178,7 @@ class _QPDetector:
             raise EncoderError(f"{self.cfg.encoder} QP {qp}: bitstream decoded to no frame")
         dec = Frame(dec.y[:h, :w], dec.u[: h // 2, : w // 2], dec.v[: h // 2, : w // 2], 0, 8)
         det = self.model.detect(dec.to_bgr())
-        arrays = {"boxes": det.boxes, "scores": det.scores, "classes": det.classes,
-                  "bits": np.int64(bits)}
+        arrays = {"boxes": det.boxes, "scores": det.scores, "classes": det.classes, "bits": np.int64(bits)}
         if det.masks is not None:
             arrays["masks"] = np.packbits(det.masks, axis=-1)
             arrays["width"] = np.int64(w)
@@ -218,15 +224,25 @@ def label_image(payload: dict[str, Any]) -> dict[str, Any]:
         region = ref.region(h, w)
         area = int(np.count_nonzero(region))
         regions.append((region, lm))
-        records.append({
-            "index": t, "class_id": ref.cls, "class": model.class_names[ref.cls]
-            if 0 <= ref.cls < len(model.class_names) else f"class{ref.cls}",
-            "score": round(ref.score, 6), "box": [round(v, 2) for v in ref.box], "area": area,
-            "size": size_class(area), "l_max": lm, "first_failure": first_failure(qps, passed),
-            "curve": {k: [d.to_json()[k] for d in curve] for k in ("mask", "box", "score", "cls",
-                                                                    "matched")}
-            | {"passed": passed},
-        })
+        records.append(
+            {
+                "index": t,
+                "class_id": ref.cls,
+                "class": model.class_names[ref.cls]
+                if 0 <= ref.cls < len(model.class_names)
+                else f"class{ref.cls}",
+                "score": round(ref.score, 6),
+                "box": [round(v, 2) for v in ref.box],
+                "area": area,
+                "size": size_class(area),
+                "l_max": lm,
+                "first_failure": first_failure(qps, passed),
+                "curve": {
+                    k: [d.to_json()[k] for d in curve] for k in ("mask", "box", "score", "cls", "matched")
+                }
+                | {"passed": passed},
+            }
+        )
     qp_max = get_qp_max(cfg.encoder)
     px = pixel_label(h, w, regions, qp_max)
     grid = pool_ctu(px, cfg.ctu, "min")
@@ -238,13 +254,29 @@ def label_image(payload: dict[str, Any]) -> dict[str, Any]:
         cv2.imwrite(str(tmp), px)
     with atomic_path(root / fmt.label_rel(iid)) as tmp:
         np.save(tmp, grid)
-    doc = {"id": iid, "source": payload["source"], "frame": int(payload["frame"]), "width": w,
-           "height": h, "encoder": cfg.encoder, "preset": cfg.preset, "qps": qps,
-           "bits": [b for _, b in per_qp], "task_model": model.version, "instances": records}
+    doc = {
+        "id": iid,
+        "source": payload["source"],
+        "frame": int(payload["frame"]),
+        "width": w,
+        "height": h,
+        "encoder": cfg.encoder,
+        "preset": cfg.preset,
+        "qps": qps,
+        "bits": [b for _, b in per_qp],
+        "task_model": model.version,
+        "instances": records,
+    }
     write_text_atomic(root / fmt.instances_rel(iid), json.dumps(doc, separators=(",", ":")))
     shutil.rmtree(work, ignore_errors=True)
-    return {"id": iid, "width": w, "height": h, "instances": len(records),
-            "encodes": detector.encoded, "seconds": round(time.perf_counter() - t0, 3)}
+    return {
+        "id": iid,
+        "width": w,
+        "height": h,
+        "instances": len(records),
+        "encodes": detector.encoded,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
 
 
 def _det_arrays(det) -> tuple:
@@ -258,6 +290,7 @@ def get_qp_max(encoder: str) -> int:
 
 
 # ---------------------------------------------------------------------------- the whole build
+
 
 @dataclass
 class BuildReport:
@@ -285,10 +318,17 @@ def _manifest_head(cfg: BuildConfig) -> dict[str, Any]:
     caps = enc.capabilities()
     model = get_task_model(cfg.task_model, score_threshold=min(cfg.det_score, cfg.ref_min_score))
     return {
-        "version": fmt.VERSION, "codec": caps.codec, "encoder": f"{cfg.encoder} ({probe.version})",
-        "preset": cfg.preset, "qp_max": int(caps.qp_range[1]), "ctu": cfg.ctu,
-        "thresholds": cfg.thresholds.to_json(), "task_model": model.version,
-        "mask_distance": "mask 1-IoU" if _has_masks(model) else "n/a: task model has no masks "
+        "version": fmt.VERSION,
+        "codec": caps.codec,
+        "encoder": f"{cfg.encoder} ({probe.version})",
+        "preset": cfg.preset,
+        "qp_max": int(caps.qp_range[1]),
+        "ctu": cfg.ctu,
+        "thresholds": cfg.thresholds.to_json(),
+        "task_model": model.version,
+        "mask_distance": "mask 1-IoU"
+        if _has_masks(model)
+        else "n/a: task model has no masks "
         "(box-region masks used, so it equals the box distance at pixel precision)",
         "build": cfg.to_json(),
     }
@@ -307,10 +347,14 @@ def _previous(root: Path, head: dict[str, Any]) -> dict[str, Any] | None:
         old = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    if _label_settings(old.get("build", {})) != _label_settings(head["build"]) \
-            or old.get("task_model") != head["task_model"]:
-        raise UsageError(f"{root} holds a dataset built with other settings; use a new -o DIR "
-                         "or the same options to resume it")
+    if (
+        _label_settings(old.get("build", {})) != _label_settings(head["build"])
+        or old.get("task_model") != head["task_model"]
+    ):
+        raise UsageError(
+            f"{root} holds a dataset built with other settings; use a new -o DIR "
+            "or the same options to resume it"
+        )
     return old
 
 
@@ -345,10 +389,21 @@ def build_dataset(
     by_id: dict[str, FrameRef] = {}
     for r in _round_robin(refs):
         by_id.setdefault(image_id(r), r)
-    items = [Item(iid, {"root": str(root.resolve()), "config": cfg.to_json(), "id": iid,
-                        "source": r.source, "frame": r.frame, "threads": threads,
-                        "write_image": write_images})
-             for iid, r in by_id.items()]
+    items = [
+        Item(
+            iid,
+            {
+                "root": str(root.resolve()),
+                "config": cfg.to_json(),
+                "id": iid,
+                "source": r.source,
+                "frame": r.frame,
+                "threads": threads,
+                "write_image": write_images,
+            },
+        )
+        for iid, r in by_id.items()
+    ]
     report = BuildReport(root)
     # A directory accumulates: images labelled by earlier runs (other sources or sampling)
     # stay in the manifest, re-split with the current split settings.
@@ -362,20 +417,26 @@ def build_dataset(
         if f.get("id") not in by_id:
             failed[f["id"]] = f
     t0 = time.perf_counter()
-    outcomes: Iterator[Outcome] = run_items(label_image, items, root / STATE, workers, engine,
-                                            address, desc="images")
+    outcomes: Iterator[Outcome] = run_items(
+        label_image, items, root / STATE, workers, engine, address, desc="images"
+    )
     for oc in outcomes:
         iid = oc.item.key
         ref = by_id[iid]
         if oc.ok:
             res = oc.result or {}
-            done[iid] = fmt.image_entry(iid, ref.source, ref.frame, res["width"], res["height"],
-                                        split_of(ref, cfg.split_chunk, cfg.split_seed))
+            done[iid] = fmt.image_entry(
+                iid,
+                ref.source,
+                ref.frame,
+                res["width"],
+                res["height"],
+                split_of(ref, cfg.split_chunk, cfg.split_seed),
+            )
             report.cached += oc.cached
             report.fresh += not oc.cached
         else:
-            failed[iid] = {"source": ref.source, "frame": ref.frame, "id": iid,
-                           "error": oc.error}
+            failed[iid] = {"source": ref.source, "frame": ref.frame, "id": iid, "error": oc.error}
         report.manifest = _write_manifest(root, head, done, failed)  # progressive: usable early
     report.seconds = time.perf_counter() - t0
     report.images, report.failed = len(done), len(report.manifest.get("failed", []))

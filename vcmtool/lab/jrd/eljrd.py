@@ -22,8 +22,9 @@ LEVELS = (32, 38, 41, 43, 45, 47, 49, 51)
 
 
 class ElJrd(nn.Module):
-    def __init__(self, widths: tuple[int, ...] = (16, 32, 48, 64), stem: int = 8,
-                 fallback: float = 26.0) -> None:
+    def __init__(
+        self, widths: tuple[int, ...] = (16, 32, 48, 64), stem: int = 8, fallback: float = 26.0
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         c = 3
@@ -61,7 +62,8 @@ def level_targets(label: Tensor) -> Tensor:
 def balanced_bce(logits: Tensor, label: Tensor, pos_weight: Tensor, weight: Tensor | None = None) -> Tensor:
     """Class-balanced BCE over the 8 discriminators; ``pos_weight`` (8,); ``weight`` per CTU."""
     per = F.binary_cross_entropy_with_logits(
-        logits, level_targets(label), pos_weight=pos_weight.view(1, -1, 1, 1), reduction="none")
+        logits, level_targets(label), pos_weight=pos_weight.view(1, -1, 1, 1), reduction="none"
+    )
     if weight is None:
         return per.mean()
     w = weight.to(per.dtype).unsqueeze(1).expand_as(per)

@@ -20,8 +20,7 @@ from vcmtool.lab.jrd.train import load_checkpoint
 OPSET = 17
 
 
-def export_onnx(checkpoint: str | Path, out: str | Path,
-                unrolled: bool = False) -> dict:
+def export_onnx(checkpoint: str | Path, out: str | Path, unrolled: bool = False) -> dict:
     import onnx
 
     model, ck = load_checkpoint(checkpoint)
@@ -32,14 +31,27 @@ def export_onnx(checkpoint: str | Path, out: str | Path,
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp, torch.no_grad():
-        torch.onnx.export(model, (x,), str(tmp), input_names=["fp"], output_names=["qp"],
-                          dynamic_axes={"fp": {2: "H", 3: "W"}, "qp": {1: "gh", 2: "gw"}},
-                          opset_version=OPSET, dynamo=False)
+        torch.onnx.export(
+            model,
+            (x,),
+            str(tmp),
+            input_names=["fp"],
+            output_names=["qp"],
+            dynamic_axes={"fp": {2: "H", 3: "W"}, "qp": {1: "gh", 2: "gw"}},
+            opset_version=OPSET,
+            dynamo=False,
+        )
         proto = onnx.load(str(tmp))
-        meta = {"kind": ck["kind"], "codec": ck.get("codec", "hevc"), "qp_max": str(ck["qp_max"]),
-                "ctu": "64", "epoch": str(ck["epoch"]), "config": json.dumps(ck["config"]),
-                "val": json.dumps(ck["history"][ck["epoch"] - 1]["val"] if ck["history"] else {}),
-                "lif": "unrolled" if unrolled else "closed-form"}
+        meta = {
+            "kind": ck["kind"],
+            "codec": ck.get("codec", "hevc"),
+            "qp_max": str(ck["qp_max"]),
+            "ctu": "64",
+            "epoch": str(ck["epoch"]),
+            "config": json.dumps(ck["config"]),
+            "val": json.dumps(ck["history"][ck["epoch"] - 1]["val"] if ck["history"] else {}),
+            "lif": "unrolled" if unrolled else "closed-form",
+        }
         for k, v in meta.items():
             p = proto.metadata_props.add()
             p.key, p.value = k, v

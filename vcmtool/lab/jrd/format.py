@@ -52,12 +52,21 @@ def instances_rel(image_id: str) -> str:
     return f"instances/{image_id}.json"
 
 
-def image_entry(image_id: str, source: str, frame: int, width: int, height: int,
-                split: str) -> dict[str, Any]:
-    return {"id": image_id, "source": source, "frame": int(frame), "width": int(width),
-            "height": int(height), "split": split, "image": image_rel(image_id),
-            "label": label_rel(image_id), "pixel_label": pixel_label_rel(image_id),
-            "instances": instances_rel(image_id)}
+def image_entry(
+    image_id: str, source: str, frame: int, width: int, height: int, split: str
+) -> dict[str, Any]:
+    return {
+        "id": image_id,
+        "source": source,
+        "frame": int(frame),
+        "width": int(width),
+        "height": int(height),
+        "split": split,
+        "image": image_rel(image_id),
+        "label": label_rel(image_id),
+        "pixel_label": pixel_label_rel(image_id),
+        "instances": instances_rel(image_id),
+    }
 
 
 def image_cache_dir() -> Path:
@@ -104,8 +113,10 @@ class Dataset:
 
         bgr = load_frame(entry["source"], int(entry["frame"])).to_bgr()
         if bgr.shape[:2] != (entry["height"], entry["width"]):
-            raise InputError(f"{entry['source']} frame {entry['frame']}: regenerated size "
-                             f"{bgr.shape[1]}x{bgr.shape[0]} differs from the manifest's")
+            raise InputError(
+                f"{entry['source']} frame {entry['frame']}: regenerated size "
+                f"{bgr.shape[1]}x{bgr.shape[0]} differs from the manifest's"
+            )
         with atomic_path(path) as tmp:
             cv2.imwrite(str(tmp), bgr)
         return bgr
@@ -121,8 +132,9 @@ class Dataset:
     def instances(self, entry: dict[str, Any]) -> list[dict[str, Any]]:
         return json.loads((self.root / entry["instances"]).read_text())["instances"]
 
-    def items(self, split: str | None = None
-              ) -> Iterator[tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]]:
+    def items(
+        self, split: str | None = None
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]]:
         """(BGR image, uint8 CTU label grid, instances) for each image of ``split`` (all: None)."""
         for e in self.entries(split):
             yield self.image(e), self.label(e), self.instances(e)
@@ -139,6 +151,8 @@ def load_dataset(root: str | Path, image_cache: str | Path | None = None) -> Dat
     except json.JSONDecodeError as e:
         raise InputError(f"{path}: not valid JSON ({e.msg}); rebuild the dataset") from None
     if manifest.get("version") != VERSION:
-        raise InputError(f"{path}: dataset format version {manifest.get('version')!r}, "
-                         f"this vcmtool reads version {VERSION}")
+        raise InputError(
+            f"{path}: dataset format version {manifest.get('version')!r}, "
+            f"this vcmtool reads version {VERSION}"
+        )
     return Dataset(root, manifest, Path(image_cache) if image_cache else None)

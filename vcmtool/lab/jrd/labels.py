@@ -70,12 +70,22 @@ class Distances:
     matched: bool
 
     def within(self, thr: Thresholds) -> bool:
-        return (self.matched and self.mask <= thr.mask and self.box <= thr.box
-                and self.score <= thr.score and self.cls <= thr.cls)
+        return (
+            self.matched
+            and self.mask <= thr.mask
+            and self.box <= thr.box
+            and self.score <= thr.score
+            and self.cls <= thr.cls
+        )
 
     def to_json(self) -> dict:
-        return {"mask": round(self.mask, 6), "box": round(self.box, 6),
-                "score": round(self.score, 6), "cls": self.cls, "matched": self.matched}
+        return {
+            "mask": round(self.mask, 6),
+            "box": round(self.box, 6),
+            "score": round(self.score, 6),
+            "cls": self.cls,
+            "matched": self.matched,
+        }
 
 
 def box_iou(box: Sequence[float], boxes: np.ndarray) -> np.ndarray:
@@ -106,14 +116,22 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def reference_instances(
-    boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, masks: np.ndarray | None = None,
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    classes: np.ndarray,
+    masks: np.ndarray | None = None,
     min_score: float = REF_MIN_SCORE,
 ) -> list[Instance]:
     """The instance regions of an original image: detections with score > ``min_score``."""
     return [
-        Instance(tuple(float(v) for v in boxes[i]), float(scores[i]), int(classes[i]),
-                 None if masks is None else np.asarray(masks[i], bool))
-        for i in range(len(scores)) if float(scores[i]) > min_score
+        Instance(
+            tuple(float(v) for v in boxes[i]),
+            float(scores[i]),
+            int(classes[i]),
+            None if masks is None else np.asarray(masks[i], bool),
+        )
+        for i in range(len(scores))
+        if float(scores[i]) > min_score
     ]
 
 
@@ -134,8 +152,9 @@ def match(ref: Instance, cands: Sequence[Instance], match_iou: float = MATCH_IOU
     return int(max(pool, key=lambda i: (ious[i], cands[i].score)))
 
 
-def distances(ref: Instance, cands: Sequence[Instance], height: int, width: int,
-              match_iou: float = MATCH_IOU) -> Distances:
+def distances(
+    ref: Instance, cands: Sequence[Instance], height: int, width: int, match_iou: float = MATCH_IOU
+) -> Distances:
     """Eq. 2-4 between a reference instance and its match among the compressed detections.
 
     Unmatched (the instance vanished or moved): box and mask distances 1, score distance the
@@ -178,8 +197,9 @@ def size_class(area: float) -> str:
     return "medium" if area < MEDIUM_AREA else "large"
 
 
-def pixel_label(height: int, width: int, regions: Sequence[tuple[np.ndarray, int]],
-                qp_max: int) -> np.ndarray:
+def pixel_label(
+    height: int, width: int, regions: Sequence[tuple[np.ndarray, int]], qp_max: int
+) -> np.ndarray:
     """uint8 (H, W) map: ``qp_max`` background, each region its level, overlaps the minimum."""
     out = np.full((height, width), qp_max, np.uint8)
     for mask, level in regions:

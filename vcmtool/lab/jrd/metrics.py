@@ -45,8 +45,9 @@ class Sample:
     instances: list[dict[str, Any]]
 
 
-def load_samples(dataset_dir: str | Path, split: str, task_model: str, cache: Path,
-                 limit: int | None = None) -> list[Sample]:
+def load_samples(
+    dataset_dir: str | Path, split: str, task_model: str, cache: Path, limit: int | None = None
+) -> list[Sample]:
     from vcmtool.lab.jrd.format import load_dataset
     from vcmtool.tasks import get_task_model
 
@@ -68,8 +69,10 @@ def load_samples(dataset_dir: str | Path, split: str, task_model: str, cache: Pa
             with atomic_path(path) as tmp, open(tmp, "wb") as f:
                 np.savez_compressed(f, x=x)
         if x.shape[2] // 64 != label.shape[0] or x.shape[3] // 64 != label.shape[1]:
-            raise InputError(f"{dataset_dir}: label of {e['id']} is {label.shape}, image needs "
-                             f"{(x.shape[2] // 64, x.shape[3] // 64)}; rebuild the dataset")
+            raise InputError(
+                f"{dataset_dir}: label of {e['id']} is {label.shape}, image needs "
+                f"{(x.shape[2] // 64, x.shape[3] // 64)}; rebuild the dataset"
+            )
         out.append(Sample(e["id"], x, label, inst))
     return out
 
@@ -105,9 +108,14 @@ class ErrorMeter:
             n = sum(self.counts[k] for k in keys)
             return round(sum(self.sums[k] for k in keys) / n, 3) if n else None
 
-        return {"E_s": mean(("small",)), "E_m": mean(("medium",)), "E_l": mean(("large",)),
-                "E_total": mean(SIZES), "E_bg": mean(("bg",)),
-                "ctus": {k: self.counts[k] for k in (*SIZES, "bg")}}
+        return {
+            "E_s": mean(("small",)),
+            "E_m": mean(("medium",)),
+            "E_l": mean(("large",)),
+            "E_total": mean(SIZES),
+            "E_bg": mean(("bg",)),
+            "ctus": {k: self.counts[k] for k in (*SIZES, "bg")},
+        }
 
 
 def evaluate(predict: Callable[[np.ndarray], np.ndarray], samples: list[Sample]) -> dict:
@@ -115,5 +123,3 @@ def evaluate(predict: Callable[[np.ndarray], np.ndarray], samples: list[Sample])
     for s in samples:
         meter.add(predict(s.x), s.label, s.instances)
     return meter.result()
-
-

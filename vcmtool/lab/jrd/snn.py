@@ -91,8 +91,9 @@ class LIF(nn.Module):
     as the recursion (``tests/test_jrd_snn.py`` checks) at a fraction of the cost on CPU.
     """
 
-    def __init__(self, steps: int = 10, tau: float = 2.0, threshold: float = 0.5,
-                 unrolled: bool = False) -> None:
+    def __init__(
+        self, steps: int = 10, tau: float = 2.0, threshold: float = 0.5, unrolled: bool = False
+    ) -> None:
         super().__init__()
         self.steps, self.decay, self.threshold = steps, 1.0 - 1.0 / tau, threshold
         self.inv_tau = 1.0 / tau
@@ -102,7 +103,7 @@ class LIF(nn.Module):
         for k in range(1, steps + 1):
             jump = steps // k - steps // (k + 1)
             if jump:
-                self.stairs.append((threshold / (1.0 - self.decay ** k), jump / steps))
+                self.stairs.append((threshold / (1.0 - self.decay**k), jump / steps))
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.unrolled:
@@ -243,7 +244,7 @@ class MRR(nn.Module):
         scale = torch.sigmoid(z.amax((2, 3), keepdim=True) * 4.0 - 2.0)
         out = fs * scale[:, : self.c]
         for i, s in enumerate(self.scales[1:], start=1):
-            down = F.avg_pool2d(fs, s, s, ceil_mode=True) * scale[:, i * self.c:(i + 1) * self.c]
+            down = F.avg_pool2d(fs, s, s, ceil_mode=True) * scale[:, i * self.c : (i + 1) * self.c]
             out = out + F.interpolate(down, size=fs.shape[2:], mode="nearest")
         return out
 
@@ -333,7 +334,7 @@ class SnnJrd(nn.Module):
         c = cfg.widths[-1]
         self.tfd = TFD(cfg)
         self.mrr = (MRR if cfg.mrr else PlainMRR)(c, cfg.steps)
-        self.taa = (TAA(c, cfg.steps, cfg.sabs, cfg.attn_scale) if cfg.taa else PlainTAA(c))
+        self.taa = TAA(c, cfg.steps, cfg.sabs, cfg.attn_scale) if cfg.taa else PlainTAA(c)
         self.head = QPHead(2 * c, cfg.head_width, cfg.steps, CTU // cfg.stem, cfg.qp_max)
 
     def forward(self, fp: Tensor) -> Tensor:
@@ -343,8 +344,9 @@ class SnnJrd(nn.Module):
         return self.head(torch.cat([self.mrr(fs, fc), self.taa(fs, fc, ft)], 1))
 
 
-def jrd_loss(pred: Tensor, target: Tensor, alpha: float = 0.3, theta: float = 3.0,
-             weight: Tensor | None = None) -> Tensor:
+def jrd_loss(
+    pred: Tensor, target: Tensor, alpha: float = 0.3, theta: float = 3.0, weight: Tensor | None = None
+) -> Tensor:
     """Eq. 5: alpha * mean|d| + (1 - alpha) * sum(|d| * [|d| > theta]) / sum([|d| > theta]).
 
     ``||.||_1`` is taken as the mean absolute error (per CTU) so both terms are in QP units; the

@@ -114,8 +114,13 @@ def align(frame: Frame, a: int = ALIGN) -> Frame:
     h, w = frame.height - frame.height % a, frame.width - frame.width % a
     if h <= 0 or w <= 0:
         raise InputError(f"image {frame.width}x{frame.height} is smaller than {a}x{a}")
-    return Frame(frame.y[:h, :w].copy(), frame.u[: h // 2, : w // 2].copy(),
-                 frame.v[: h // 2, : w // 2].copy(), 0, frame.bit_depth)
+    return Frame(
+        frame.y[:h, :w].copy(),
+        frame.u[: h // 2, : w // 2].copy(),
+        frame.v[: h // 2, : w // 2].copy(),
+        0,
+        frame.bit_depth,
+    )
 
 
 def load_frame(source: str, frame: int = 0) -> Frame:

@@ -41,8 +41,7 @@ def dataset_stats(root: str | Path) -> dict[str, Any]:
         "instances": len(every),
         "instances_by_size": {s: len(lmax[s]) for s in SIZE_CLASSES},
         "instances_by_class": dict(sorted(classes.items(), key=lambda kv: -kv[1])),
-        "mean_lmax_by_size": {s: round(float(np.mean(v)), 2) if v else None
-                              for s, v in lmax.items()},
+        "mean_lmax_by_size": {s: round(float(np.mean(v)), 2) if v else None for s, v in lmax.items()},
         "mean_lmax": round(float(np.mean(every)), 2) if every else None,
         "median_lmax": float(np.median(every)) if every else None,
         "lmax_bins": [f"{lo}-{min(lo + BIN - 1, qp_max)}" for lo in edges],
@@ -72,8 +71,13 @@ def plot_stats(stats: dict[str, Any], out: Path) -> None:
     counts = [stats["instances_by_size"][s] for s in SIZE_CLASSES]
     bars = b.bar(SIZE_CLASSES, means, color=["C0", "C1", "C2"])
     for bar, n in zip(bars, counts, strict=True):
-        b.annotate(f"n={n}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                   ha="center", va="bottom", fontsize=8)
+        b.annotate(
+            f"n={n}",
+            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
     b.set_ylabel("mean l_max (QP)")
     b.set_ylim(0, stats["qp_max"])
     b.set_title("(b) mean QP vs instance size")

@@ -46,12 +46,14 @@ from vcmtool.lab.jrd.snn import SnnConfig, SnnJrd, jrd_loss
 
 # --- the two model kinds: how to build one, its loss, its config --------------------------------
 
+
 def _pos_weight(samples: list[Sample]) -> torch.Tensor:
     labels = np.concatenate([s.label.ravel() for s in samples])
     pos = np.array([(labels >= lv).sum() for lv in LEVELS], np.float64)
     neg = labels.size - pos
-    return torch.tensor(np.where(pos > 0, neg / np.maximum(pos, 1), 1.0).clip(0.05, 20.0),
-                        dtype=torch.float32)
+    return torch.tensor(
+        np.where(pos > 0, neg / np.maximum(pos, 1), 1.0).clip(0.05, 20.0), dtype=torch.float32
+    )
 
 
 class SnnKind:
@@ -63,8 +65,9 @@ class SnnKind:
     def default_config(self, qp_max: int, samples: list[Sample]) -> dict:
         return SnnConfig(qp_max=qp_max).to_json()
 
-    def loss(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
-             weight: torch.Tensor | None = None) -> torch.Tensor:
+    def loss(
+        self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None = None
+    ) -> torch.Tensor:
         return jrd_loss(model(x), y, weight=weight)
 
 
@@ -79,11 +82,16 @@ class ElJrdKind:
     def default_config(self, qp_max: int, samples: list[Sample]) -> dict:
         labels = np.concatenate([s.label.ravel() for s in samples])
         low = labels[labels < LEVELS[0]]
-        return {"stem": 8, "fallback": float(np.median(low)) if low.size else 26.0,
-                "pos_weight": _pos_weight(samples).tolist(), "levels": list(LEVELS)}
+        return {
+            "stem": 8,
+            "fallback": float(np.median(low)) if low.size else 26.0,
+            "pos_weight": _pos_weight(samples).tolist(),
+            "levels": list(LEVELS),
+        }
 
-    def loss(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
-             weight: torch.Tensor | None = None) -> torch.Tensor:
+    def loss(
+        self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None = None
+    ) -> torch.Tensor:
         return balanced_bce(model.forward_logits(x), y, model.pos_weight, weight)
 
 
@@ -95,6 +103,7 @@ def predictor(model: torch.nn.Module) -> Callable[[np.ndarray], np.ndarray]:
     def predict(x: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             return model(torch.from_numpy(x.astype(np.float32)))[0].numpy()
+
     return predict
 
 
@@ -113,8 +122,9 @@ def load_checkpoint(path: str | Path) -> tuple[torch.nn.Module, dict]:
         model = kind.build(ck["config"], [])
         model.load_state_dict(ck["state"])
     except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is the user's file problem
-        raise InputError(f"{path}: not a readable JRD checkpoint ({type(e).__name__}); "
-                         "re-run `vcmtool jrd train`") from None
+        raise InputError(
+            f"{path}: not a readable JRD checkpoint ({type(e).__name__}); re-run `vcmtool jrd train`"
+        ) from None
     model.eval()
     return model, ck
 
@@ -172,8 +182,13 @@ def instance_weights(sample: Sample, extra: float) -> np.ndarray:
     return w
 
 
-def train(dataset_dir: str | Path, out_dir: str | Path, opts: TrainOptions,
-          task_model: str = "yolov3-tiny", log: Callable[[str], None] = print) -> dict:
+def train(
+    dataset_dir: str | Path,
+    out_dir: str | Path,
+    opts: TrainOptions,
+    task_model: str = "yolov3-tiny",
+    log: Callable[[str], None] = print,
+) -> dict:
     if opts.kind not in KINDS:
         raise UsageError(f"--model {opts.kind}: use one of {', '.join(KINDS)}")
     if opts.schedule not in ("constant", "cosine"):
@@ -230,14 +245,18 @@ def train(dataset_dir: str | Path, out_dir: str | Path, opts: TrainOptions,
         order = list(range(len(train_s)))
         random.shuffle(order)
         total = 0.0
-        bar = tqdm(order, desc=f"{opts.kind} epoch {epoch + 1}/{opts.epochs}", unit="img",
-                   leave=False, disable=None)
+        bar = tqdm(
+            order, desc=f"{opts.kind} epoch {epoch + 1}/{opts.epochs}", unit="img", leave=False, disable=None
+        )
         for n, i in enumerate(bar):
             s = train_s[i]
             x = torch.from_numpy(s.x.astype(np.float32)).to(device)
             y = torch.from_numpy(s.label)[None].to(device)
-            w = (torch.from_numpy(instance_weights(s, opts.instance_weight))[None].to(device)
-                 if opts.instance_weight else None)
+            w = (
+                torch.from_numpy(instance_weights(s, opts.instance_weight))[None].to(device)
+                if opts.instance_weight
+                else None
+            )
             if opts.augment and random.random() < 0.5:
                 x, y, *rest = _mirror(x, y, *([w] if w is not None else []))
                 w = rest[0] if rest else None
@@ -259,24 +278,45 @@ def train(dataset_dir: str | Path, out_dir: str | Path, opts: TrainOptions,
         model.eval().cpu()
         val = evaluate(predictor(model), val_s) if val_s else {}
         model.to(device)
-        rec = {"epoch": epoch + 1, "loss": round(total / len(train_s), 4), "val": val,
-               "seconds": round(time.perf_counter() - t0, 1)}
+        rec = {
+            "epoch": epoch + 1,
+            "loss": round(total / len(train_s), 4),
+            "val": val,
+            "seconds": round(time.perf_counter() - t0, 1),
+        }
         history.append(rec)
         log(json.dumps(rec))
         # clone: on CPU .cpu() aliases the live parameters, which the raw weights overwrite next
         state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         if raw is not None:  # keep optimising the raw weights
             model.load_state_dict(raw)
-        ck = {"kind": opts.kind, "config": config, "state": state, "optim": optim.state_dict(),
-              "epoch": epoch + 1, "history": history, "best": best, "qp_max": qp_max,
-              "codec": codec, "dataset": str(dataset_dir), "lr": opts.lr,
-              "train_images": len(train_s), "val_images": len(val_s),
-              "rng": {"py": random.getstate(), "torch": torch.get_rng_state()},
-              "recipe": {"ema": opts.ema, "schedule": opts.schedule, "augment": opts.augment,
-                         "clip": opts.clip, "instance_weight": opts.instance_weight,
-                         "epochs": opts.epochs, "seed": opts.seed},
-              # with EMA, "state" is the averaged model; the optimiser's weights resume from here
-              "raw_state": None if raw is None else {k: v.detach().cpu() for k, v in raw.items()}}
+        ck = {
+            "kind": opts.kind,
+            "config": config,
+            "state": state,
+            "optim": optim.state_dict(),
+            "epoch": epoch + 1,
+            "history": history,
+            "best": best,
+            "qp_max": qp_max,
+            "codec": codec,
+            "dataset": str(dataset_dir),
+            "lr": opts.lr,
+            "train_images": len(train_s),
+            "val_images": len(val_s),
+            "rng": {"py": random.getstate(), "torch": torch.get_rng_state()},
+            "recipe": {
+                "ema": opts.ema,
+                "schedule": opts.schedule,
+                "augment": opts.augment,
+                "clip": opts.clip,
+                "instance_weight": opts.instance_weight,
+                "epochs": opts.epochs,
+                "seed": opts.seed,
+            },
+            # with EMA, "state" is the averaged model; the optimiser's weights resume from here
+            "raw_state": None if raw is None else {k: v.detach().cpu() for k, v in raw.items()},
+        }
         score = val.get("E_total") if val else rec["loss"]
         if best is None or (score is not None and score <= best["score"]):
             best = {"epoch": epoch + 1, "score": score}

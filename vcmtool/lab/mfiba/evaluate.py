@@ -32,19 +32,37 @@ def target_point(payload: dict) -> dict:
     from vcmtool.tasks import get_task_model
 
     c = EvalClip(**payload["clip"])
-    job = EncodeJob(input=clip_path(c.name), output=payload["output"], codec=payload["codec"],
-                    qpmap=payload["qpmap"], qp=32, frames=c.frames, skip=c.skip,
-                    preset=payload["preset"], target_kbps=float(payload["kbps"]))
+    job = EncodeJob(
+        input=clip_path(c.name),
+        output=payload["output"],
+        codec=payload["codec"],
+        qpmap=payload["qpmap"],
+        qp=32,
+        frames=c.frames,
+        skip=c.skip,
+        preset=payload["preset"],
+        target_kbps=float(payload["kbps"]),
+    )
     rep = run_encode(job)
-    out = {"clip": c.name, "frames": rep["frames"], "codec": payload["codec"], "qpmap": payload["qpmap"],
-           "target": rep["target"], "kbps": rep["kbps"], "bpp": rep["bpp"], "psnr_y": rep["psnr_y"],
-           "qpmap_stats": rep["qpmap"], "notes": rep["notes"]}
+    out = {
+        "clip": c.name,
+        "frames": rep["frames"],
+        "codec": payload["codec"],
+        "qpmap": payload["qpmap"],
+        "target": rep["target"],
+        "kbps": rep["kbps"],
+        "bpp": rep["bpp"],
+        "psnr_y": rep["psnr_y"],
+        "qpmap_stats": rep["qpmap"],
+        "notes": rep["notes"],
+    }
     if payload.get("task"):
         model = get_task_model("yolov3-tiny", score_threshold=EVAL_MIN_SCORE)
         from pathlib import Path
 
-        out["detections"] = detect_frames(model, decoded_frames(Path(payload["output"]), 8),
-                                          rep["width"], rep["height"])
+        out["detections"] = detect_frames(
+            model, decoded_frames(Path(payload["output"]), 8), rep["width"], rep["height"]
+        )
     return out
 
 
@@ -56,8 +74,12 @@ def reference_point(payload: dict) -> dict:
     c = EvalClip(**payload["clip"])
     clip = open_video(clip_path(c.name), skip=c.skip, frames=c.frames)
     model = get_task_model("yolov3-tiny", score_threshold=EVAL_MIN_SCORE)
-    return {"clip": c.name, "width": clip.info.width, "height": clip.info.height,
-            "detections": detect_frames(model, clip.frames(), clip.info.width, clip.info.height)}
+    return {
+        "clip": c.name,
+        "width": clip.info.width,
+        "height": clip.info.height,
+        "detections": detect_frames(model, clip.frames(), clip.info.width, clip.info.height),
+    }
 
 
 def task_scores(ref: dict, points: list[dict]) -> list[tuple[float, float, float]]:
@@ -75,5 +97,12 @@ def task_scores(ref: dict, points: list[dict]) -> list[tuple[float, float, float
 
 
 def payload(clip: EvalClip, codec: str, qpmap: str, kbps: float, preset: str, out: str, task: bool) -> dict:
-    return {"clip": asdict(clip), "codec": codec, "qpmap": qpmap, "kbps": kbps, "preset": preset,
-            "output": out, "task": task}
+    return {
+        "clip": asdict(clip),
+        "codec": codec,
+        "qpmap": qpmap,
+        "kbps": kbps,
+        "preset": preset,
+        "output": out,
+        "task": task,
+    }

@@ -94,8 +94,9 @@ class Atlas:
         return g
 
 
-def code_luma(y: np.ndarray, qp_grid: np.ndarray, encoder: str = "kvazaar",
-              preset: str = "veryfast") -> tuple[int, np.ndarray]:
+def code_luma(
+    y: np.ndarray, qp_grid: np.ndarray, encoder: str = "kvazaar", preset: str = "veryfast"
+) -> tuple[int, np.ndarray]:
     """Intra-code one luma picture (neutral chroma) with a per-CTU QP map; (bits, decoded luma)."""
     from fractions import Fraction
 
@@ -162,7 +163,6 @@ def _split() -> SplitDetector:
     return _detector
 
 
-
 def _prepare(payload: dict):
     from vcmtool.lab.mfiba.fit import DevImage, load_bgr
 
@@ -178,8 +178,14 @@ def _prepare(payload: dict):
 def precode_image(payload: dict) -> dict:
     """Phase 1 for one image: reference, per-scale pre-coding (rate-QP + MFIP), uniform points."""
     img, bgr, det, blob, boxes, feats, atlas, y, ranges = _prepare(payload)
-    out = {"name": img.name, "width": bgr.shape[1], "height": bgr.shape[0],
-           "reference": det.finish(blob, boxes, feats).rows(), "scales": {}, "uniform": []}
+    out = {
+        "name": img.name,
+        "width": bgr.shape[1],
+        "height": bgr.shape[0],
+        "reference": det.finish(blob, boxes, feats).rows(),
+        "scales": {},
+        "uniform": [],
+    }
     if not any(r[4] >= 0.3 for r in out["reference"]):
         return out
     for r in atlas.regions:
@@ -195,8 +201,9 @@ def precode_image(payload: dict) -> dict:
         out["scales"][str(r.stride)] = {"pixels": r.rows * atlas.width, "points": pts}
     for q in FCM_QPS:
         bits, dec = code_luma(y, atlas.qp_grid({s: q for s in SCALES}))
-        out["uniform"].append({"qp": q, "bits": bits,
-                               "detections": det.finish(blob, boxes, atlas.unpack(dec, ranges)).rows()})
+        out["uniform"].append(
+            {"qp": q, "bits": bits, "detections": det.finish(blob, boxes, atlas.unpack(dec, ranges)).rows()}
+        )
     return out
 
 
@@ -207,6 +214,11 @@ def mfiba_image(payload: dict) -> dict:
     for qps in payload["qps"]:
         q = {int(k): int(v) for k, v in qps.items()}
         bits, dec = code_luma(y, atlas.qp_grid(q))
-        pts.append({"qps": qps, "bits": bits,
-                    "detections": det.finish(blob, boxes, atlas.unpack(dec, ranges)).rows()})
+        pts.append(
+            {
+                "qps": qps,
+                "bits": bits,
+                "detections": det.finish(blob, boxes, atlas.unpack(dec, ranges)).rows(),
+            }
+        )
     return {"name": img.name, "points": pts}

@@ -60,7 +60,6 @@ def load_bgr(img: DevImage) -> np.ndarray:
     return fr.to_bgr()
 
 
-
 def measure_image(payload: dict) -> dict:
     """All encodes and detections of one development image (a ``run_items`` work function)."""
     import cv2
@@ -91,8 +90,14 @@ def measure_image(payload: dict) -> dict:
     if inst.any() and not inst.all():
         conds += [("instance", q, np.where(inst, q, REF_QP)) for q in DEGRADE_QPS]
         conds += [("background", q, np.where(inst, REF_QP, q)) for q in DEGRADE_QPS]
-    out = {"name": img.name, "width": w, "height": h, "reference": ref.rows(),
-           "instance_area": float(area[inst].sum()) / (w * h), "points": []}
+    out = {
+        "name": img.name,
+        "width": w,
+        "height": h,
+        "reference": ref.rows(),
+        "instance_area": float(area[inst].sum()) / (w * h),
+        "points": [],
+    }
     with tempfile.TemporaryDirectory(prefix="vcmtool-mfiba-fit-") as td:
         png = Path(td) / "img.png"
         cv2.imwrite(str(png), bgr)
@@ -102,8 +107,9 @@ def measure_image(payload: dict) -> dict:
             maps = enc.prepare_maps(QPMaps(grid.astype(np.int16), CTU), settings)
             enc.encode(clip, maps, settings, bs)
             dec = next(decoded_frames(bs)).to_bgr()
-            out["points"].append({"cond": cond, "qp": q, "bits": sum(packet_bits(bs)),
-                                  "detections": model.detect(dec).rows()})
+            out["points"].append(
+                {"cond": cond, "qp": q, "bits": sum(packet_bits(bs)), "detections": model.detect(dec).rows()}
+            )
     return out
 
 
@@ -127,8 +133,9 @@ def pooled_loss(results: list[dict], cond: str, qp: int) -> tuple[float, float, 
     return bits / pix, 100.0 * (1.0 - s.map), 100.0 * (1.0 - s.map50)
 
 
-def rate_qp_points(encoder: str, clip_name: str = "carphone", frames: int = 30,
-                   qps: tuple[int, ...] = QPS) -> list[tuple[int, float]]:
+def rate_qp_points(
+    encoder: str, clip_name: str = "carphone", frames: int = 30, qps: tuple[int, ...] = QPS
+) -> list[tuple[int, float]]:
     """Inter-coded (one I frame, then P) bpp of a development clip at uniform QPs."""
     from vcmtool.decode import packet_bits
     from vcmtool.encoders import EncodeSettings, get_encoder

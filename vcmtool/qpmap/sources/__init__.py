@@ -17,8 +17,17 @@ from vcmtool.qpmap.sources.base import (
 )
 
 import_submodules(__name__, skip=("base",))
-QPMAP_SOURCES.enable_plugins("vcmtool.qpmap_sources",
-                             accepts=lambda o: isinstance(o, type) and issubclass(o, QPMapSource))
+QPMAP_SOURCES.enable_plugins(
+    "vcmtool.qpmap_sources", accepts=lambda o: isinstance(o, type) and issubclass(o, QPMapSource)
+)
 
-__all__ = ["QPMAP_SOURCES", "MapContext", "OptionGroup", "QPMapSource", "check_source_options",
-           "get_source", "option_groups", "options_of"]
+__all__ = [
+    "QPMAP_SOURCES",
+    "MapContext",
+    "OptionGroup",
+    "QPMapSource",
+    "check_source_options",
+    "get_source",
+    "option_groups",
+    "options_of",
+]

@@ -64,8 +64,11 @@ class JrdSource(QPMapSource):
 
         predictor = _predictor(self.model_path())
         task = get_task_model(ctx.task_model, score_threshold=MIN_SCORE)
-        self._versions = {"jrd_model": predictor.version(), "task_model": task.version,
-                          "jrd_provider": predictor.provider}
+        self._versions = {
+            "jrd_model": predictor.version(),
+            "task_model": task.version,
+            "jrd_provider": predictor.provider,
+        }
         info = clip.info
         spent = {"detect_s": 0.0, "predict_s": 0.0}
 

@@ -113,8 +113,9 @@ class QPMapSource(ABC):
 
     # -- maps ----------------------------------------------------------------------------------
 
-    def every_frame(self, clip: Clip, ctx: MapContext, predict: Callable[[Any], np.ndarray],
-                    decode: bool = True) -> Iterator[np.ndarray]:
+    def every_frame(
+        self, clip: Clip, ctx: MapContext, predict: Callable[[Any], np.ndarray], decode: bool = True
+    ) -> Iterator[np.ndarray]:
         """The per-frame loop of a source whose maps cost model time: ``predict`` makes the map
         of the first frame and of every ``ctx.map_interval``-th after it, the frames between
         reuse the last map. ``predict`` gets the decoded :class:`~vcmtool.io.frame.Frame`, or
@@ -126,8 +127,16 @@ class QPMapSource(ABC):
         items = clip.frames() if decode else range(clip.count())
         total = clip.info.frame_count if decode else None
         last: np.ndarray | None = None
-        for k, item in enumerate(tqdm(items, total=total, desc=f"{self.name} map", unit="f",
-                                      leave=False, disable=None if decode else True)):
+        for k, item in enumerate(
+            tqdm(
+                items,
+                total=total,
+                desc=f"{self.name} map",
+                unit="f",
+                leave=False,
+                disable=None if decode else True,
+            )
+        ):
             if last is None or k % interval == 0:
                 t0 = time.perf_counter()
                 last = predict(item)
@@ -210,11 +219,11 @@ def option_groups(load_plugins: bool = True) -> list[OptionGroup]:
             continue
         clash = [s for s in specs if s.key in taken]
         for s in clash:
-            _warn_once(f"warning: QP-map source {name}: option {s.cli} is taken by {taken[s.key]}; "
-                       "skipped")
+            _warn_once(f"warning: QP-map source {name}: option {s.cli} is taken by {taken[s.key]}; skipped")
         specs = tuple(s for s in specs if s not in clash)
         taken.update({s.key: cls.Options.__qualname__ for s in specs})
         groups[id(cls.Options)] = ([name], specs)
+
     def owner_first(name: str) -> bool:  # the source declaring the Options before its heirs
         return "Options" not in vars(QPMAP_SOURCES.get(name))
 
@@ -247,6 +256,7 @@ def check_source_options(flat: Mapping[str, Any], also_known: tuple[str, ...] = 
     source's option (or in ``also_known``, checked by the caller) and hold a value it takes.
     Keys of a source the job does not use are checked too and then ignored, so manifests and
     golden files written with other sources' options stay valid."""
+
     def owned(load: bool) -> dict[str, OptionSpec]:
         return {s.key: s for g in option_groups(load) for s in g.specs}
 
@@ -257,8 +267,7 @@ def check_source_options(flat: Mapping[str, Any], also_known: tuple[str, ...] = 
         rest = [k for k in rest if k not in specs]
     if rest:
         known = sorted(set(specs) | set(also_known))
-        raise UsageError(f"map_options: unknown key(s) {', '.join(sorted(rest))}; "
-                         f"known: {', '.join(known)}")
+        raise UsageError(f"map_options: unknown key(s) {', '.join(sorted(rest))}; known: {', '.join(known)}")
     for k, v in flat.items():
         if k in specs:
             check_value(specs[k], v)

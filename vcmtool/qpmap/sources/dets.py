@@ -70,10 +70,88 @@ from vcmtool.qpmap.sources.roi import RoiOptions, RoiSource, boxes_to_map
 log = logging.getLogger(__name__)
 
 # COCO category id of each of the 80 classes, in the order of the task model's names list.
-COCO80_TO_91 = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24,
-                25, 27, 28, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 46, 47, 48, 49,
-                50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 67, 70, 72, 73, 74,
-                75, 76, 77, 78, 79, 80, 81, 82, 84, 85, 86, 87, 88, 89, 90)
+COCO80_TO_91 = (
+    1,
+    2,
+    3,
+    4,
+    5,
+    6,
+    7,
+    8,
+    9,
+    10,
+    11,
+    13,
+    14,
+    15,
+    16,
+    17,
+    18,
+    19,
+    20,
+    21,
+    22,
+    23,
+    24,
+    25,
+    27,
+    28,
+    31,
+    32,
+    33,
+    34,
+    35,
+    36,
+    37,
+    38,
+    39,
+    40,
+    41,
+    42,
+    43,
+    44,
+    46,
+    47,
+    48,
+    49,
+    50,
+    51,
+    52,
+    53,
+    54,
+    55,
+    56,
+    57,
+    58,
+    59,
+    60,
+    61,
+    62,
+    63,
+    64,
+    65,
+    67,
+    70,
+    72,
+    73,
+    74,
+    75,
+    76,
+    77,
+    78,
+    79,
+    80,
+    81,
+    82,
+    84,
+    85,
+    86,
+    87,
+    88,
+    89,
+    90,
+)
 COCO91_TO_80 = {c: i for i, c in enumerate(COCO80_TO_91)}
 
 
@@ -101,8 +179,9 @@ class _Frame:
     ids: list[int | None] = field(default_factory=list)
     names: list[str | None] = field(default_factory=list)
 
-    def add(self, box: tuple[float, float, float, float], score: float, cid: int | None,
-            name: str | None) -> None:
+    def add(
+        self, box: tuple[float, float, float, float], score: float, cid: int | None, name: str | None
+    ) -> None:
         self.boxes.append(box)
         self.scores.append(score)
         self.ids.append(cid)
@@ -133,8 +212,7 @@ def _number(v: object, what: str, where: _Where) -> float:
 
 def _frame_number(v: object, key: str, where: _Where) -> int:
     if isinstance(v, bool) or not isinstance(v, int):
-        raise InputError(f"{where}: {key!r} must be a 0-based frame number, not "
-                         f"{json.dumps(v)[:40]}")
+        raise InputError(f"{where}: {key!r} must be a 0-based frame number, not {json.dumps(v)[:40]}")
     if v < 0:
         raise InputError(f"{where}: {key!r} is {v}; frame numbers start at 0")
     return v
@@ -155,8 +233,10 @@ def _corners(vals: object, where: _Where, what: str = "box") -> tuple[float, flo
         raise InputError(f"{where}: {what} must be [x0, y0, x1, y1], not {json.dumps(vals)[:60]}")
     x0, y0, x1, y1 = (_number(v, f"{what} coordinate", where) for v in vals)
     if x1 < x0 or y1 < y0:
-        raise InputError(f"{where}: {what} [{x0:g}, {y0:g}, {x1:g}, {y1:g}] has a negative size "
-                         "(corners are x0, y0, x1, y1 with x1 >= x0, y1 >= y0)")
+        raise InputError(
+            f"{where}: {what} [{x0:g}, {y0:g}, {x1:g}, {y1:g}] has a negative size "
+            "(corners are x0, y0, x1, y1 with x1 >= x0, y1 >= y0)"
+        )
     return x0, y0, x1, y1
 
 
@@ -195,8 +275,7 @@ def _json_list(text: str, path: str) -> Iterator[tuple[int, object]]:
             try:
                 obj, end = dec.raw_decode(text, i)
             except json.JSONDecodeError as e:
-                raise InputError(f"{path}:{e.lineno}: malformed JSON ({e.msg}, column "
-                                 f"{e.colno})") from None
+                raise InputError(f"{path}:{e.lineno}: malformed JSON ({e.msg}, column {e.colno})") from None
             except (ValueError, RecursionError) as e:  # a 5000-digit number, [[[[...
                 raise bad(i, _unreadable(e)) from None
             yield line_of(i), obj
@@ -217,17 +296,20 @@ def _json_list(text: str, path: str) -> Iterator[tuple[int, object]]:
 @QPMAP_SOURCES.register("dets")
 class DetsSource(RoiSource):
     name = "dets"
-    usage = ("dets:FILE (your detections drive roi's map, with roi's --roi-* options: a COCO "
-             "results list [{image_id, category_id, bbox: [x,y,w,h], score}] or JSON lines "
-             '{"frame": i, "boxes": [[x0,y0,x1,y1,score,class], ...]}, also `vcmtool detect '
-             "--json` output; frame numbers are 0-based source frames, counted before --skip)")
+    usage = (
+        "dets:FILE (your detections drive roi's map, with roi's --roi-* options: a COCO "
+        "results list [{image_id, category_id, bbox: [x,y,w,h], score}] or JSON lines "
+        '{"frame": i, "boxes": [[x0,y0,x1,y1,score,class], ...]}, also `vcmtool detect '
+        "--json` output; frame numbers are 0-based source frames, counted before --skip)"
+    )
     streams = True
 
     def __init__(self, arg: str | None = None, **options: Any) -> None:
         super().__init__(arg, **options)
         if not arg:
-            raise UsageError("--qpmap dets:FILE needs a detections file (COCO results .json "
-                             "or JSON lines, see --help)")
+            raise UsageError(
+                "--qpmap dets:FILE needs a detections file (COCO results .json or JSON lines, see --help)"
+            )
         self.path = arg
         self.format = ""  # "coco" or "lines"
         self.frames: dict[int, _Frame] = {}
@@ -251,8 +333,9 @@ class DetsSource(RoiSource):
         try:
             text = raw.decode("utf-8-sig")
         except UnicodeDecodeError as e:
-            raise InputError(f"{self.path}: not UTF-8 text (byte {e.start}); detections files "
-                             "are JSON") from None
+            raise InputError(
+                f"{self.path}: not UTF-8 text (byte {e.start}); detections files are JSON"
+            ) from None
         start = _skip_ws(text, 0)
         if start >= len(text):
             raise InputError(f"{self.path}: file is empty (no detections at all is '[]')")
@@ -267,8 +350,10 @@ class DetsSource(RoiSource):
                     self._line(row, _Where(self.path, n))
         else:
             line = text.count("\n", 0, start) + 1
-            raise InputError(f"{self.path}:{line}: not a detections file: expected a COCO "
-                             "results list '[' or JSON lines '{'")
+            raise InputError(
+                f"{self.path}:{line}: not a detections file: expected a COCO "
+                "results list '[' or JSON lines '{'"
+            )
 
     def _frame(self, index: int) -> _Frame:
         fr = self.frames.get(index)
@@ -288,8 +373,10 @@ class DetsSource(RoiSource):
             raise InputError(f"{where}: bbox must be [x, y, w, h], not {json.dumps(bbox)[:60]}")
         x, y, w, h = (_number(v, "bbox value", where) for v in bbox)
         if w < 0 or h < 0:
-            raise InputError(f"{where}: bbox [{x:g}, {y:g}, {w:g}, {h:g}] has a negative size "
-                             "(COCO boxes are x, y, width, height)")
+            raise InputError(
+                f"{where}: bbox [{x:g}, {y:g}, {w:g}, {h:g}] has a negative size "
+                "(COCO boxes are x, y, width, height)"
+            )
         score = _number(obj.get("score", 1.0), "score", where)
         cid, name = _class(obj.get("category_id"), "category_id", where)
         self._frame(index).add((x, y, x + w, y + h), score, cid, name)
@@ -302,22 +389,28 @@ class DetsSource(RoiSource):
         except (ValueError, RecursionError) as e:
             raise InputError(f"{where}: malformed JSON ({_unreadable(e)})") from None
         if not isinstance(obj, dict):
-            raise InputError(f"{where}: each line must be an object like "
-                             '{"frame": 0, "boxes": [[x0, y0, x1, y1, score, class]]}')
+            raise InputError(
+                f"{where}: each line must be an object like "
+                '{"frame": 0, "boxes": [[x0, y0, x1, y1, score, class]]}'
+            )
         if "frame" not in obj:
             raise InputError(f"{where}: line without 'frame' (the 0-based frame number)")
         index = _frame_number(obj["frame"], "frame", where)
         if "boxes" not in obj and "detections" not in obj:
-            raise InputError(f"{where}: line without 'boxes' (a list of [x0, y0, x1, y1, score, "
-                             "class] rows) or 'detections' (vcmtool detect --json)")
+            raise InputError(
+                f"{where}: line without 'boxes' (a list of [x0, y0, x1, y1, score, "
+                "class] rows) or 'detections' (vcmtool detect --json)"
+            )
         fr = self._frame(index)
         rows = obj.get("boxes", [])
         if not isinstance(rows, list):
             raise InputError(f"{where}: 'boxes' must be a list of [x0, y0, x1, y1, score, class]")
         for r in rows:
             if not isinstance(r, list) or not 4 <= len(r) <= 6:
-                raise InputError(f"{where}: a box row must be [x0, y0, x1, y1] with an optional "
-                                 f"score and class, not {json.dumps(r)[:60]}")
+                raise InputError(
+                    f"{where}: a box row must be [x0, y0, x1, y1] with an optional "
+                    f"score and class, not {json.dumps(r)[:60]}"
+                )
             box = _corners(r[:4], where)
             score = _number(r[4], "score", where) if len(r) > 4 else 1.0
             cid, name = _class(r[5], "class", where) if len(r) > 5 else (None, None)
@@ -327,8 +420,7 @@ class DetsSource(RoiSource):
             raise InputError(f"{where}: 'detections' must be a list of objects with a 'box'")
         for d in dets:
             if not isinstance(d, dict) or "box" not in d:
-                raise InputError(f"{where}: each detection must be an object with a 'box' "
-                                 "[x0, y0, x1, y1]")
+                raise InputError(f"{where}: each detection must be an object with a 'box' [x0, y0, x1, y1]")
             box = _corners(d["box"], where)
             score = _number(d.get("score", 1.0), "score", where)
             cid, name = _class(d.get("class_id"), "class_id", where)
@@ -363,21 +455,24 @@ class DetsSource(RoiSource):
             unknown = sorted(names - known)
             if unknown:
                 shown = ", ".join(sorted(known)[:12]) or "none"
-                raise UsageError(f"--roi-classes: unknown class name {unknown[0]!r} for "
-                                 f"{self.path} (known: {shown}{', ...' if len(known) > 12 else ''})")
+                raise UsageError(
+                    f"--roi-classes: unknown class name {unknown[0]!r} for "
+                    f"{self.path} (known: {shown}{', ...' if len(known) > 12 else ''})"
+                )
         return ids, names
 
-    def _boxes(self, index: int, opts: RoiOptions, wanted: tuple[set[int], set[str]] | None
-               ) -> np.ndarray:
+    def _boxes(self, index: int, opts: RoiOptions, wanted: tuple[set[int], set[str]] | None) -> np.ndarray:
         fr = self.frames.get(index)
         if fr is None or not fr.boxes:
             return np.zeros((0, 4))
         keep = np.asarray(fr.scores) >= opts.min_score
         if wanted is not None:
             ids, names = wanted
-            cls = [(i is not None and i in ids)
-                   or (bool(names) and (n if n is not None else self._name_of(i)) in names)
-                   for i, n in zip(fr.ids, fr.names, strict=True)]
+            cls = [
+                (i is not None and i in ids)
+                or (bool(names) and (n if n is not None else self._name_of(i)) in names)
+                for i, n in zip(fr.ids, fr.names, strict=True)
+            ]
             keep &= np.asarray(cls, bool)
         return np.asarray(fr.boxes, np.float64)[keep]
 
@@ -393,12 +488,14 @@ class DetsSource(RoiSource):
         if past and to_the_end:
             self._notes.append(
                 f"dets: {self.path} has detections for {len(past)} frame(s) past the input's "
-                f"last frame {last} (frames {past[0]}..{past[-1]}); ignored")
+                f"last frame {last} (frames {past[0]}..{past[-1]}); ignored"
+            )
         if not inside:
             self._notes.append(
                 f"dets: no detection in {self.path} falls on the encoded frames {first}..{last} "
                 "(frame numbers are 0-based and count from the input's first frame, before "
-                "--skip); every map is background")
+                "--skip); every map is background"
+            )
         for n in self._notes:
             log.warning("note: %s", n)
 

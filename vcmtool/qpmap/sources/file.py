@@ -21,8 +21,11 @@ class FileSource(QPMapSource):
         if maps.ctu != ctx.ctu:
             # A .qpm carries its own CTU size. Letting it override --ctu would hand the encoder
             # a grid of another block size than the one the run checked its backend against.
-            fix = (f"run with --ctu {maps.ctu}" if maps.ctu in (16, 32, 64, 128)
-                   else "encodes take --ctu 16, 32, 64 or 128")
+            fix = (
+                f"run with --ctu {maps.ctu}"
+                if maps.ctu in (16, 32, 64, 128)
+                else "encodes take --ctu 16, 32, 64 or 128"
+            )
             raise UsageError(
                 f"{self.arg}: its maps are on a {maps.ctu}x{maps.ctu} CTU grid (.qpm header) but "
                 f"--ctu is {ctx.ctu}; {fix}"

@@ -30,16 +30,13 @@ from vcmtool.qpmap.sources.base import QPMAP_SOURCES, MapContext, QPMapSource
 class RoiOptions:
     """The options of ``roi`` and ``dets`` (``--roi-*``; ``roi_*`` keys in ``map_options``)."""
 
-    qp_in: int | None = option(None, cli="--roi-qp-in", min=0, max=63,
-                               help="QP inside objects (default: qp-4)")
-    qp_out: int | None = option(None, cli="--roi-qp-out", min=0, max=63,
-                                help="background QP (default: qp+6)")
-    margin: float = option(16.0, cli="--roi-margin", min=0, max=4096,
-                           help="pixels added around each box")
-    min_score: float = option(0.3, cli="--roi-min-score", min=0, max=1,
-                              help="minimum detection score")
-    classes: list[str] | None = option(None, cli="--roi-classes",
-                                       help="comma-separated class names to keep")
+    qp_in: int | None = option(
+        None, cli="--roi-qp-in", min=0, max=63, help="QP inside objects (default: qp-4)"
+    )
+    qp_out: int | None = option(None, cli="--roi-qp-out", min=0, max=63, help="background QP (default: qp+6)")
+    margin: float = option(16.0, cli="--roi-margin", min=0, max=4096, help="pixels added around each box")
+    min_score: float = option(0.3, cli="--roi-min-score", min=0, max=1, help="minimum detection score")
+    classes: list[str] | None = option(None, cli="--roi-classes", help="comma-separated class names to keep")
 
     def qps(self, base: int) -> tuple[int, int]:
         """The QPs inside and outside the boxes at base QP ``base``."""
@@ -48,8 +45,9 @@ class RoiOptions:
         return int(q_in), int(q_out)
 
 
-def boxes_to_map(boxes: np.ndarray, height: int, width: int, ctu: int, opts: RoiOptions,
-                 qp: int) -> np.ndarray:
+def boxes_to_map(
+    boxes: np.ndarray, height: int, width: int, ctu: int, opts: RoiOptions, qp: int
+) -> np.ndarray:
     """The ROI map of one frame at base QP ``qp``: boxes (N, 4) ``x0, y0, x1, y1`` in pixels,
     grown by the margin, get the inside QP, every other CTU the background QP; parts outside
     the frame are clipped away."""
