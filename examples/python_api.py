@@ -17,7 +17,7 @@ clip = vcmtool.open_video(clip_path, frames=8)
 print(clip.info.width, clip.info.height, clip.info.fps, clip.count(), "frames")
 
 # %% the QP map a detector-driven encode would apply (maps.data: frames x rows x cols)
-maps, stats = vcmtool.qpmap(clip_path, frames=8, qpmap="roi", qp=32, overwrite=True, overlay=out / "roi.png")
+maps, stats = vcmtool.qpmaps(clip_path, frames=8, qpmap="roi", qp=32, overwrite=True, overlay=out / "roi.png")
 print("roi map QPs", stats["min"], "..", stats["max"], "mean", round(stats["mean"], 2))
 
 # %% two encodes: uniform QP and the ROI map; each returns the report `vcmtool encode --json` prints

@@ -120,7 +120,7 @@ def test_python_api_matches_the_cli(bikes_y4m, tmp_path):
         vcmtool.encode(bikes_y4m, tmp_path / "api.hevc", qp=34)
     with pytest.raises(UsageError, match="unknown option"):
         vcmtool.encode(bikes_y4m, tmp_path / "z.hevc", qpp=34)
-    maps, stats = vcmtool.qpmap(
+    maps, stats = vcmtool.qpmaps(
         bikes_y4m, tmp_path / "m.qpm", qpmap="roi", qp=30, frames=2, roi_qp_in=24, roi_qp_out=40
     )
     assert maps.data.shape[0] == 2 and set(maps.data.ravel()) <= {24, 40}

@@ -177,10 +177,10 @@ def test_plugin_option_from_the_python_api_and_a_manifest(site, bikes_y4m, tmp_p
         from vcmtool.errors import UsageError
 
         clip = {str(bikes_y4m)!r}
-        maps, _ = vcmtool.qpmap(clip, qpmap="stripes", stripes_width=2, qp={QP}, frames=1)
+        maps, _ = vcmtool.qpmaps(clip, qpmap="stripes", stripes_width=2, qp={QP}, frames=1)
         out = {{"columns": maps.data[0, 0].tolist()}}
         try:
-            vcmtool.qpmap(clip, qpmap="stripes", stripes_width=65, frames=1)
+            vcmtool.qpmaps(clip, qpmap="stripes", stripes_width=65, frames=1)
         except UsageError as e:
             out["api_error"] = str(e)
         rows = parse_manifest(json.dumps({{"input": clip, "qpmap": "stripes",

@@ -1,6 +1,6 @@
 """vcmtool: encoder-side toolchain for video coding for machines.
 
-The public Python API (``vcmtool.encode``, ``vcmtool.qpmap``, ``vcmtool.open_video``) lives in
+The public Python API (``vcmtool.encode``, ``vcmtool.qpmaps``, ``vcmtool.open_video``) lives in
 :mod:`vcmtool.api`; it is imported on first use so that ``import vcmtool`` stays cheap.
 """
 
@@ -9,11 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "encode", "open_video", "qpmap"]
+__all__ = ["__version__", "encode", "open_video", "qpmaps"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("encode", "qpmap", "open_video"):
+    if name in ("encode", "qpmaps", "open_video"):
         from vcmtool import api
 
         return getattr(api, name)

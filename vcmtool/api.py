@@ -1,6 +1,6 @@
 """The Python API: what the CLI does, callable from a notebook or another program.
 
-``encode`` and ``qpmap`` take the CLI's options as keyword arguments (``qpmap="roi"``,
+``encode`` and ``qpmaps`` take the CLI's options as keyword arguments (``qpmap="roi"``,
 ``qp=30``, ``codec="x265"``, ``params={"rd": "1"}``, a QP-map source's options by their
 ``map_options`` keys: ``roi_qp_in=26``, a plug-in's ``stripes_width=2``, ...) and return the same
 report ``vcmtool encode --json`` prints. They apply the same checks (option ranges, the output
@@ -77,7 +77,7 @@ def encode(
     return run_encode(job)
 
 
-def qpmap(
+def qpmaps(
     input: PathLike,
     output: PathLike | None = None,
     *,
@@ -111,4 +111,4 @@ def open_video(
     return _open_video(os.fspath(path), size, fps, pix_fmt, skip, frames)
 
 
-__all__ = ["encode", "open_video", "qpmap"]
+__all__ = ["encode", "open_video", "qpmaps"]
