@@ -69,6 +69,10 @@ def test_quiet_prints_nothing_but_verbose_logs(bikes_y4m, tmp_path):
         ("qpmap", "{clip}", "-o", "{tmp}/m.qpm", "--frames", "2", "--json"),
         ("encode", "{clip}", "-o", "{tmp}/e.hevc", "--json", *FAST),
         ("verify", "{tmp}/g.json", "--json"),
+        ("media", "skimage:coffee", "--json"),
+        ("fetch-models", "--json"),
+        ("mfiba", "show", "--json"),
+        ("batch", "{tmp}/m.csv", "--outdir", "{tmp}/bo", "-j", "1"),
     ],
 )
 def test_json_commands_print_only_json_on_stdout(bikes_y4m, tmp_path, argv):
@@ -83,6 +87,8 @@ def test_json_commands_print_only_json_on_stdout(bikes_y4m, tmp_path, argv):
             *FAST,
         )
         assert r.returncode == 0, r.stderr
+    if argv[0] == "batch":  # batch's rows are JSON lines on stdout, with or without --json
+        (tmp_path / "m.csv").write_text(f"input,qp,frames,preset,measure\n{bikes_y4m},34,2,ultrafast,no\n")
     args = [a.format(clip=bikes_y4m, tmp=tmp_path) for a in argv]
     r = run_cli(*args)
     assert r.returncode == 0, r.stderr
