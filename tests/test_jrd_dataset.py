@@ -62,9 +62,10 @@ def snapshot(root: Path) -> dict[str, bytes]:
 
 def test_contract(built):
     m = json.loads((built / "manifest.json").read_text())
-    assert m["version"] == 1 and m["codec"] == "hevc" and m["qp_max"] == 51 and m["ctu"] == 64
+    assert m["version"] == 2 and m["codec"] == "hevc" and m["qp_max"] == 51 and m["ctu"] == 64
     assert m["thresholds"] == {"mask": 0.05, "box": 0.1, "score": 0.05, "cls": 0.0, "c": 1}
     assert m["mask_distance"].startswith("n/a: task model has no masks")
+    assert m["labels"] == {"rule": "monotone", "track_percentile": 20.0, "codings": ["intra"]}
     assert [f["source"].endswith("broken.jpg") for f in m["failed"]] == [True]
     assert "broken.jpg" in m["failed"][0]["error"]
     assert {e["source"] for e in m["images"]} == {
@@ -89,10 +90,11 @@ def test_contract(built):
             assert inst["size"] in ("small", "medium", "large")
             assert all(len(v) == 3 for v in inst["curve"].values())
             assert inst["curve"]["box"][0] < 0.05  # QP 0 is practically lossless
-            assert inst["l_max"] in doc["qps"]
+            assert inst["l_max"] in doc["qps"] and inst["label"] in doc["qps"]
+            assert inst["label_raw"] <= inst["l_max"]  # monotone never above eq. 1
             x0, y0, x1, y1 = (int(round(v)) for v in inst["box"])
             cy, cx = min((y0 + y1) // 2, px.shape[0] - 1), min((x0 + x1) // 2, px.shape[1] - 1)
-            assert px[cy, cx] <= inst["l_max"]  # the instance region carries its label
+            assert px[cy, cx] <= inst["label"]  # the instance region carries its label
         if not doc["instances"]:
             assert (grid == 51).all() and doc["qps"] == []
     assert n_inst >= 2

@@ -158,3 +158,46 @@ def test_real_image_lmax_consistent_with_curve(real_curves):
         else:
             assert lm == qps[0]
     assert len(list(work.glob("qp*.npz"))) == len(qps)  # each QP coded once and kept
+
+
+def test_monotone_label_stops_at_first_failure_where_eq1_skips_the_dip():
+    from vcmtool.lab.jrd.labels import label_of, monotone_label
+
+    levels = [10, 20, 30, 40, 50, 51]
+    flicker = [True, True, False, True, False, True]  # pass, pass, fail, pass, fail, pass
+    assert monotone_label(levels, flicker) == 20  # first failure (30) - 1 level
+    assert l_max(levels, flicker) == 51  # eq. 1: the top passes and nothing above it fails
+    assert label_of("eq1", levels, flicker) == 51 and label_of("monotone", levels, flicker) == 20
+    dip = [True, True, False, True, True, False]
+    assert monotone_label(levels, dip) == 20 and l_max(levels, dip) == 50
+    assert monotone_label(levels, [True] * 6) == 51 == l_max(levels, [True] * 6)
+    assert monotone_label(levels, [False] + [True] * 5) == 10  # nothing safe: the finest level
+    assert first_failure(levels, flicker) == 30
+    with pytest.raises(ValueError):
+        label_of("median", levels, flicker)
+    # monotone <= eq. 1 on every curve
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        p = list(rng.random(6) < 0.7)
+        assert monotone_label(levels, p) <= l_max(levels, p)
+
+
+def test_track_linking_and_low_percentile_smoothing():
+    from vcmtool.lab.jrd.labels import link_tracks, smooth_track
+
+    car = (10, 10, 60, 40)
+    frames = [
+        [(car, 2), ((100, 100, 140, 180), 0)],
+        [((102, 101, 142, 181), 0), ((11, 10, 61, 40), 2)],  # both moved a little, order swapped
+        [((12, 10, 62, 40), 7), ((103, 101, 143, 181), 0)],  # the car became class 7: a new track
+        [((200, 0, 220, 20), 0)],  # the person vanished, something new appeared
+    ]
+    ids = link_tracks(frames)
+    assert ids[0] == [0, 1] and ids[1] == [1, 0] and ids[2] == [2, 1] and ids[3] == [3]
+    # a person track whose label flickers down in one frame out of six
+    levels = list(range(52))
+    track = [40, 41, 40, 12, 42, 40]
+    assert smooth_track(track, levels, 20) == 40  # the flicker does not set it
+    assert smooth_track(track, levels, 0) == 12  # the strictest frame
+    assert smooth_track([30, 38], [22, 32, 42, 51], 20) == 22  # rounded down to a coded level
+    assert smooth_track([30, 38], [22, 30, 42, 51], 20) == 30

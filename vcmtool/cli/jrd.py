@@ -95,6 +95,28 @@ def _parse_qps(text: str | None) -> tuple[int, ...]:
     show_default=True,
     help="write images/<id>.png (without, the loader regenerates them from the source)",
 )
+@click.option(
+    "--label",
+    "label_rule",
+    type=click.Choice(["monotone", "eq1"]),
+    default="monotone",
+    show_default=True,
+    help="instance label: monotone = first failing QP - 1; eq1 = the paper's eq. 1",
+)
+@click.option(
+    "--track-percentile",
+    type=click.FloatRange(0, 100),
+    default=20.0,
+    show_default=True,
+    help="in clips, every instance of a track takes this percentile of the track's labels (0: off)",
+)
+@click.option(
+    "--coding",
+    type=click.Choice(["intra", "lowdelay"]),
+    default="intra",
+    show_default=True,
+    help="lowdelay: also label clip frames under low-delay P coding of their chunk (a second label set)",
+)
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True)
 @click.option("--engine", type=click.Choice(["process", "ray"]), default="process", show_default=True)
 @click.option("--address", help="Ray cluster address (--engine ray); default: a local Ray")
@@ -120,6 +142,9 @@ def build_dataset_cmd(
     match_iou,
     split_chunk,
     images,
+    label_rule,
+    track_percentile,
+    coding,
     workers,
     engine,
     address,
@@ -141,6 +166,9 @@ def build_dataset_cmd(
         ref_min_score=ref_min_score,
         match_iou=match_iou,
         split_chunk=split_chunk,
+        label=label_rule,
+        track_percentile=track_percentile,
+        coding=coding,
     )
     rep = build_dataset(
         list(sources), output, cfg, every, max_frames, workers, engine, address, write_images=images
@@ -153,6 +181,8 @@ def build_dataset_cmd(
         "resumed": rep.cached,
         "seconds": round(rep.seconds, 1),
         "images_per_minute": round(rep.images_per_minute, 2),
+        "labels": rep.manifest.get("labels"),
+        "lowdelay_failed": rep.lowdelay_failed,
         "stats": stats,
     }
     if as_json:
@@ -171,3 +201,43 @@ def build_dataset_cmd(
     )
     if stats.get("plot"):
         console.print(f"plots: {stats['plot']}")
+
+
+@jrd.command("relabel")
+@click.argument("dataset", type=click.Path(file_okay=False))
+@click.option(
+    "--label",
+    "label_rule",
+    type=click.Choice(["monotone", "eq1"]),
+    default="monotone",
+    show_default=True,
+    help="instance label rule",
+)
+@click.option(
+    "--track-percentile",
+    type=click.FloatRange(0, 100),
+    help="track smoothing percentile (0: off) [the dataset's; 20 for a version 1 dataset]",
+)
+@click.option("--plots/--no-plots", default=True, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def relabel_cmd(dataset, label_rule, track_percentile, plots, as_json) -> None:
+    """Recompute DATASET's labels from its stored per-instance curves (no encoding)."""
+    from vcmtool.lab.jrd.format import load_dataset
+    from vcmtool.lab.jrd.relabel import relabel
+    from vcmtool.lab.jrd.stats import write_stats
+
+    if track_percentile is None and load_dataset(dataset).manifest.get("version") == 1:
+        track_percentile = 20.0
+    res = relabel(dataset, label_rule, track_percentile)
+    stats = write_stats(dataset, plots=plots)
+    summary = {k: res[k] for k in ("dataset", "labels", "previous", "changed")} | {
+        "mean_label_by_size": stats["mean_lmax_by_size"]
+    }
+    if as_json:
+        emit_json(summary)
+        return
+    lab = res["labels"]
+    console.print(
+        f"{dataset}: labels {lab['rule']}, track percentile {lab['track_percentile']:g}, "
+        f"sets {', '.join(lab['codings'])}; changed {res['changed']}"
+    )

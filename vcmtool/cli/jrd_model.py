@@ -85,6 +85,13 @@ def _print_errors(title: str, res: dict) -> None:
     show_default=True,
     help="extra loss weight on CTUs inside labelled instances (0 = the paper's loss)",
 )
+@click.option(
+    "--coding",
+    type=click.Choice(["intra", "lowdelay"]),
+    default="intra",
+    show_default=True,
+    help="label set to train on (lowdelay: the dataset must be built with --coding lowdelay)",
+)
 @click.option("--json", "as_json", is_flag=True)
 def train_cmd(
     dataset: str,
@@ -106,6 +113,7 @@ def train_cmd(
     augment: bool,
     clip: float | None,
     instance_weight: float,
+    coding: str,
     as_json: bool,
 ) -> None:
     """Train SNN-JRD (or the EL-JRD baseline) on a JRD dataset's train split."""
@@ -128,6 +136,7 @@ def train_cmd(
         augment=augment,
         clip=clip,
         instance_weight=instance_weight,
+        coding=coding,
     )
     res = train(dataset, output, opts, task_model, log=lambda m: console.print(m, markup=False))
     if as_json:
@@ -164,8 +173,15 @@ def export_cmd(checkpoint: str, output: str, unrolled: bool, as_json: bool) -> N
 )
 @click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True)
 @click.option("--task-model", default="yolov3-tiny", show_default=True)
+@click.option(
+    "--coding",
+    type=click.Choice(["intra", "lowdelay"]),
+    help="label set to score against [the one the model was trained on]",
+)
 @click.option("--json", "as_json", is_flag=True)
-def eval_cmd(dataset: str, model_path: str | None, split: str, task_model: str, as_json: bool) -> None:
+def eval_cmd(
+    dataset: str, model_path: str | None, split: str, task_model: str, coding: str | None, as_json: bool
+) -> None:
     """Mean absolute QP error per instance size (E_s/E_m/E_l/E_total) of an ONNX model."""
     from vcmtool.errors import InputError
     from vcmtool.lab.jrd.metrics import default_cache, evaluate, load_samples
@@ -173,13 +189,15 @@ def eval_cmd(dataset: str, model_path: str | None, split: str, task_model: str, 
 
     path = Path(model_path) if model_path else DEFAULT_MODELS["snn"]
     pred = JrdPredictor(path)
-    samples = load_samples(dataset, split, task_model, default_cache(task_model))
+    coding = coding or pred.meta.get("label_coding", "intra")
+    samples = load_samples(dataset, split, task_model, default_cache(task_model), coding=coding)
     if not samples:
         raise InputError(f"{dataset}: no {split} images")
     res = {
         "model": str(path),
         "kind": pred.kind,
         "split": split,
+        "coding": coding,
         "images": len(samples),
         **evaluate(pred.predict, samples),
     }

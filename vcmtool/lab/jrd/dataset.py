@@ -30,6 +30,7 @@ from vcmtool.io.frame import Frame, VideoInfo
 from vcmtool.io.open import Clip
 from vcmtool.lab.jrd import format as fmt
 from vcmtool.lab.jrd.labels import (
+    LABEL_RULES,
     MATCH_IOU,
     REF_MIN_SCORE,
     Instance,
@@ -37,11 +38,12 @@ from vcmtool.lab.jrd.labels import (
     distances,
     first_failure,
     l_max,
+    label_of,
     pixel_label,
     reference_instances,
     size_class,
 )
-from vcmtool.lab.jrd.sources import FrameRef, expand, is_video, load_frame
+from vcmtool.lab.jrd.sources import FrameRef, expand, is_video, load_frame, load_frames
 from vcmtool.qpmap.raster import pool_ctu
 from vcmtool.runner import Item, Outcome, run_items
 
@@ -50,6 +52,8 @@ from vcmtool.runner import Item, Outcome, run_items
 DEFAULT_PRESETS = {"kvazaar": "ultrafast", "x265": "ultrafast", "vvenc": "faster"}
 WORK = ".work"
 STATE = ".state"
+STATE_LOWDELAY = ".state-lowdelay"
+CODINGS = ("intra", "lowdelay")
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,11 @@ class BuildConfig:
     ctu: int = 64
     split_chunk: int = 25  # video frames per split group (no near-duplicates across splits)
     split_seed: int = 0
+    # How labels are derived from the stored curves (recomputable without encoding: relabel.py)
+    label: str = "monotone"  # or "eq1"
+    track_percentile: float = 20.0  # 0: no track smoothing
+    # "intra": per-frame intra labels; "lowdelay": also low-delay P labels of clip chunks
+    coding: str = "intra"
 
     def resolved(self) -> BuildConfig:
         from vcmtool.encoders import get_encoder
@@ -76,6 +85,12 @@ class BuildConfig:
         qps = tuple(sorted(set(self.qps))) if self.qps else tuple(range(lo, hi + 1))
         if qps[0] < lo or qps[-1] > hi:
             raise UsageError(f"--qps must lie in {lo}..{hi} for {self.encoder}")
+        if self.label not in LABEL_RULES:
+            raise UsageError(f"--label {self.label}: use one of {', '.join(LABEL_RULES)}")
+        if self.coding not in CODINGS:
+            raise UsageError(f"--coding {self.coding}: use one of {', '.join(CODINGS)}")
+        if not 0 <= self.track_percentile <= 100:
+            raise UsageError("--track-percentile must lie in 0..100")
         preset = self.preset or DEFAULT_PRESETS.get(self.encoder, "medium")
         return replace(self, qps=qps, preset=preset)
 
@@ -221,9 +236,10 @@ def label_image(payload: dict[str, Any]) -> dict[str, Any]:
         curve = [distances(ref, cands, h, w, cfg.match_iou) for cands, _ in per_qp]
         passed = [d.within(thr) for d in curve]
         lm = l_max(qps, passed, thr.c)
+        lab = label_of(cfg.label, qps, passed, thr.c)
         region = ref.region(h, w)
         area = int(np.count_nonzero(region))
-        regions.append((region, lm))
+        regions.append((region, lab))
         records.append(
             {
                 "index": t,
@@ -237,11 +253,18 @@ def label_image(payload: dict[str, Any]) -> dict[str, Any]:
                 "size": size_class(area),
                 "l_max": lm,
                 "first_failure": first_failure(qps, passed),
+                "label": lab,  # by cfg.label; relabel.py smooths it along tracks afterwards
                 "curve": {
                     k: [d.to_json()[k] for d in curve] for k in ("mask", "box", "score", "cls", "matched")
                 }
                 | {"passed": passed},
             }
+        )
+    if refs and refs[0].mask is not None:  # the regions a relabel needs (boxes are in the JSON)
+        _save_npz(
+            root / fmt.masks_rel(iid),
+            masks=np.packbits(np.stack([r.mask for r in refs]), axis=-1),
+            width=np.int64(w),
         )
     qp_max = get_qp_max(cfg.encoder)
     px = pixel_label(h, w, regions, qp_max)
@@ -279,6 +302,147 @@ def label_image(payload: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# ---------------------------------------------------------------------------- low-delay chunks
+
+
+class _ChunkDetector:
+    """Low-delay P coding (gop 0: one I frame, then P, as ``vcmtool encode`` codes by default)
+    of a chunk's frames at one QP, decoded and detected on the sampled frames; memoised on disk
+    like :class:`_QPDetector`."""
+
+    def __init__(self, cfg: BuildConfig, frames: list[Frame], picks: list[int], model, work: Path) -> None:
+        from vcmtool.encoders import EncodeSettings, get_encoder
+
+        self.cfg, self.frames, self.picks, self.model, self.work = cfg, frames, picks, model, work
+        self.enc = get_encoder(cfg.encoder)
+        self.settings = EncodeSettings(preset=cfg.preset, intra_period=0, threads=1)
+        self.encoded = 0
+
+    def process(self, qp: int) -> tuple[list[list[Instance]], int]:
+        from vcmtool.qpmap.maps import QPMaps
+        from vcmtool.tasks import Detections
+
+        cache = self.work / f"ld_qp{qp:02d}.npz"
+        if cache.exists():
+            try:
+                with np.load(cache) as z:
+                    out = []
+                    for k in range(len(self.picks)):
+                        sel = z["pick"] == k
+                        out.append(
+                            _instances_of(Detections(z["boxes"][sel], z["scores"][sel], z["classes"][sel]))
+                        )
+                    return out, int(z["bits"])
+            except (OSError, ValueError, KeyError):
+                pass
+        h, w = self.frames[0].height, self.frames[0].width
+        n = self.picks[-1] + 1  # low delay is causal: frames after the last sampled one change nothing
+        maps = self.enc.prepare_maps(QPMaps.uniform(qp, n, h, w, self.cfg.ctu), self.settings)
+        if int(maps.data.min()) != qp or int(maps.data.max()) != qp:
+            raise EncoderError(f"{self.cfg.encoder} cannot code QP {qp} uniformly")
+        from vcmtool.decode import decoded_frames
+
+        want = set(self.picks)
+        decs: dict[int, Frame] = {}
+        with tempfile.TemporaryDirectory(prefix="vcmtool-jrd-ld-") as tmp:
+            out_path = Path(tmp) / f"q{qp}{self.enc.capabilities().extension}"
+            self.enc.encode(Clip("<jrd-lowdelay>", _Frames(self.frames[:n])), maps, self.settings, out_path)
+            self.encoded += 1
+            bits = out_path.stat().st_size * 8
+            for i, dec in enumerate(decoded_frames(out_path, 8)):
+                if i in want:
+                    decs[i] = Frame(dec.y[:h, :w], dec.u[: h // 2, : w // 2], dec.v[: h // 2, : w // 2], 0, 8)
+        if len(decs) != len(want):
+            raise EncoderError(f"{self.cfg.encoder} QP {qp}: low-delay stream decoded to too few frames")
+        dets = [self.model.detect(decs[i].to_bgr()) for i in self.picks]
+        arrays = {
+            "boxes": np.concatenate([d.boxes.reshape(-1, 4) for d in dets]).astype(np.float32),
+            "scores": np.concatenate([d.scores for d in dets]).astype(np.float32),
+            "classes": np.concatenate([d.classes for d in dets]).astype(np.int64),
+            "pick": np.concatenate([np.full(len(d), k, np.int64) for k, d in enumerate(dets)]),
+            "bits": np.int64(bits),
+        }
+        if all(d.masks is None for d in dets):  # masks are not memoised: recomputed on resume
+            _save_npz(cache, **arrays)
+        return [_instances_of(d) for d in dets], bits
+
+
+class _Frames(_OneFrame):
+    def __init__(self, frames: list[Frame]) -> None:
+        f0 = frames[0]
+        self._list = frames
+        self.info = VideoInfo(f0.width, f0.height, Fraction(1), "yuv420p", len(frames))
+
+    def frames(self) -> Iterator[Frame]:
+        yield from self._list
+
+
+def label_chunk(payload: dict[str, Any]) -> dict[str, Any]:
+    """Runner work item: low-delay curves of the sampled frames of one clip chunk.
+
+    Codes the chunk's frames from its first one up to its last sampled one at every QP, reads
+    pass/fail per sampled frame against the same reference instances as the intra labels, and
+    adds ``lowdelay`` to each frame's instances JSON (labels come from relabel.py).
+    """
+    import cv2
+
+    from vcmtool.tasks import get_task_model
+
+    t0 = time.perf_counter()
+    cfg = BuildConfig.from_json(payload["config"])
+    root = Path(payload["root"])
+    start, ids, frames_idx = int(payload["start"]), payload["ids"], payload["frames"]
+    picks = [f - start for f in frames_idx]
+    frames = load_frames(payload["source"], start, picks[-1] + 1)
+    h, w = frames[0].height, frames[0].width
+    model = get_task_model(cfg.task_model, score_threshold=min(cfg.det_score, cfg.ref_min_score))
+    cv2.setNumThreads(int(payload.get("threads", 1)))
+    refs = [
+        reference_instances(*_det_arrays(model.detect(frames[p].to_bgr())), min_score=cfg.ref_min_score)
+        for p in picks
+    ]
+    docs = [json.loads((root / fmt.instances_rel(i)).read_text()) for i in ids]
+    for iid, doc, r in zip(ids, docs, refs, strict=True):
+        if len(doc["instances"]) != len(r):
+            raise EncoderError(f"{iid}: reference instances differ from the intra build's; rebuild")
+    qps = list(cfg.qps) if any(refs) else []
+    detector = _ChunkDetector(cfg, frames, picks, model, root / WORK / payload["key"])
+    per_qp = [detector.process(qp) for qp in qps]
+    thr = cfg.thresholds
+    for k, (iid, doc) in enumerate(zip(ids, docs, strict=True)):
+        for ref, rec in zip(refs[k], doc["instances"], strict=True):
+            curve = [distances(ref, cands[k], h, w, cfg.match_iou) for cands, _ in per_qp]
+            passed = [d.within(thr) for d in curve]
+            rec["lowdelay"] = {
+                "l_max": l_max(qps, passed, thr.c),
+                "first_failure": first_failure(qps, passed),
+                "label": label_of(cfg.label, qps, passed, thr.c),
+                "curve": {
+                    k2: [d.to_json()[k2] for d in curve] for k2 in ("mask", "box", "score", "cls", "matched")
+                }
+                | {"passed": passed},
+            }
+        doc["lowdelay"] = {
+            "qps": qps,
+            "bits": [b for _, b in per_qp],  # the whole coded stream (frames first..last sampled)
+            "frames": [start, start + picks[-1]],
+            "gop": 0,
+        }
+        write_text_atomic(root / fmt.instances_rel(iid), json.dumps(doc, separators=(",", ":")))
+    shutil.rmtree(root / WORK / payload["key"], ignore_errors=True)
+    return {
+        "key": payload["key"],
+        "frames": len(ids),
+        "encodes": detector.encoded,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+
+
+def chunk_key(source: str, chunk: int) -> str:
+    name = re.sub(r"[^A-Za-z0-9]+", "_", Path(source.rsplit(":", 1)[-1]).stem).strip("_")[:40] or "clip"
+    return f"ld-{name}-{hashlib.md5(source.encode()).hexdigest()[:6]}-c{chunk:04d}"
+
+
 def _det_arrays(det) -> tuple:
     return det.boxes, det.scores, det.classes, det.masks
 
@@ -299,6 +463,7 @@ class BuildReport:
     failed: int = 0
     fresh: int = 0  # labelled by this run
     cached: int = 0  # finished by an earlier run of the same item list
+    lowdelay_failed: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     manifest: dict[str, Any] = field(default_factory=dict)
 
@@ -330,6 +495,9 @@ def _manifest_head(cfg: BuildConfig) -> dict[str, Any]:
         if _has_masks(model)
         else "n/a: task model has no masks "
         "(box-region masks used, so it equals the box distance at pixel precision)",
+        # provisional while items run (per-frame labels by the rule, not yet smoothed); the
+        # relabel pass at the end of the build rewrites it
+        "labels": fmt.label_info(cfg.label, 0.0, ["intra"]),
         "build": cfg.to_json(),
     }
 
@@ -360,7 +528,10 @@ def _previous(root: Path, head: dict[str, Any]) -> dict[str, Any] | None:
 
 def _label_settings(build: dict[str, Any]) -> dict[str, Any]:
     # Splits are assigned by the main process from ids alone; changing them relabels nothing.
-    return {k: v for k, v in build.items() if k not in ("split_chunk", "split_seed")}
+    # The label rule and track smoothing are recomputed from the stored curves (relabel.py), and
+    # --coding lowdelay only adds work: none of them invalidates what is already measured.
+    skip = ("split_chunk", "split_seed", "label", "track_percentile", "coding")
+    return {k: v for k, v in build.items() if k not in skip}
 
 
 def build_dataset(
@@ -416,6 +587,7 @@ def build_dataset(
     for f in (previous or {}).get("failed", []):
         if f.get("id") not in by_id:
             failed[f["id"]] = f
+    fresh_ids: set[str] = set()
     t0 = time.perf_counter()
     outcomes: Iterator[Outcome] = run_items(
         label_image, items, root / STATE, workers, engine, address, desc="images"
@@ -435,12 +607,69 @@ def build_dataset(
             )
             report.cached += oc.cached
             report.fresh += not oc.cached
+            if not oc.cached:
+                fresh_ids.add(iid)
         else:
             failed[iid] = {"source": ref.source, "frame": ref.frame, "id": iid, "error": oc.error}
         report.manifest = _write_manifest(root, head, done, failed)  # progressive: usable early
+    if cfg.coding == "lowdelay":
+        _lowdelay_phase(root, cfg, done, fresh_ids, workers, engine, address, threads, report)
+    from vcmtool.lab.jrd.relabel import relabel
+
+    report.manifest = relabel(root, cfg.label, cfg.track_percentile)["manifest"]
+    if report.lowdelay_failed:
+        report.manifest["lowdelay_failed"] = report.lowdelay_failed
+        write_text_atomic(root / fmt.MANIFEST, json.dumps(report.manifest, indent=1))
     report.seconds = time.perf_counter() - t0
     report.images, report.failed = len(done), len(report.manifest.get("failed", []))
     return report
+
+
+def _lowdelay_phase(
+    root: Path,
+    cfg: BuildConfig,
+    done: dict[str, dict[str, Any]],
+    fresh_ids: set[str],
+    workers: int,
+    engine: str,
+    address: str | None,
+    threads: int,
+    report: BuildReport,
+) -> None:
+    """One work item per clip chunk holding labelled frames (stills keep their intra labels:
+    a picture coded alone is an intra picture)."""
+    chunks: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for e in done.values():
+        if is_video(e["source"]):
+            chunks.setdefault((e["source"], int(e["frame"]) // cfg.split_chunk), []).append(e)
+    items = []
+    state = root / STATE_LOWDELAY
+    for (source, c), entries in sorted(chunks.items()):
+        entries.sort(key=lambda e: int(e["frame"]))
+        key = chunk_key(source, c)
+        # a frame re-labelled intra by this run lost its lowdelay curves: code its chunk again
+        if any(e["id"] in fresh_ids for e in entries):
+            (state / f"{key}.json").unlink(missing_ok=True)
+        items.append(
+            Item(
+                key,
+                {
+                    "root": str(root.resolve()),
+                    "config": cfg.to_json(),
+                    "key": key,
+                    "source": source,
+                    "start": c * cfg.split_chunk,
+                    "ids": [e["id"] for e in entries],
+                    "frames": [int(e["frame"]) for e in entries],
+                    "threads": threads,
+                },
+            )
+        )
+    failed = []
+    for oc in run_items(label_chunk, items, state, workers, engine, address, desc="low-delay chunks"):
+        if not oc.ok:
+            failed.append({"chunk": oc.item.key, "error": oc.error})
+    report.lowdelay_failed = failed
 
 
 def _round_robin(refs: list[FrameRef]) -> list[FrameRef]:

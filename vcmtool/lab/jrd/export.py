@@ -51,6 +51,10 @@ def export_onnx(checkpoint: str | Path, out: str | Path, unrolled: bool = False)
             "config": json.dumps(ck["config"]),
             "val": json.dumps(ck["history"][ck["epoch"] - 1]["val"] if ck["history"] else {}),
             "lif": "unrolled" if unrolled else "closed-form",
+            # the label set it learnt (checkpoints before labels were recorded: eq. 1 intra)
+            "label_coding": ck.get("labels", {}).get("coding", "intra"),
+            "label_rule": ck.get("labels", {}).get("rule", "eq1"),
+            "label_track_percentile": str(ck.get("labels", {}).get("track_percentile", 0.0)),
         }
         for k, v in meta.items():
             p = proto.metadata_props.add()

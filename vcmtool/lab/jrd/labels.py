@@ -8,6 +8,11 @@
   box 1-IoU, |score difference|, class difference.
 * l_max (eq. 1): the largest level l whose distances are all within the thresholds while
   level l+c is not.
+* The monotone label (vcmtool's default, docs/design.md "Label decision"): the largest level l
+  such that every level <= l passes (first failure - 1; the top level when nothing fails).
+* Track smoothing: in clips an instance is followed across the sampled frames of its chunk
+  (box IoU > 0.75, same class, one-to-one) and every member of a track takes a low percentile
+  of the track's labels, so one flickering frame does not set it.
 * Label map (3.3): a pixel map initialised to the maximum QP, instance regions take their
   l_max (overlaps the minimum), min-pooled to the CTU grid.
 """
@@ -189,6 +194,83 @@ def l_max(levels: Sequence[int], passed: Sequence[bool], c: int = 1) -> int:
 def first_failure(levels: Sequence[int], passed: Sequence[bool]) -> int | None:
     """The lowest failing level (an audit aid: eq. 1 can skip over a non-monotonic dip)."""
     return next((int(lv) for lv, p in zip(levels, passed, strict=True) if not p), None)
+
+
+LABEL_RULES = ("monotone", "eq1")
+
+
+def monotone_label(levels: Sequence[int], passed: Sequence[bool]) -> int:
+    """The largest level l such that the instance passes at every level <= l.
+
+    ``levels`` ascending. The level just below the first failing one; the top level when
+    nothing fails; the smallest level when even that fails (no level is safe, so the finest one
+    is the label, as :func:`l_max` does).
+    """
+    if len(levels) != len(passed) or not levels:
+        raise ValueError("levels and passed must be non-empty and of equal length")
+    if list(levels) != sorted(levels):
+        raise ValueError("levels must be ascending")
+    last = None
+    for lv, p in zip(levels, passed, strict=True):
+        if not p:
+            break
+        last = int(lv)
+    return int(levels[0]) if last is None else last
+
+
+def label_of(rule: str, levels: Sequence[int], passed: Sequence[bool], c: int = 1) -> int:
+    """An instance's label by ``rule``: "monotone" (default) or "eq1" (the paper's eq. 1)."""
+    if rule == "monotone":
+        return monotone_label(levels, passed)
+    if rule == "eq1":
+        return l_max(levels, passed, c)
+    raise ValueError(f"label rule {rule!r}: use one of {', '.join(LABEL_RULES)}")
+
+
+def link_tracks(
+    frames: Sequence[Sequence[tuple[Sequence[float], int]]], match_iou: float = MATCH_IOU
+) -> list[list[int]]:
+    """Track ids for the instances of consecutive frames (each a list of (box, class)).
+
+    An instance continues a track of the previous frame when their boxes overlap by IoU >
+    ``match_iou`` and the class is the same (the JRD matching rule, class required); pairs are
+    taken greedily by IoU, one-to-one; anything unmatched starts a new track. Returns one list of
+    track ids per frame, parallel to the input.
+    """
+    ids: list[list[int]] = []
+    nxt = 0
+    prev: Sequence[tuple[Sequence[float], int]] = []
+    for cur in frames:
+        got = [-1] * len(cur)
+        if prev and cur:
+            pb = np.array([b for b, _ in prev], np.float64).reshape(-1, 4)
+            pairs = []
+            for j, (box, cls) in enumerate(cur):
+                ious = box_iou(box, pb)
+                for i in np.flatnonzero(ious > match_iou):
+                    if prev[i][1] == cls:
+                        pairs.append((float(ious[i]), j, int(i)))
+            used: set[int] = set()
+            for _, j, i in sorted(pairs, reverse=True):
+                if got[j] < 0 and i not in used:
+                    got[j] = ids[-1][i]
+                    used.add(i)
+        for j in range(len(cur)):
+            if got[j] < 0:
+                got[j], nxt = nxt, nxt + 1
+        ids.append(got)
+        prev = cur
+    return ids
+
+
+def smooth_track(labels: Sequence[int], levels: Sequence[int], percentile: float) -> int:
+    """The label of a whole track: the ``percentile`` of its members' labels (linear
+    interpolation), rounded down to a coded level (a label is always a level that was tested)."""
+    if not labels:
+        raise ValueError("empty track")
+    v = float(np.percentile(np.asarray(labels, np.float64), percentile))
+    below = [int(lv) for lv in levels if lv <= v + 1e-9]
+    return below[-1] if below else int(min(levels))
 
 
 def size_class(area: float) -> str:

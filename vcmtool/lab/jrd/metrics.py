@@ -46,19 +46,25 @@ class Sample:
 
 
 def load_samples(
-    dataset_dir: str | Path, split: str, task_model: str, cache: Path, limit: int | None = None
+    dataset_dir: str | Path,
+    split: str,
+    task_model: str,
+    cache: Path,
+    limit: int | None = None,
+    coding: str = "intra",
 ) -> list[Sample]:
+    """Inputs and labels of ``split``; ``coding`` picks the label set (intra or lowdelay)."""
     from vcmtool.lab.jrd.format import load_dataset
     from vcmtool.tasks import get_task_model
 
     ds = load_dataset(dataset_dir)
-    entries = ds.entries(split)[:limit]
+    entries = ds.entries(split, coding)[:limit]
     cache.mkdir(parents=True, exist_ok=True)
     model = None
     out: list[Sample] = []
     for e in tqdm(entries, desc=f"inputs {split}", unit="img", leave=False, disable=None):
         path = cache / f"{e['id']}.npz"
-        label = ds.label(e).astype(np.float32)
+        label = ds.label(e, coding).astype(np.float32)
         inst = [{"box": i["box"], "size": i["size"]} for i in ds.instances(e)]
         if path.exists():
             x = np.load(path)["x"]

@@ -138,3 +138,17 @@ def load_frame(source: str, frame: int = 0) -> Frame:
     if fr is None:
         raise InputError(f"{source}: has no frame {frame}")
     return align(fr.to_bit_depth(8))
+
+
+def load_frames(source: str, start: int, count: int) -> list[Frame]:
+    """``count`` consecutive frames of a video from ``start`` (8-bit 4:2:0, 8-aligned, as
+    :func:`load_frame` gives them one by one): the chunk a low-delay label codes."""
+    res = _resolve(source)
+    if isinstance(res, np.ndarray):
+        return [load_frame(source, 0)]
+    check_not_reserved([res])
+    clip = open_video(res, skip=start, frames=count)
+    out = [align(fr.to_bit_depth(8)) for fr in clip.frames()]
+    if len(out) != count:
+        raise InputError(f"{source}: frames {start}..{start + count - 1} not all readable")
+    return out

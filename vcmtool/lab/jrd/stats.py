@@ -25,7 +25,7 @@ def dataset_stats(root: str | Path) -> dict[str, Any]:
         inst = ds.instances(e)
         empty += not inst
         for i in inst:
-            lmax[i["size"]].append(int(i["l_max"]))
+            lmax[i["size"]].append(int(i.get("label", i["l_max"])))  # version 1: eq. 1 labels
             classes[i["class"]] = classes.get(i["class"], 0) + 1
     edges = list(range(0, qp_max + 1, BIN))
     every = [v for s in SIZE_CLASSES for v in lmax[s]]
@@ -33,7 +33,10 @@ def dataset_stats(root: str | Path) -> dict[str, Any]:
     def hist(vals: list[int]) -> list[int]:
         return [sum(lo <= v < lo + BIN for v in vals) for lo in edges]
 
+    ld = [int(i["lowdelay"]["label"]) for e in ds.entries() for i in ds.instances(e) if "lowdelay" in i]
     return {
+        "labels": ds.labels,
+        "mean_label_lowdelay": round(float(np.mean(ld)), 2) if ld else None,
         "images": len(ds),
         "splits": {s: len(ds.entries(s)) for s in SPLITS},
         "failed": len(ds.manifest.get("failed", [])),

@@ -145,6 +145,7 @@ class TrainOptions:
     augment: bool = False  # random left-right mirror of input and labels
     clip: float | None = None  # max gradient norm
     instance_weight: float = 0.0  # extra loss weight of CTUs inside labelled instances
+    coding: str = "intra"  # which label set to train on: intra or lowdelay
 
 
 class WeightEma:
@@ -206,8 +207,10 @@ def train(
     ds = load_dataset(dataset_dir)
     qp_max, codec = ds.qp_max, ds.manifest.get("codec", "hevc")
     cache = Path(opts.cache) if opts.cache else default_cache(task_model)
-    train_s = load_samples(dataset_dir, "train", task_model, cache)
-    val_s = load_samples(dataset_dir, "val", task_model, cache)
+    ds.check_coding(opts.coding)
+    labels = {**ds.labels, "coding": opts.coding}  # what the model learns: recorded in checkpoints
+    train_s = load_samples(dataset_dir, "train", task_model, cache, coding=opts.coding)
+    val_s = load_samples(dataset_dir, "val", task_model, cache, coding=opts.coding)
     if not train_s:
         raise InputError(f"{dataset_dir}: no training images; build the dataset first")
     kind = KINDS[opts.kind]
@@ -301,6 +304,7 @@ def train(
             "qp_max": qp_max,
             "codec": codec,
             "dataset": str(dataset_dir),
+            "labels": labels,
             "lr": opts.lr,
             "train_images": len(train_s),
             "val_images": len(val_s),
