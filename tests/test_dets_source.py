@@ -148,7 +148,9 @@ def test_detections_past_the_clip_are_noted(bikes_y4m, tmp_path):
 
 def test_real_detector_output_gives_roi_maps(bikes_y4m, bus_jpg, tmp_path):
     """`vcmtool detect --json` into dets: is the same map as roi (all frames, then a --skip
-    window of the same detections file: its frame numbers are the source's)."""
+    window of the same detections file: its frame numbers are the source's), predicted on
+    every frame or every 3rd (boxes moved in between alike); under the default --map-interval
+    auto, dets: uses every frame's detections while roi predicts only some frames."""
     for name, media, window in (
         ("bus", bus_jpg, ()),
         ("bikes", bikes_y4m, ()),
@@ -158,7 +160,10 @@ def test_real_detector_output_gives_roi_maps(bikes_y4m, bus_jpg, tmp_path):
         assert det.returncode == 0, det.stderr
         dets = tmp_path / f"{name}.jsonl"
         dets.write_bytes(det.stdout)
-        for extra in ((), ("--roi-classes", "person,bus", "--roi-margin", "8")):
+        for extra in (
+            ("--map-interval", "1"),
+            ("--map-interval", "3", "--roi-classes", "person,bus", "--roi-margin", "8"),
+        ):
             got = []
             for spec in ("roi", f"dets:{dets}"):
                 out = tmp_path / f"{name}-{len(got)}.qpm"

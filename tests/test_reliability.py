@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import child_processes, run_cli
 
 from vcmtool.batch import parse_manifest
 from vcmtool.errors import UsageError
@@ -201,16 +201,7 @@ def _wait_for_child(proc: subprocess.Popen, name: str, timeout: float = 60) -> N
     deadline = time.time() + timeout
     while time.time() < deadline:
         assert proc.poll() is None, proc.stderr.read().decode()
-        kids = []
-        for d in Path("/proc").iterdir():
-            if d.name.isdigit():
-                try:
-                    stat = (d / "stat").read_text()
-                except OSError:
-                    continue
-                if int(stat.rsplit(")", 1)[1].split()[1]) == proc.pid:
-                    kids.append(stat.split("(", 1)[1].split(")", 1)[0])
-        if any(name in k for k in kids):
+        if any(name in k for k in child_processes(proc.pid)):
             return
         time.sleep(0.1)
     raise AssertionError(f"no {name} child within {timeout}s")

@@ -48,6 +48,9 @@ FIELDS: tuple[str, ...] = tuple(f.name for f in fields(EncodeJob))
 _PATH_FIELDS = ("input", "output", "overlay", "qpm_out", "side_stream_out", "csv")
 OUTPUT_FIELDS = ("output", "overlay", "qpm_out", "side_stream_out", "csv")
 PATH_PREFIXES = {"qpmap": "file:", "task_model": "onnx:"}
+# EncodeJob options added after batches existed, at their defaults: left out of the row key so
+# that a batch started before them resumes without redoing finished rows
+_LATER_DEFAULTS = {"scale": "1", "scale_filter": None}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -68,7 +71,11 @@ class Row:
 
 def job_key(job: EncodeJob) -> str:
     """Readable (``<stem>.<codec>.qp<qp>``) and unique (hash of every option)."""
-    digest = hashlib.md5(json.dumps(asdict(job), sort_keys=True).encode()).hexdigest()[:12]
+    options = asdict(job)
+    for name, default in _LATER_DEFAULTS.items():  # options added later: keys of older rows stay
+        if options.get(name) == default:
+            options.pop(name)
+    digest = hashlib.md5(json.dumps(options, sort_keys=True).encode()).hexdigest()[:12]
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(job.input).stem)[:40] or "item"
     return f"{stem}.{job.codec}.qp{job.qp}-{digest}"
 

@@ -18,6 +18,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from vcmtool.errors import UsageError
+from vcmtool.qpmap.propagate import parse_map_interval
 from vcmtool.qpmap.sources import check_source_options
 
 if TYPE_CHECKING:
@@ -83,13 +84,14 @@ def _check_map_options(o: Any) -> None:
 
 def check_job(job: EncodeJob) -> list[str]:
     """Refuse out-of-range options of ``job`` (one-line UsageError); return notes for what was
-    adjusted. Mutates ``job`` only to cap ``threads``."""
+    adjusted. Mutates ``job`` only to cap ``threads`` and to write ``map_interval`` in its
+    canonical form (``8``, ``"auto"``, ``"auto:4"``), and ``scale`` in its (``"0.75"``)."""
     notes: list[str] = []
     _int(job.qp, "qp", 0, QP_MAX, "--qp")
     _int(job.qp_offset, "qp_offset", -QP_MAX, QP_MAX, "--qp-offset")
     if job.ctu not in CTUS:
         raise UsageError(f"--ctu {job.ctu!r}: use 16, 32, 64 or 128")
-    _int(job.map_interval, "map_interval", 1, None, "--map-interval")
+    job.map_interval = parse_map_interval(job.map_interval).value  # "8" from a CSV manifest -> 8
     _int(job.intra_period, "intra_period", 0, None, "--intra-period")
     _int(job.skip, "skip", 0, None, "--skip")
     if job.frames is not None:
@@ -114,6 +116,7 @@ def check_job(job: EncodeJob) -> list[str]:
     if not isinstance(job.preset, str) or not _NAME.match(job.preset):
         raise UsageError(f"--preset {job.preset!r}: not a preset name")
     _check_map_options(job.map_options)
+    _check_scale(job)
     params = job.encoder_params
     if not isinstance(params, dict) or not all(
         isinstance(k, str) and isinstance(v, str | int | float) and not isinstance(v, bool)
@@ -123,6 +126,16 @@ def check_job(job: EncodeJob) -> list[str]:
     job.encoder_params = {k: str(v) for k, v in params.items()}
     _check_measure(job)
     return notes
+
+
+def _check_scale(job: EncodeJob) -> None:
+    """``scale``: a number in (0, 1] or "auto", written canonically ("1", "0.75", "auto");
+    ``scale_filter``: a downscaling filter name (vcmtool.resample)."""
+    from vcmtool.resample import canonical_scale, check_filter
+
+    job.scale = canonical_scale(job.scale)
+    if job.scale_filter is not None:
+        check_filter(job.scale_filter)
 
 
 def _check_measure(job: EncodeJob) -> None:

@@ -13,11 +13,13 @@ combination, and features that need all maps first (MFIBA targets, frame-QP-only
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from vcmtool.atomic import atomic_path
@@ -32,6 +34,8 @@ from vcmtool.qpmap.maps import QPMaps
 from vcmtool.qpmap.sources import MapContext, QPMapSource, get_source
 from vcmtool.qpmap.stream import MapFeed, MapProducer
 from vcmtool.quality import measure_quality, report_fields, write_frame_csv
+from vcmtool.resample import SEI_CODECS, ResampleInfo
+from vcmtool.resample import embed as embed_resample_sei
 from vcmtool.sidestreams import get_side_stream
 
 log = logging.getLogger(__name__)
@@ -55,7 +59,7 @@ class EncodeJob:
     intra_period: int = 0
     threads: int = 1
     allow_frame_qp: bool = False
-    map_interval: int = 1
+    map_interval: str | int = "auto"  # N, "auto" or "auto:N" (vcmtool.qpmap.propagate); 1: every frame
     task_model: str = "yolov3-tiny"
     map_options: dict = field(default_factory=dict)
     encoder_params: dict[str, str] = field(default_factory=dict)
@@ -69,6 +73,8 @@ class EncodeJob:
     target_kbps: float | None = None  # MFIBA target-rate allocation (vcmtool.ratecontrol.target)
     target_bpp: float | None = None
     overlap: bool = True  # predict streamed maps while encoding (False: all maps first; same bytes)
+    scale: str = "1"  # code at this fraction of the size ("0.75"), or "auto" (vcmtool.resample)
+    scale_filter: str | None = None  # downscaling filter (None: vcmtool.resample.DOWN_FILTER)
 
 
 def default_output(job: EncodeJob, ext: str) -> str:
@@ -107,6 +113,106 @@ def compute_maps(
     return maps, {"source": src.describe(), **src.versions()}, dt
 
 
+@dataclass
+class ScalePlan:
+    """How ``job.scale`` applies to one clip: the clip the encoder and the map source see
+    (``coded``: a :class:`~vcmtool.resample.ScaledClip`, or the clip itself) and the metadata the
+    receiver needs (None when nothing is scaled)."""
+
+    coded: object  # a Clip
+    scale: float = 1.0
+    info: ResampleInfo | None = None
+    auto: dict | None = None
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def plan_scale(job: EncodeJob, clip) -> ScalePlan:
+    from vcmtool import resample as rs
+
+    req = rs.parse_scale(job.scale)
+    if req == 1:
+        return ScalePlan(clip)
+    t0 = time.perf_counter()
+    auto = None
+    if req == "auto":
+        if job.target_kbps is not None or job.target_bpp is not None:
+            raise UsageError("--scale auto chooses from the base QP; with a target rate give --scale F")
+        scale, auto = rs.choose_scale(clip, job.qp + job.qp_offset, job.task_model)
+    else:
+        scale = float(req)
+    info = clip.info
+    cw, ch = rs.coded_size(info.width, info.height, scale)
+    plan = ScalePlan(clip, scale, auto=auto, seconds=time.perf_counter() - t0)
+    if (cw, ch) == (info.width, info.height):
+        if scale < 1:
+            plan.notes.append(f"--scale {scale:g} keeps the original size {info.width}x{info.height}")
+        return plan
+    filt = rs.check_filter(job.scale_filter)
+    plan.coded = rs.ScaledClip.wrap(clip, cw, ch, filt)
+    plan.info = ResampleInfo(info.width, info.height, cw, ch, filt, info.fps)
+    return plan
+
+
+def _regrid(maps: QPMaps, plan: ScalePlan) -> QPMaps:
+    from vcmtool.resample import resample_grid
+
+    ri = plan.info
+    src_hw, dst_hw = (ri.original_height, ri.original_width), (ri.coded_height, ri.coded_width)
+    data = np.stack([resample_grid(g, maps.ctu, src_hw, dst_hw) for g in maps.data])
+    note = (
+        f"QP maps made on the original {ri.original_width}x{ri.original_height} grid, moved to the "
+        f"coded {ri.coded_width}x{ri.coded_height} grid (min QP over the covered CTUs)"
+    )
+    return QPMaps(data, maps.ctu, [*maps.notes, note])
+
+
+# Sources whose input is in original-size coordinates: their maps are made on the original frame
+# and moved to the coded grid (vcmtool.resample, "QP maps").
+_FULL_SIZE_SOURCES = ("dets",)
+
+
+def _full_size(job: EncodeJob) -> bool:
+    return job.qpmap.partition(":")[0] in _FULL_SIZE_SOURCES
+
+
+def compute_scaled_maps(
+    job: EncodeJob, clip, plan: ScalePlan, qp_range: tuple[int, int], src: QPMapSource
+) -> tuple[QPMaps, dict, float]:
+    """:func:`compute_maps` for the coded clip of ``plan``: on the coded frames, or on the
+    original frames and moved to the coded grid (``dets:``, and ``file:`` maps on the original
+    grid)."""
+    if plan.info is None:
+        return compute_maps(job, clip, qp_range, src)
+    if not _full_size(job):
+        try:
+            return compute_maps(job, plan.coded, qp_range, src)
+        except UsageError as e:
+            if not job.qpmap.startswith("file:"):
+                raise
+            first = e
+        try:
+            maps, info, dt = compute_maps(job, clip, qp_range, src)
+        except UsageError:
+            ri = plan.info
+            raise UsageError(
+                f"{first}; with --scale a map file may be on the coded {ri.coded_width}x"
+                f"{ri.coded_height} grid or on the original {ri.original_width}x{ri.original_height} grid"
+            ) from None
+        return _regrid(maps, plan), info, dt
+    maps, info, dt = compute_maps(job, clip, qp_range, src)
+    return _regrid(maps, plan), info, dt
+
+
+def _regrid_stream(grids, plan: ScalePlan, ctu: int):
+    from vcmtool.resample import resample_grid
+
+    ri = plan.info
+    src_hw, dst_hw = (ri.original_height, ri.original_width), (ri.coded_height, ri.coded_width)
+    for g in grids:
+        yield resample_grid(g, ctu, src_hw, dst_hw)
+
+
 def streams_maps(job: EncodeJob, src: QPMapSource, caps) -> bool:
     """Whether maps go to the encoder frame by frame as they are predicted."""
     return bool(caps.streams_maps and src.streams and job.target_kbps is None and job.target_bpp is None)
@@ -124,9 +230,10 @@ def run_qpmap(job: EncodeJob, output: str | None, overlay: str | None = None) ->
     enc = get_encoder(job.codec)
     caps = enc.capabilities()
     clip = open_video(job.input, job.size, job.fps, job.pix_fmt, job.skip, job.frames)
+    plan = plan_scale(job, clip)  # --scale: the maps of the coded (scaled) clip
     src = job_source(job)
-    maps, info, dt = compute_maps(job, clip, caps.qp_range, src)
-    notes += src.notes()
+    maps, info, dt = compute_scaled_maps(job, clip, plan, caps.qp_range, src)
+    notes += plan.notes + src.notes()
     if job.qp_offset:
         maps = maps.offset(job.qp_offset)
     maps = enc.prepare_maps(maps, EncodeSettings(allow_frame_qp=True))
@@ -136,7 +243,7 @@ def run_qpmap(job: EncodeJob, output: str | None, overlay: str | None = None) ->
             write_qpm(staged.enter_context(atomic_path(output, parents=False)), maps)
         if overlay:
             tmp = staged.enter_context(atomic_path(overlay, parents=False))
-            overlay_frame = write_clip_overlay(str(tmp), clip, maps, caps.qp_range)
+            overlay_frame = write_clip_overlay(str(tmp), plan.coded, maps, caps.qp_range)
     stats = {
         "input": job.input,
         "output": output,
@@ -146,6 +253,8 @@ def run_qpmap(job: EncodeJob, output: str | None, overlay: str | None = None) ->
         "overlay_frame": overlay_frame,
         "notes": notes + clip.notes + maps.notes,
     }
+    if plan.info is not None:
+        stats["scale"] = {"scale": plan.scale, **plan.info.to_json(), "auto": plan.auto}
     return maps, stats
 
 
@@ -192,6 +301,11 @@ def run_encode(job: EncodeJob) -> dict:
     clip = open_video(job.input, job.size, job.fps, job.pix_fmt, job.skip, job.frames)
     info = clip.info
     notes += clip.notes
+    # --scale: the encoder and the map source see the coded (scaled) clip ``cclip``; rates and
+    # quality are measured against the original ``clip`` (vcmtool.resample)
+    plan = plan_scale(job, clip)
+    cclip, cinfo = plan.coded, plan.coded.info
+    notes += plan.notes
     if info.bit_depth not in caps.bit_depths:
         # Every backend takes 8-bit; a 10-bit source loses its two low bits, and PSNR is still
         # measured against the 10-bit original so the report shows that cost.
@@ -205,7 +319,11 @@ def run_encode(job: EncodeJob) -> dict:
     side_stream = get_side_stream(job.side_stream)  # before encoding: a typo must not cost an encode
     src = job_source(job)
     streamed = streams_maps(job, src, caps)
-    overlapped = streamed and job.overlap
+    # a closed-loop source (``loop``) reads the encoder's own output as it is produced
+    tap = getattr(src, "recon_tap", None) if streamed else None
+    if tap is not None:
+        tap.bind(encoder, caps.codec)
+    overlapped = streamed and (job.overlap or tap is not None)
     target_info = None
     producer: MapProducer | None = None
     feed: MapFeed | None = None
@@ -234,21 +352,25 @@ def run_encode(job: EncodeJob) -> dict:
                 if hint is not None:
                     hint = (hint[0] + job.qp_offset, hint[1] + job.qp_offset)
                 prep = encoder.frame_prep(settings, hint)
+                if plan.info is not None and _full_size(job):
+                    source_maps = _regrid_stream(src.stream(clip, ctx), plan, job.ctu)
+                else:
+                    source_maps = src.stream(cclip, ctx)
                 if overlapped:
-                    producer = MapProducer(src.stream(clip, ctx))
+                    producer = MapProducer(source_maps)
                     grids = producer
                 else:
                     t0 = time.perf_counter()
-                    grids = list(src.stream(clip, ctx))
+                    grids = list(source_maps)
                     t_map = t_premap = time.perf_counter() - t0
-                feed = MapFeed(grids, job.ctu, info.height, info.width, prep, job.qp_offset)
+                feed = MapFeed(grids, job.ctu, cinfo.height, cinfo.width, prep, job.qp_offset)
+                if tap is not None:  # the encoder hands over its bytes, or names its output file
+                    feed.on_bytes, feed.on_output = tap.push, tap.tail  # type: ignore[attr-defined]
             else:
-                raw_maps, map_info, t_map = compute_maps(job, clip, caps.qp_range, src)
+                raw_maps, map_info, t_map = compute_scaled_maps(job, clip, plan, caps.qp_range, src)
                 maps = raw_maps.offset(job.qp_offset) if job.qp_offset else raw_maps
                 if job.target_kbps is not None or job.target_bpp is not None:
-                    from vcmtool.ratecontrol.target import apply_target
-
-                    maps, target_info = apply_target(job, clip, encoder, settings, maps)
+                    maps, target_info = _apply_target(job, cclip, plan, encoder, settings, maps)
                 maps = encoder.prepare_maps(maps, settings).extend(n_frames)
                 notes += maps.notes
                 t_premap = t_map
@@ -256,9 +378,9 @@ def run_encode(job: EncodeJob) -> dict:
             t0 = time.perf_counter()
             with tqdm(total=n_frames, desc=f"encode {job.codec}", unit="f", leave=False, disable=None) as bar:
                 if feed is not None:
-                    result = encoder.encode_stream(clip, feed, settings, tmp, bar.update)
+                    result = encoder.encode_stream(cclip, feed, settings, tmp, bar.update)
                 else:
-                    result = encoder.encode(clip, maps, settings, tmp, bar.update)
+                    result = encoder.encode(cclip, maps, settings, tmp, bar.update)
             t_enc_wall = time.perf_counter() - t0
             log.info("%s: %s", job.codec, " ".join(map(str, result.command)))
             if feed is not None:
@@ -268,11 +390,28 @@ def run_encode(job: EncodeJob) -> dict:
                 map_info = {"source": src.describe(), **src.versions()}
                 if producer is not None:
                     t_map = producer.busy_s
+            sei_bits = 0
+            if plan.info is not None:  # the original size goes into the bitstream (its bits count)
+                if caps.codec in SEI_CODECS:
+                    sei_bits = 8 * embed_resample_sei(tmp, plan.info, caps.codec)
+                else:
+                    notes.append(
+                        f"{caps.codec} bitstreams carry no SEI: the original size "
+                        f"{info.width}x{info.height} is not in the stream (vcmtool decode --size)"
+                    )
             bits = packet_bits(tmp)
             side = None
             if side_stream is not None:
-                side = side_stream(clip, Path(tmp), caps.codec, str(tmp_side) if tmp_side else None)
-            quality = measure_quality(clip, tmp, job.vmaf, job.threads) if job.measure else None
+                side = side_stream(cclip, Path(tmp), caps.codec, str(tmp_side) if tmp_side else None)
+            quality = None
+            if job.measure:  # against the original: scaled streams are upsampled first
+                decoded = None
+                if plan.info is not None:
+                    from vcmtool.decode import decoded_frames
+                    from vcmtool.resample import upsample
+
+                    decoded = upsample(decoded_frames(Path(tmp), info.bit_depth), plan.info)
+                quality = measure_quality(clip, tmp, job.vmaf, job.threads, decoded=decoded)
             notes += [n for n in result.notes if n not in notes]
             outputs = {str(out): md5_file(tmp)}
             if tmp_qpm is not None:
@@ -284,7 +423,7 @@ def run_encode(job: EncodeJob) -> dict:
             if tmp_overlay is not None:
                 from vcmtool.qpmap.overlay import write_clip_overlay
 
-                overlay_frame = write_clip_overlay(str(tmp_overlay), clip, maps, caps.qp_range)
+                overlay_frame = write_clip_overlay(str(tmp_overlay), cclip, maps, caps.qp_range)
                 outputs[str(job.overlay)] = md5_file(tmp_overlay)
             if tmp_side is not None:
                 outputs[str(job.side_stream_out)] = md5_file(tmp_side)
@@ -295,13 +434,15 @@ def run_encode(job: EncodeJob) -> dict:
             n_bytes = tmp.stat().st_size
         # leaving the block publishes every output (renames within their folders)
     finally:
+        if tap is not None:
+            tap.close()
         if producer is not None:
             producer.close()
     t_wait = feed.wait_s if overlapped and feed is not None else 0.0
     t_enc = t_enc_wall - t_wait
 
     total_bits = sum(bits) + (side["bits"] if side else 0)  # everything transmitted
-    pixels = info.width * info.height * n_frames
+    pixels = info.width * info.height * n_frames  # the original size, scaled or not
     t_total = time.perf_counter() - t_start
     report = {
         "input": job.input,
@@ -323,6 +464,12 @@ def run_encode(job: EncodeJob) -> dict:
         **report_fields(quality, job.vmaf),  # psnr_u/v, ssim_y, ssim (All), vmaf: see quality.py
         "qp": job.qp,
         "qp_offset": job.qp_offset,
+        # --scale: width/height above are the original size (bpp and quality refer to it)
+        "scale": plan.scale if plan.info is not None else 1.0,
+        "coded_width": cinfo.width,
+        "coded_height": cinfo.height,
+        "original_width": info.width,
+        "original_height": info.height,
         "qpmap": {**map_info, **maps.stats(), "overlay_frame": overlay_frame},
         "notes": notes,
         "md5": outputs,
@@ -343,6 +490,7 @@ def run_encode(job: EncodeJob) -> dict:
             "map_overlapped": overlapped,
             "measure_s": round(quality.seconds, 4) if quality is not None else 0.0,  # within other_s
             "frames_predicted": src.predicted,
+            "predicted_why": dict(src.keyframe_reasons),
             "predict_s": round(src.predict_s, 4),
             "map_predict_fps": _fps(src.predicted, src.predict_s),
             "map_fps": _fps(n_frames, t_map),
@@ -352,6 +500,16 @@ def run_encode(job: EncodeJob) -> dict:
         "options": {k: v for k, v in asdict(job).items() if k not in ("input", "output")},
     }
     report["versions"].pop("source", None)
+    if plan.info is not None or plan.auto is not None:
+        report["resample"] = {
+            "requested": job.scale,
+            "scale": plan.scale,
+            **(plan.info.to_json() if plan.info is not None else {}),
+            "sei_bits": sei_bits,
+            "carrier": "sei" if sei_bits else "none",
+            "auto": plan.auto,
+            "seconds": round(plan.seconds, 4),
+        }
     if side is not None:
         side["kbps"] = side["bits"] * float(info.fps) / max(1, n_frames) / 1000.0
         report["side_stream"] = side
@@ -362,3 +520,20 @@ def run_encode(job: EncodeJob) -> dict:
 
         report["target"] = target_report(target_info, report)
     return report
+
+
+def _apply_target(job: EncodeJob, cclip, plan: ScalePlan, encoder, settings, maps: QPMaps):
+    """MFIBA target rate on the coded clip. Every bpp vcmtool reports is per *original* pixel;
+    the controller counts coded pixels, so ``--target-bpp`` is converted to coded pixels on the
+    way in and the block's ``bpp`` back on the way out (kbps do not depend on the size)."""
+    from vcmtool.ratecontrol.target import apply_target
+
+    if plan.info is None:
+        return apply_target(job, cclip, encoder, settings, maps)
+    ri = plan.info
+    ratio = (ri.original_width * ri.original_height) / (ri.coded_width * ri.coded_height)
+    if job.target_bpp is not None:
+        job = dataclasses.replace(job, target_bpp=job.target_bpp * ratio)
+    maps, info = apply_target(job, cclip, encoder, settings, maps)
+    info["bpp"] = round(info["bpp"] / ratio, 6)
+    return maps, info

@@ -64,7 +64,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,7 +72,7 @@ import numpy as np
 
 from vcmtool.decode import decoded_frames, psnr
 from vcmtool.errors import UsageError, VcmError
-from vcmtool.io.frame import VideoInfo
+from vcmtool.io.frame import Frame, VideoInfo
 from vcmtool.io.open import Clip
 
 VMAF_MODEL = "vmaf_v0.6.1"  # libvmaf's built-in default model (also in the imageio-ffmpeg build)
@@ -248,10 +248,18 @@ def parse_vmaf_log(text: str) -> list[float]:
     return [float(f["metrics"]["vmaf"]) for f in sorted(frames, key=lambda f: f["frameNum"])]
 
 
-def measure_quality(clip: Clip, bitstream: Path, vmaf: bool = False, threads: int = 1) -> Quality:
+def measure_quality(
+    clip: Clip,
+    bitstream: Path,
+    vmaf: bool = False,
+    threads: int = 1,
+    decoded: Iterable[Frame] | None = None,
+) -> Quality:
     """Per-frame PSNR (numpy) and SSIM / VMAF (ffmpeg) of the decoded ``bitstream`` against the
     source ``clip``, at the source bit depth. ``threads``: ffmpeg's filter threads (0: its own
-    choice)."""
+    choice). ``decoded``: the receiver's pictures when they are not the decoded ones as they
+    are (a scaled encode upsampled to the source size, :mod:`vcmtool.resample`), at the source
+    bit depth."""
     t0 = time.perf_counter()
     if vmaf:
         check_vmaf()
@@ -264,7 +272,7 @@ def measure_quality(clip: Clip, bitstream: Path, vmaf: bool = False, threads: in
         ff = _Metrics(info, folder, vmaf, threads)
         try:
             src = clip.frames()
-            for dec in decoded_frames(bitstream, bd):
+            for dec in decoded if decoded is not None else decoded_frames(bitstream, bd):
                 ref = next(src, None)
                 if ref is None or not ff.alive:
                     break  # (ffmpeg gone: finish() says why)

@@ -2,6 +2,9 @@
 
 A method is a QP-map source (``none`` is the anchor) or another kind from
 :mod:`vcmtool.bench.methods` (``cdre-fd``: side stream + receiver); ``qpmaps`` holds their specs.
+``scales`` crosses them with spatial scales: ``none`` at 0.75 is the method ``none@0.75`` (coded
+at 0.75 of the size, upsampled before it is judged), a curve of its own; scale 1 keeps the plain
+name, so a bench without ``--scales`` has the methods, keys and results it always had.
 
 Rate points. ``qps`` are base QPs. The uniform anchor (``none``) always sweeps ``qps``. A map
 source sweeps the same base QPs (its map is computed at each base: ``roi`` puts objects at
@@ -60,6 +63,8 @@ class BenchConfig:
     workers: int = 1
     engine: str = "process"
     address: str | None = None
+    # spatial scales ("1", "0.75", "auto"): each method runs at each; scale != 1 is method@scale
+    scales: list[str] = field(default_factory=lambda: ["1"])
 
     def to_json(self) -> dict:
         return asdict(self)

@@ -93,7 +93,7 @@ def judge_item(spec: PointSpec, point_key: str, result: dict, judge: str) -> Ite
 
 def judge_point(payload: dict) -> dict:
     from vcmtool.bench.points import _model, detect_frames
-    from vcmtool.decode import decoded_frames
+    from vcmtool.resample import upsampled_frames
 
     stream = Path(payload["stream"])
     if not stream.is_file():
@@ -102,7 +102,8 @@ def judge_point(payload: dict) -> dict:
         )
     model = _model(payload["judge"])
     t0 = time.perf_counter()
-    dets = detect_frames(model, decoded_frames(stream, 8), payload["width"], payload["height"])
+    # scaled points are upsampled to the original size first, as for the task model (points.py)
+    dets = detect_frames(model, upsampled_frames(stream, 8), payload["width"], payload["height"])
     if len(dets) != payload["frames"]:
         raise RuntimeError(f"{stream}: decoded {len(dets)} frames, encoded {payload['frames']}")
     return {

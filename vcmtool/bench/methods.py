@@ -10,6 +10,11 @@ anchor); ``KIND`` / ``KIND:ARG`` specs of :data:`METHOD_KINDS` add the others:
   the variant's decoder, and for ``joint`` its fine-tuned detector). Shown as ``cdre-fd``,
   ``cdre-joint`` (``cdre:PATH`` keeps its spec as its name).
 
+``METHOD@SCALE`` (``none@0.75``, ``roi@auto``) is METHOD coded at that spatial scale
+(``vcmtool encode --scale``), upsampled back at the receiver before it is judged: a curve of its
+own, with BD figures against the full-size anchor ``none``. ``bench --scales`` makes these names.
+Methods with their own receiver (cdre) do not combine with a scale.
+
 Names are canonical specs: ``resolve(resolve(s).name)`` is the same method, so a stored
 config resumes.
 """
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +46,7 @@ class BenchMethod:
     receiver: Receive | None = None  # None: the bench task model on the decoded frames
     identity: str = ""  # fingerprint of model files: a retrained model invalidates stored points
     task_models: tuple[str, ...] = ()  # bench task models it can be compared under (empty: any)
+    scale: str = "1"  # spatial resampling ("0.75", "auto"; vcmtool.resample), "1": none
 
     @property
     def follows_offsets(self) -> bool:
@@ -96,9 +103,44 @@ def _cdre(arg: str) -> BenchMethod:
 METHOD_KINDS: dict[str, Callable[[str], BenchMethod]] = {"cdre": _cdre}
 
 
+_SCALE_TAIL = re.compile(r"[-+0-9.eE]+|auto|nan|inf", re.IGNORECASE)
+
+
+def split_scale(spec: str) -> tuple[str, str | None]:
+    """``("roi", "0.75")`` for ``roi@0.75``; ``(spec, None)`` for a name without a scale."""
+    base, at, scale = spec.rpartition("@")
+    if at and base and _SCALE_TAIL.fullmatch(scale):
+        return base, scale
+    return spec, None
+
+
+def scaled_name(method: str, scale: str) -> str:
+    """The method ``method`` coded at ``scale`` (canonical, see vcmtool.resample): its name."""
+    return method if scale == "1" else f"{method}@{scale}"
+
+
 @functools.cache
 def resolve(spec: str) -> BenchMethod:
     """A method from its spec; anything that is not a method kind must be a QP-map source."""
+    base, scale = split_scale(spec)
+    if scale is not None:
+        from dataclasses import replace
+
+        from vcmtool.errors import UsageError
+        from vcmtool.resample import canonical_scale
+
+        scale = canonical_scale(scale, f"method {spec}: scale")
+        m = resolve(base)
+        if scale == "1":
+            return m
+        if m.receiver is not None:
+            raise UsageError(f"method {spec}: {m.name} scores with its own receiver; it takes no scale")
+        identity = m.identity
+        if scale == "auto":  # a changed rule must not reuse points chosen by the old one
+            from vcmtool.resample import AUTO_RULE
+
+            identity = "|".join(x for x in (identity, f"scale-rule:{AUTO_RULE}") if x)
+        return replace(m, name=scaled_name(m.name, scale), scale=scale, identity=identity)
     parsed = parse_spec(spec, "bench method")  # "cdre:joint"
     if parsed.name in METHOD_KINDS:
         return METHOD_KINDS[parsed.name](parsed.arg)

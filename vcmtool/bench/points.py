@@ -3,7 +3,10 @@
 ``source_point``: the task model on the uncompressed frames of one input (pseudo ground truth
 and the "uncompressed" reference row), once per input.
 ``encode_point``: one rate point: ``run_encode`` (the same encode as ``vcmtool encode``), then
-the bitstream is decoded and the task model runs on the decoded frames.
+the bitstream is decoded and the task model runs on the decoded frames. A scaled point
+(``none@0.75``) is upsampled to the original size first, as its receiver would
+(:func:`vcmtool.resample.upsampled_frames`): judges always see original-size frames, and its
+bpp is against the original size, as in every report.
 
 Both return plain JSON; the runner stores it per key, so a finished point is never redone.
 """
@@ -17,6 +20,7 @@ from vcmtool.decode import decoded_frames
 from vcmtool.eval.coco import EVAL_MIN_SCORE
 from vcmtool.io.frame import Frame
 from vcmtool.io.open import open_video
+from vcmtool.resample import upsampled_frames
 
 
 def _model(spec: str):
@@ -113,13 +117,14 @@ def encode_point(payload: dict) -> dict:
         encoder_params=dict(cfg["encoder_params"]),
         measure=True,
         side_stream=method.side_stream,
+        scale=method.scale,
     )
     report = run_encode(job)
     t0 = time.perf_counter()
     w, h = report["width"], report["height"]
     if method.receiver is None:
         model = _model(cfg["task_model"])
-        dets, task_version = detect_frames(model, decoded_frames(out, 8), w, h), model.version
+        dets, task_version = detect_frames(model, upsampled_frames(out, 8), w, h), model.version
     else:
         bgrs = [_crop(fr, w, h).to_bit_depth(8).to_bgr() for fr in decoded_frames(out, 8)]
         found, task_version = method.receiver(out, report["codec"], bgrs, EVAL_MIN_SCORE)
@@ -141,6 +146,9 @@ def encode_point(payload: dict) -> dict:
         "psnr_y_per_frame",
         "bits_per_frame",
         "qpmap",
+        "scale",
+        "coded_width",
+        "coded_height",
         "notes",
         "md5",
         "versions",

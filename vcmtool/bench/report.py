@@ -29,6 +29,7 @@ POINT_COLS = [
     "input",
     "codec",
     "method",
+    "scale",
     "qp",
     "qp_offset",
     "frames",
@@ -50,6 +51,7 @@ CURVE_COLS = [
     "group",
     "codec",
     "method",
+    "scale",
     "rate",
     "qp",
     "qp_offset",
@@ -146,6 +148,9 @@ def _point_row(p: dict) -> dict:
         "input": s["input"],
         "codec": s["codec"],
         "method": s["qpmap"],
+        "scale": p.get("scale", 1.0),
+        "coded_width": p.get("coded_width", p["width"]),
+        "coded_height": p.get("coded_height", p["height"]),
         "qp": s["qp"],
         "qp_offset": s["qp_offset"],
         "frames": p["frames"],
@@ -296,10 +301,18 @@ def grid_line(cfg) -> str:
     if cfg.qp_offsets:
         rates += f" (anchor); map sources at QP {cfg.offset_base} with offsets {join(cfg.qp_offsets)}"
     coding = "low delay (one I frame)" if cfg.intra_period == 0 else f"intra period {cfg.intra_period}"
+    scales = getattr(cfg, "scales", None) or ["1"]
+    scaled = (
+        f" Spatial scales {join(scales)}: METHOD@F is coded at F of the size (multiples of 8, "
+        "the original size in an SEI) and upsampled back before every judge; its bpp is against "
+        "the original size."
+        if scales != ["1"]
+        else ""
+    )
     return (
         f"Grid: encoders {join(cfg.codecs)}; QP-map sources {join(cfg.qpmaps)}; {rates}; preset "
         f"{cfg.preset}; {coding} for clips, intra for images; {cfg.frames or 'all'} frames per clip; "
-        f"ctu {cfg.ctu}."
+        f"ctu {cfg.ctu}.{scaled}"
     )
 
 
@@ -357,8 +370,8 @@ def markdown(res: BenchResult, plots: dict[str, str], command: str) -> str:
         "",
         "## Rate points",
         "",
-        f"| group | codec | method | rate | bpp | PSNR-Y | {head} | map s | encoder s | other s |",
-        "|---|---|---|---|---|---|" + "---|---|---|" * len(judges) + "---|---|---|",
+        f"| group | codec | method | scale | rate | bpp | PSNR-Y | {head} | map s | encoder s | other s |",
+        "|---|---|---|---|---|---|---|" + "---|---|---|" * len(judges) + "---|---|---|",
     ]
     for c in res.curves:
         scores = []
@@ -371,7 +384,8 @@ def markdown(res: BenchResult, plots: dict[str, str], command: str) -> str:
             ci = f" [{jc['map_ci'][0]:.1f}, {jc['map_ci'][1]:.1f}]" if jc.get("map_ci") else ""
             scores += [f"{jc['map50']:.1f}{ci50}", f"{jc['map']:.1f}{ci}", _num(jc.get("ap50_person"))]
         lines.append(
-            f"| {c['group']} | {c['codec']} | {c['method']} | {c['rate']} | {c['bpp']:.5f} | "
+            f"| {c['group']} | {c['codec']} | {c['method']} | {_scale(c.get('scale', 1.0))} | {c['rate']} | "
+            f"{c['bpp']:.5f} | "
             f"{c['psnr_y']:.2f} | {' | '.join(scores)} | {c['map_s']:.2f} | "
             f"{c['encode_s']:.2f} | {c['other_s']:.2f} |"
         )
@@ -385,6 +399,10 @@ def markdown(res: BenchResult, plots: dict[str, str], command: str) -> str:
     if res.failures:
         lines += ["", "## Failed points", ""] + [f"- {f['point']}: {f['error']}" for f in res.failures]
     return "\n".join(lines) + "\n"
+
+
+def _scale(v) -> str:
+    return f"{v:g}" if isinstance(v, float | int) else str(v)
 
 
 def _num(v, digits: int = 1) -> str:

@@ -26,7 +26,7 @@ from vcmtool.bench.grid import (
     source_item,
 )
 from vcmtool.bench.judges import judge_item, judge_point, judge_source_item, resolve_judges
-from vcmtool.bench.methods import resolve
+from vcmtool.bench.methods import resolve, scaled_name
 from vcmtool.bench.points import encode_point, source_point
 from vcmtool.encoders import get_encoder
 from vcmtool.errors import InputError, UsageError
@@ -58,6 +58,7 @@ def validate(cfg: BenchConfig) -> list[str]:
     for c in cfg.codecs:
         get_encoder(c)  # unknown names fail here, with the list of known ones
     cfg.qpmaps = [resolve(m).name for m in cfg.qpmaps]  # unknown names fail here; canonical names
+    notes += _cross_scales(cfg)
     for m in cfg.qpmaps:
         allowed = resolve(m).task_models
         if allowed and cfg.task_model not in allowed:
@@ -79,6 +80,29 @@ def validate(cfg: BenchConfig) -> list[str]:
             notes.append(f"{m}: {n} rate points; BD figures want at least {MIN_RATE_POINTS}")
     if cfg.gt and not Path(cfg.gt).is_file():
         raise UsageError(f"--gt {cfg.gt}: no such file")
+    return notes
+
+
+def _cross_scales(cfg: BenchConfig) -> list[str]:
+    """Every method at every scale of ``cfg.scales`` (``none`` -> ``none``, ``none@0.75``, ...);
+    names that already carry a scale, and methods with their own receiver, stay as they are."""
+    from vcmtool.resample import canonical_scale
+
+    scales = list(dict.fromkeys(canonical_scale(s, "--scales") for s in cfg.scales or ["1"]))
+    cfg.scales = scales
+    if scales == ["1"]:
+        return []
+    notes, out = [], []
+    for m in cfg.qpmaps:
+        method = resolve(m)
+        if method.scale != "1" or "@" in m:
+            out.append(m)
+        elif method.receiver is not None:
+            out.append(m)
+            notes.append(f"{m}: scores with its own receiver; not run at --scales {','.join(scales)}")
+        else:
+            out += [resolve(scaled_name(m, s)).name for s in scales]
+    cfg.qpmaps = list(dict.fromkeys(out))
     return notes
 
 
@@ -384,10 +408,12 @@ def _curve_row(group: str, codec: str, method: str, spec: PointSpec, rs: list[di
     pixels = sum(r["width"] * r["height"] * r["frames"] for r in rs)
     psnrs = [p for r in rs for p in (r["psnr_y_per_frame"] or [])]
     timing = {k: round(sum(r["timing"][k] for r in rs), 4) for k in ("map_s", "encode_s", "other_s")}
+    scales = sorted({float(r.get("scale", 1.0)) for r in rs})  # auto may pick per input
     return {
         "group": group,
         "codec": codec,
         "method": method,
+        "scale": scales[0] if len(scales) == 1 else ";".join(f"{x:g}" for x in scales),
         "qp": spec.qp,
         "qp_offset": spec.qp_offset,
         "rate": spec.rate_label,

@@ -73,6 +73,14 @@ def _names(value: str) -> list[str]:
     show_default=True,
     help="base QP of the map sources' curve under --qp-offsets",
 )
+@click.option(
+    "--scales",
+    default="1",
+    show_default=True,
+    help="comma-separated spatial scales (0 < F <= 1, or auto) every method runs at; a method at "
+    "F != 1 is its own curve METHOD@F (coded at F of the size, upsampled before judging, bpp "
+    "against the original size), with BD figures against the full-size anchor",
+)
 @source_options
 @input_options
 @click.option("--preset", default="medium", show_default=True)
@@ -132,6 +140,7 @@ def bench(
     params: tuple[str, ...],
     as_json: bool,
     judges: str | None,
+    scales: str,
     **kw,
 ) -> None:
     """Benchmark QP-map sources and side streams against a uniform QP: bpp, PSNR, mAP, BD-rate, RD plots.
@@ -155,7 +164,9 @@ def bench(
         raise UsageError("--qps: give at least one QP")
     if any(not 0 <= q <= 63 for q in qps):
         raise UsageError("--qps: QPs must lie in 0..63")
-    map_opts = collect_map_options(kw, _names(qpmaps))
+    from vcmtool.bench.methods import split_scale
+
+    map_opts = collect_map_options(kw, [split_scale(m)[0] for m in _names(qpmaps)])
     cfg = BenchConfig(
         inputs=list(inputs),
         output=output,
@@ -185,6 +196,7 @@ def bench(
         workers=kw["workers"],
         engine=kw["engine"],
         address=kw["address"],
+        scales=_names(scales) or ["1"],
     )
     res = run_bench(cfg)
     write_report(res)

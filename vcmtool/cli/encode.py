@@ -51,6 +51,20 @@ from vcmtool.pipeline import EncodeJob, default_output, job_outputs, run_encode
     "the map's classes and closed-loop passes (replaces --qp-offset)",
 )
 @click.option("--target-bpp", type=float, help="like --target-kbps, in bits per pixel")
+@click.option(
+    "--scale",
+    default="1",
+    show_default=True,
+    metavar="F|auto",
+    help="code at F (0 < F <= 1, e.g. 0.75) of the size, the original size signalled in an SEI "
+    "for `vcmtool decode` to upsample; auto: chosen from the base QP and the task model's object "
+    "sizes. bpp and PSNR/SSIM refer to the original size",
+)
+@click.option(
+    "--scale-filter",
+    type=click.Choice(["area", "lanczos", "bicubic", "bilinear"]),
+    help="downscaling filter for --scale [default: area]",
+)
 @input_options
 @click.option("--preset", default="medium", show_default=True)
 @click.option(

@@ -36,6 +36,21 @@ def input_options(f: Callable) -> Callable:
 SOURCES_HELP = "{sources}"  # in a --qpmap help text: replaced by the registry's sources
 
 
+class MapIntervalType(click.ParamType):
+    """``--map-interval``: N >= 1, ``auto`` or ``auto:N`` (:mod:`vcmtool.qpmap.propagate`)."""
+
+    name = "N|auto[:N]"
+
+    def convert(self, value, param, ctx):
+        from vcmtool.errors import UsageError
+        from vcmtool.qpmap.propagate import parse_map_interval
+
+        try:
+            return parse_map_interval(value).value
+        except UsageError as e:
+            self.fail(str(e).removeprefix("--map-interval ").strip(), param, ctx)
+
+
 def source_options(f: Callable) -> Callable:
     """The map-source knobs every command that makes maps takes (``--ctu``, ``--map-interval``,
     ``--task-model``). The sources' own options (``--roi-*``, a plug-in's) are not listed here:
@@ -50,10 +65,11 @@ def source_options(f: Callable) -> Callable:
         ),
         click.option(
             "--map-interval",
-            type=click.IntRange(min=1),
-            default=1,
+            type=MapIntervalType(),
+            default="auto",
             show_default=True,
-            help="predict a map every N frames and reuse it in between",
+            help="predict a map every N frames (1: every frame), or auto / auto:N: on cuts, drift "
+            "and motion, at most N (8) frames apart; objects' QPs move with them in between",
         ),
         click.option(
             "--task-model",

@@ -74,6 +74,15 @@ def print_encode_summary(r: dict) -> None:
                 if not isinstance(v, (list, dict))
             ),
         )
+    if r.get("resample"):
+        rs = r["resample"]
+        coded = f"coded {rs['coded_width']}x{rs['coded_height']}, " if "coded_width" in rs else ""
+        auto = (
+            f", auto: median object {rs['auto']['median_box_height']} px at QP {rs['auto']['qp']}"
+            if rs.get("auto")
+            else ""
+        )
+        t.add_row("scale", f"{rs['scale']:g} ({coded}original size signalled: {rs['carrier']}{auto})")
     if r.get("side_stream"):
         ss = r["side_stream"]
         t.add_row("side stream", f"{ss.get('name', '')}: {ss['bits']} bits, {ss['kbps']:.1f} kbps")

@@ -36,6 +36,20 @@ from vcmtool.registry import Registry
 
 ProgressFn = Callable[[int], None]
 
+# The preset names of x264, x265 and kvazaar (kvazaar copied x264's list).
+X264_STYLE_PRESETS = (
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
+    "placebo",
+)
+
 
 @dataclass(frozen=True)
 class Capabilities:

@@ -34,6 +34,7 @@ import numpy as np
 from vcmtool import native
 from vcmtool.encoders.base import (
     ENCODERS,
+    X264_STYLE_PRESETS,
     Capabilities,
     ClampPrep,
     Encoder,
@@ -100,18 +101,7 @@ KVAZAAR_PARAMS = frozenset(
         "info",
     }
 )
-PRESETS = (
-    "ultrafast",
-    "superfast",
-    "veryfast",
-    "faster",
-    "fast",
-    "medium",
-    "slow",
-    "slower",
-    "veryslow",
-    "placebo",
-)
+PRESETS = X264_STYLE_PRESETS
 
 
 def pad_to_multiple(frames: Iterable[Frame], width: int, height: int) -> Iterator[Frame]:
@@ -320,8 +310,23 @@ class Kvazaar(Encoder):
                         return  # ffmpeg died; pipe_frames reports its last words
                     yield fr
 
+            # a closed-loop source tails the output as it grows (vcmtool.qpmap.recon): ffmpeg must
+            # write each packet at once (-flush_packets 1; the bytes do not change)
+            on_output = getattr(feed, "on_output", None)
+            if on_output is not None:
+                on_output(out_path, lambda: not proc or proc[0].poll() is None)
             try:
-                notes, cmd = self._run(clip, base, fifo, settings, out_path, progress, with_maps, proc.append)
+                notes, cmd = self._run(
+                    clip,
+                    base,
+                    fifo,
+                    settings,
+                    out_path,
+                    progress,
+                    with_maps,
+                    proc.append,
+                    on_output is not None,
+                )
             finally:
                 os.close(fd)
         maps = feed.maps(clip.count())
@@ -337,6 +342,7 @@ class Kvazaar(Encoder):
         progress: ProgressFn | None,
         wrap: Callable[[Iterable[Frame]], Iterable[Frame]] | None = None,
         on_start: Callable[[subprocess.Popen], None] | None = None,
+        flush: bool = False,
     ) -> tuple[list[str], list[str]]:
         info = clip.info
         notes: list[str] = []
@@ -359,6 +365,8 @@ class Kvazaar(Encoder):
             *(f"{k}={v}" for k, v in settings.params.items()),
         ]
         args = ["-c:v", "libkvazaar", "-kvazaar-params", ",".join(params)]
+        if flush:
+            args += ["-flush_packets", "1"]
         frames: Iterable[Frame] = pad_to_multiple(clip.frames(), width, height)
         if wrap is not None:
             frames = wrap(frames)

@@ -25,6 +25,7 @@ import numpy as np
 from vcmtool import native
 from vcmtool.encoders.base import (
     ENCODERS,
+    X264_STYLE_PRESETS,
     Capabilities,
     Encoder,
     EncodeResult,
@@ -258,18 +259,7 @@ class _FrameMaps(Protocol):
     def frame(self, i: int) -> np.ndarray: ...
 
 
-PRESETS = (
-    "ultrafast",
-    "superfast",
-    "veryfast",
-    "faster",
-    "fast",
-    "medium",
-    "slow",
-    "slower",
-    "veryslow",
-    "placebo",
-)
+PRESETS = X264_STYLE_PRESETS
 # Keys that carry the per-block QP recipe, the rate or the GOP: set by vcmtool, never by --param.
 _OWNED = {
     "qp": "--qp / --qpmap",
@@ -397,18 +387,26 @@ class _X26x(Encoder):
         # The grids are on --ctu cells (16 for x264 macroblocks, 32, 64, 128): the driver must be
         # told the cell size, or it reads them as 64x64 CTUs and refuses every other --ctu.
         ctu = int(maps.ctu)
+        # closed-loop sources decode the bytes as they come (vcmtool.qpmap.recon, MapFeed.on_bytes)
+        on_bytes = getattr(maps, "on_bytes", None)
         with out_path.open("wb") as f:
             for fr in clip.frames():
                 fr = fr.to_bit_depth(8)
                 grid = maps.frame(fr.index).astype("int32")
                 try:
-                    f.write(enc.encode(fr.y, fr.u, fr.v, grid, None, ctu))
+                    data = enc.encode(fr.y, fr.u, fr.v, grid, None, ctu)
                 except (DriverError, ValueError) as e:  # one-line error, not a traceback
                     detail = e.detail if isinstance(e, DriverError) else e
                     raise EncoderError(f"{self.name}: frame {fr.index}: {detail}") from None
+                f.write(data)
+                if on_bytes is not None:
+                    on_bytes(fr.index, data)
                 if progress:
                     progress(1)
-            f.write(enc.flush())
+            data = enc.flush()
+            f.write(data)
+            if on_bytes is not None:
+                on_bytes(None, data)
         return [f"vcmtool._native.{self.driver_cls.native_class}"]
 
 

@@ -3,7 +3,8 @@
 The ONNX file takes ``fp`` (1, 3, H, W) float32, H and W multiples of 64 (see
 :func:`vcmtool.qpmap.prior.model_input`), and returns ``qp`` (1, H/64, W/64) float32 QPs in the
 domain of the dataset it was trained on; that domain (``codec``, ``qp_max``) and the model kind
-are stored in the file's metadata. The CUDA provider is used when onnxruntime has it.
+are stored in the file's metadata. The CUDA provider is used when onnxruntime has it (the
+``[gpu]`` extra installs onnxruntime-gpu); session options: :func:`ort_session_options`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 
 from vcmtool.errors import ModelError
 from vcmtool.modelfiles import model_path
+from vcmtool.tasks.base import ort_session_options
 
 DEFAULT_MODELS = {"snn": model_path("snn_jrd.onnx"), "eljrd": model_path("eljrd.onnx")}
 
@@ -37,10 +39,7 @@ class JrdPredictor:
                 f"{self.path}: JRD model file missing; run `vcmtool jrd export` "
                 "or reinstall vcmtool (it ships vcmtool/models/)"
             )
-        so = ort.SessionOptions()
-        so.log_severity_level = 3
-        if threads:
-            so.intra_op_num_threads = threads
+        so = ort_session_options(threads)
         try:
             self.session = ort.InferenceSession(str(self.path), so, providers=providers())
         except Exception as e:  # noqa: BLE001 - onnxruntime raises several types for bad files

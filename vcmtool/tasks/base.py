@@ -126,6 +126,26 @@ def cpu_cores() -> int:
         return os.cpu_count() or 1
 
 
+def ort_session_options(threads: int | None = None) -> Any:
+    """onnxruntime session options for every model vcmtool runs (task models, the JRD
+    predictors): ``threads`` intra-op threads (default: the cores this process may use), one
+    inter-op thread, sequential execution, all graph optimisations, and **no spinning**: idle
+    intra-op threads sleep instead of busy-waiting. Measured on 2 cores while a 1-thread kvazaar
+    encode ran beside it (benchmarks/bench_predict.py --contended, docs/results.md "Throughput"):
+    spinning threads took the encoder's core and made both slower."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads or cpu_cores()
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    so.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    so.log_severity_level = 3  # keep onnxruntime's warnings off the user's terminal
+    return so
+
+
 class TaskModel(ABC):
     """A machine-vision model whose accuracy a coding choice is judged by.
 

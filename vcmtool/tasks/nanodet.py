@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from vcmtool.errors import ModelError, UsageError
-from vcmtool.tasks.base import TASK_MODELS, Detections, TaskModel, cpu_cores
+from vcmtool.tasks.base import TASK_MODELS, Detections, TaskModel, ort_session_options
 from vcmtool.tasks.postprocess import letterbox, select_and_nms
 
 MODEL_FILE = "nanodet-g.onnx"
@@ -206,9 +206,7 @@ class NanoDetG(TaskModel):
                 f"{path}: cannot read the NanoDet-g model ({e.strerror or e}); reinstall "
                 "vcmtool, or rebuild it with tools/tfjs_to_onnx.py"
             ) from None
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads or cpu_cores()
-        opts.log_severity_level = 3
+        opts = ort_session_options(threads)
         try:
             self._session = ort.InferenceSession(data, opts, providers=list(providers or default_providers()))
         except Exception as e:  # onnxruntime raises untyped errors on bad files

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from vcmtool.errors import ModelError, UsageError
-from vcmtool.tasks.base import TASK_MODELS, Detections, TaskModel, cpu_cores
+from vcmtool.tasks.base import TASK_MODELS, Detections, TaskModel, ort_session_options
 from vcmtool.tasks.darknet import ONNX_FORMAT, load_darknet
 from vcmtool.tasks.postprocess import LETTERBOX_PAD, YoloHead, YoloPipeline, make_blob, nms
 
@@ -83,9 +83,7 @@ class OnnxDetector(TaskModel):
                 raise ModelError(f"{path}: cannot read ONNX model ({e.strerror or e})") from None
             self.source = path.name
         self.model_md5 = hashlib.md5(data).hexdigest()
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = cpu_cores()
-        opts.log_severity_level = 3  # keep onnxruntime's warnings off the user's terminal
+        opts = ort_session_options()
         try:
             self._session = ort.InferenceSession(data, opts, providers=list(providers or default_providers()))
         except Exception as e:  # onnxruntime raises its own untyped errors on bad files
@@ -295,10 +293,10 @@ def _yolov3_tiny_ort(
     """YOLOv3-tiny on onnxruntime from a graph built in memory from the darknet files."""
     if arg:
         raise UsageError(f"task model 'yolov3-tiny-ort' takes no ':' argument (got {arg!r})")
-    from vcmtool.tasks.darknet_onnx import build_onnx
+    from vcmtool.tasks.darknet_onnx import cached_onnx
 
     size = (input_size, input_size) if isinstance(input_size, int) else input_size
     net = load_darknet(cfg, weights, names)
-    detector = OnnxDetector(build_onnx(net, size), **options)
+    detector = OnnxDetector(cached_onnx(net, tuple(size)), **options)
     detector.name = "yolov3-tiny-ort"
     return detector

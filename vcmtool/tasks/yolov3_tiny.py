@@ -96,9 +96,9 @@ class YoloV3Tiny(TaskModel):
                     raise ModelError("yolo layers must follow a convolution")
             self._outputs = [f"conv_{li - 1}" for li in net.yolo_layers]
         elif importer == "onnx":
-            from vcmtool.tasks.darknet_onnx import build_onnx, head_output_names
+            from vcmtool.tasks.darknet_onnx import cached_onnx, head_output_names
 
-            data = build_onnx(net, self.pipeline.input_size, model_name=self.name)
+            data = cached_onnx(net, self.pipeline.input_size, model_name=self.name)
             self._net = cv2.dnn.readNetFromONNX(np.frombuffer(data, np.uint8))
             self._outputs = head_output_names(net)
         else:

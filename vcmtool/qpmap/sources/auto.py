@@ -2,7 +2,9 @@
 
 ``--qpmap auto`` uses ``vcmtool/models/snn_jrd.onnx``; ``auto:PATH`` another exported JRD model. Each
 predicted frame costs one task-model detection (the PIA prior) and one SNN-JRD run; with
-``--map-interval N`` only every N-th frame is predicted and the map is reused in between. The map
+``--map-interval`` (default ``auto``) only some frames are predicted, and in between each
+object's CTU region moves with the object's tracked box (the prior's detections,
+:mod:`vcmtool.qpmap.propagate`). The map
 holds absolute QPs in the target codec's range (the model's domain converted, see
 :func:`vcmtool.qpmap.jrd_model.to_codec_domain`); ``--qp-offset`` shifts it for rate points. Maps are
 streamed frame by frame, so the pipeline predicts them while the encoder runs.
@@ -20,6 +22,7 @@ import numpy as np
 from vcmtool.io.frame import Frame
 from vcmtool.io.open import Clip
 from vcmtool.qpmap.maps import QPMaps
+from vcmtool.qpmap.propagate import Keyframe
 from vcmtool.qpmap.sources.base import QPMAP_SOURCES, MapContext, QPMapSource
 
 _SESSIONS: dict[str, object] = {}
@@ -72,16 +75,16 @@ class JrdSource(QPMapSource):
         info = clip.info
         spent = {"detect_s": 0.0, "predict_s": 0.0}
 
-        def predict(fr: Frame) -> np.ndarray:
+        def predict(fr: Frame) -> Keyframe:
             bgr = fr.to_bgr()
             t0 = time.perf_counter()
-            det = task.detect(bgr)
+            det = task.detect(bgr)  # one detection per frame: the prior and the tracker share it
             t1 = time.perf_counter()
             qp = predictor.predict(model_input(bgr, det))
             spent["detect_s"] += t1 - t0
             spent["predict_s"] += time.perf_counter() - t1
             grid = to_codec_domain(qp, predictor.qp_max, ctx.qp_range)
-            return regrid(grid, info.height, info.width, ctx.ctu)
+            return Keyframe(regrid(grid, info.height, info.width, ctx.ctu), det.boxes, det.classes)
 
         try:
             yield from self.every_frame(clip, ctx, predict)

@@ -9,7 +9,8 @@ can encode while later maps are still being predicted (``vcmtool.qpmap.stream``)
 ``stream`` wraps ``process`` (nothing to overlap); sources whose maps cost model time
 (``auto``, ``eljrd``, ``roi``) implement ``stream`` natively, set ``streams = True`` and build
 ``process`` from it, so both routes give the same maps. Those sources run their model through
-:meth:`QPMapSource.every_frame`, the one per-frame loop (``--map-interval``, counts, timing).
+:meth:`QPMapSource.every_frame`, the one per-frame loop (``--map-interval``, counts, timing;
+when to predict and how maps move in between: :mod:`vcmtool.qpmap.propagate`).
 
 A source owns its options: a dataclass of :func:`vcmtool.plugin_options.option` fields attached
 as ``Options`` (``roi`` and ``dets`` share :class:`~vcmtool.qpmap.sources.roi.RoiOptions`). The
@@ -54,7 +55,7 @@ class MapContext:
     ctu: int = 64
     qp_range: tuple[int, int] = (0, 51)
     task_model: str = "yolov3-tiny"
-    map_interval: int = 1  # predict every N frames, reuse in between
+    map_interval: int | str = 1  # predict every N frames, or "auto"/"auto:N" (qpmap.propagate)
     options: dict = field(default_factory=dict)  # EncodeJob.map_options: flat keys (roi_qp_in)
     source_options: Any = None  # the source's typed options (its Options), see QPMapSource.opts
 
@@ -72,6 +73,8 @@ class QPMapSource(ABC):
         self.options = self.make_options(options)  # typed; None for a source without options
         self.predicted = 0  # frames the source ran its model on (the others reuse a map)
         self.predict_s = 0.0  # time spent inside the models for those frames
+        self.keyframes: list[int] = []  # which frames (0-based in the clip)
+        self.keyframe_reasons: dict[str, int] = {}  # and why (first, interval, cut, drift, motion)
 
     # -- options -------------------------------------------------------------------------------
 
@@ -114,19 +117,28 @@ class QPMapSource(ABC):
     # -- maps ----------------------------------------------------------------------------------
 
     def every_frame(
-        self, clip: Clip, ctx: MapContext, predict: Callable[[Any], np.ndarray], decode: bool = True
+        self, clip: Clip, ctx: MapContext, predict: Callable[[Any], Any], decode: bool = True
     ) -> Iterator[np.ndarray]:
         """The per-frame loop of a source whose maps cost model time: ``predict`` makes the map
-        of the first frame and of every ``ctx.map_interval``-th after it, the frames between
-        reuse the last map. ``predict`` gets the decoded :class:`~vcmtool.io.frame.Frame`, or
-        with ``decode=False`` the frame's 0-based number in ``clip`` (sources that need no
-        pixels). Counts ``predicted`` and adds the time inside ``predict`` to ``predict_s``,
-        also when the consumer stops early."""
-        interval = max(1, ctx.map_interval)
+        of the first frame and of the frames ``ctx.map_interval`` asks for (every N-th, or under
+        ``auto`` early on a cut, drift or motion and at the latest every N-th; see
+        :mod:`vcmtool.qpmap.propagate`); the frames between get the last map, moved with its
+        objects when ``predict`` returns a :class:`~vcmtool.qpmap.propagate.Keyframe` (a plain
+        grid is held). ``predict`` gets the decoded :class:`~vcmtool.io.frame.Frame`, or with
+        ``decode=False`` the frame's 0-based number in ``clip`` (sources that need no pixels;
+        under ``auto`` they predict every frame). Counts ``predicted`` (which frames in
+        ``keyframes``, why in ``keyframe_reasons``) and adds the time inside ``predict`` to
+        ``predict_s``, also when the consumer stops early."""
+        from vcmtool.qpmap.propagate import MapInterval, Propagator, parse_map_interval, thumbnail
+
+        policy = parse_map_interval(ctx.map_interval)
+        if policy.adaptive and not decode:
+            policy = MapInterval(1)
         self.predicted, self.predict_s = 0, 0.0
+        prop = Propagator(policy, clip.info.height, clip.info.width, ctx.ctu)
+        self.keyframes, self.keyframe_reasons = prop.keyframes, prop.reasons
         items = clip.frames() if decode else range(clip.count())
         total = clip.info.frame_count if decode else None
-        last: np.ndarray | None = None
         for k, item in enumerate(
             tqdm(
                 items,
@@ -137,12 +149,16 @@ class QPMapSource(ABC):
                 disable=None if decode else True,
             )
         ):
-            if last is None or k % interval == 0:
-                t0 = time.perf_counter()
-                last = predict(item)
-                self.predict_s += time.perf_counter() - t0
-                self.predicted += 1
-            yield last
+            thumb = thumbnail(item.y, item.bit_depth) if policy.adaptive else None
+            why = prop.due(k, thumb)
+            if why is None:
+                yield prop.at(k)
+                continue
+            t0 = time.perf_counter()
+            result = predict(item)
+            self.predict_s += time.perf_counter() - t0
+            self.predicted += 1
+            yield prop.keyframe(k, result, why)
 
     @abstractmethod
     def process(self, clip: Clip, ctx: MapContext) -> QPMaps: ...

@@ -3,9 +3,12 @@ drives the encoder.
 
 The options, the rasterisation and the QP range are ``roi``'s (:class:`RoiOptions`,
 :func:`boxes_to_map`): ``--roi-qp-in`` inside boxes grown by ``--roi-margin`` pixels,
-``--roi-qp-out`` everywhere else, ``--roi-min-score``, ``--roi-classes``; ``--map-interval N``
-reuses every Nth encoded frame's map for the N-1 frames after it, as ``roi`` does. So
-``dets:`` of ``vcmtool detect --json``'s output gives the very maps ``roi`` gives.
+``--roi-qp-out`` everywhere else, ``--roi-min-score``, ``--roi-classes``. Its detections cost
+nothing, so under ``--map-interval auto`` (the default) every frame's own detections make its
+map; ``--map-interval N`` reads every Nth encoded frame's detections and moves those boxes
+over the N-1 frames after it, as ``roi`` does (:mod:`vcmtool.qpmap.propagate`). So ``dets:``
+of ``vcmtool detect --json``'s output gives the very maps ``roi`` gives with
+``--map-interval 1`` (and with any fixed N).
 
 Two formats, told apart by the file's first character:
 
@@ -64,6 +67,7 @@ import numpy as np
 
 from vcmtool.errors import InputError, ModelError, UsageError
 from vcmtool.io.open import Clip
+from vcmtool.qpmap.propagate import Keyframe
 from vcmtool.qpmap.sources.base import QPMAP_SOURCES, MapContext
 from vcmtool.qpmap.sources.roi import RoiOptions, RoiSource, boxes_to_map
 
@@ -315,6 +319,7 @@ class DetsSource(RoiSource):
         self.frames: dict[int, _Frame] = {}
         self._notes: list[str] = []
         self._md5 = ""
+        self._codes: dict[object, int] = {}  # class name or id -> a number, for tracking
         self._load()
 
     # -- reading ------------------------------------------------------------------------------
@@ -461,10 +466,14 @@ class DetsSource(RoiSource):
                 )
         return ids, names
 
-    def _boxes(self, index: int, opts: RoiOptions, wanted: tuple[set[int], set[str]] | None) -> np.ndarray:
+    def _boxes(
+        self, index: int, opts: RoiOptions, wanted: tuple[set[int], set[str]] | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The kept boxes of frame ``index`` and a class number for each (equal numbers: same
+        class, for tracking boxes between frames)."""
         fr = self.frames.get(index)
         if fr is None or not fr.boxes:
-            return np.zeros((0, 4))
+            return np.zeros((0, 4)), np.zeros(0, np.int64)
         keep = np.asarray(fr.scores) >= opts.min_score
         if wanted is not None:
             ids, names = wanted
@@ -474,7 +483,11 @@ class DetsSource(RoiSource):
                 for i, n in zip(fr.ids, fr.names, strict=True)
             ]
             keep &= np.asarray(cls, bool)
-        return np.asarray(fr.boxes, np.float64)[keep]
+        codes = [
+            self._codes.setdefault(n if n is not None else (self._name_of(i) or i), len(self._codes))
+            for i, n in zip(fr.ids, fr.names, strict=True)
+        ]
+        return np.asarray(fr.boxes, np.float64)[keep], np.asarray(codes, np.int64)[keep]
 
     # -- maps ----------------------------------------------------------------------------------
 
@@ -510,9 +523,12 @@ class DetsSource(RoiSource):
         skip = int(getattr(clip, "skip", 0))
         self._check_window(skip, clip.count(), getattr(clip, "limit", None) is None)
 
-        def predict(k: int) -> np.ndarray:
-            boxes = self._boxes(skip + k, opts, wanted)
+        def render(boxes: np.ndarray) -> np.ndarray:
             return boxes_to_map(boxes, info.height, info.width, ctx.ctu, opts, ctx.qp)
+
+        def predict(k: int) -> Keyframe:
+            boxes, classes = self._boxes(skip + k, opts, wanted)
+            return Keyframe(render(boxes), boxes, classes, render)
 
         yield from self.every_frame(clip, ctx, predict, decode=False)
 

@@ -4,7 +4,9 @@ Options (:class:`RoiOptions`, on the command line ``--roi-qp-in`` / ``--roi-qp-o
 absolute QPs, default base-4 and base+6; ``--roi-margin``, pixels added around each box,
 default 16; ``--roi-classes``, class names to keep, default all; ``--roi-min-score``, default
 0.3; ``roi_qp_in``, ... in ``EncodeJob.map_options``). Maps are streamed frame by frame (one
-detection per predicted frame), so detection overlaps with encoding.
+detection per predicted frame), so detection overlaps with encoding. Between predicted frames
+(``--map-interval``) the boxes move on with their tracked velocity and are rasterised again
+(:mod:`vcmtool.qpmap.propagate`).
 
 :class:`RoiOptions` and :func:`boxes_to_map` are the options and the box rasterisation that
 ``dets`` (boxes from a file) shares, so both turn the same boxes into the same map.
@@ -22,6 +24,7 @@ from vcmtool.io.frame import Frame
 from vcmtool.io.open import Clip
 from vcmtool.plugin_options import option
 from vcmtool.qpmap.maps import QPMaps
+from vcmtool.qpmap.propagate import Keyframe
 from vcmtool.qpmap.raster import rasterize_boxes
 from vcmtool.qpmap.sources.base import QPMAP_SOURCES, MapContext, QPMapSource
 
@@ -83,9 +86,12 @@ class RoiSource(QPMapSource):
         opts: RoiOptions = self.opts(ctx)
         info = clip.info
 
-        def predict(fr: Frame) -> np.ndarray:
+        def render(boxes: np.ndarray) -> np.ndarray:
+            return boxes_to_map(boxes, info.height, info.width, ctx.ctu, opts, ctx.qp)
+
+        def predict(fr: Frame) -> Keyframe:
             det = model.detect(fr.to_bgr()).filter(opts.min_score, opts.classes)
-            return boxes_to_map(det.boxes, info.height, info.width, ctx.ctu, opts, ctx.qp)
+            return Keyframe(render(det.boxes), det.boxes, det.classes, render)
 
         yield from self.every_frame(clip, ctx, predict)
 
