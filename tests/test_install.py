@@ -341,7 +341,10 @@ def test_cache_dir_precedence(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
     assert modelfiles.cache_dir() == tmp_path / "a"
     monkeypatch.delenv("VCMTOOL_CACHE")
-    assert modelfiles.cache_dir() == tmp_path / "x" / "vcmtool"
+    repo = Path(modelfiles.__file__).resolve().parent.parent
+    assert modelfiles.cache_dir() == repo / ".cache" / "vcmtool"  # a checkout keeps its cache inside
+    monkeypatch.setattr(modelfiles, "__file__", str(tmp_path / "site" / "vcmtool" / "modelfiles.py"))
+    assert modelfiles.cache_dir() == tmp_path / "x" / "vcmtool"  # an installed package: XDG
     monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert modelfiles.cache_dir() == tmp_path / "home" / ".cache" / "vcmtool"

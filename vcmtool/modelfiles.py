@@ -42,10 +42,15 @@ def model_path(name: str) -> Path:
 
 
 def cache_dir() -> Path:
-    """The user cache: ``$VCMTOOL_CACHE``, else ``$XDG_CACHE_HOME/vcmtool``, else ``~/.cache/vcmtool``."""
+    """The cache: ``$VCMTOOL_CACHE``; in a checkout ``.cache/vcmtool`` inside it (CI and
+    ``make test`` keep nothing outside the clone); for an installed package
+    ``$XDG_CACHE_HOME/vcmtool``, else ``~/.cache/vcmtool``."""
     env = os.environ.get("VCMTOOL_CACHE")
     if env:
         return Path(env).expanduser()
+    root = Path(__file__).resolve().parent.parent
+    if (root / "pyproject.toml").is_file() and (root / ".git").exists():
+        return root / ".cache" / "vcmtool"
     xdg = os.environ.get("XDG_CACHE_HOME")
     if xdg and os.path.isabs(xdg):  # the XDG spec: a relative value is to be ignored
         return Path(xdg) / "vcmtool"
