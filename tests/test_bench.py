@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import time
+from pathlib import Path
 
 import pytest
 from conftest import run_cli
@@ -83,6 +84,9 @@ def test_outputs_and_provenance(bench_run):
     assert len(streams) == 8
     for rel, digest in prov["md5"].items():
         assert md5_file(out / rel) == digest
+    for name in ("results.json", "points.csv", "report.md", "provenance.json"):  # portable reports
+        text = (out / name).read_text()
+        assert str(out) not in text and str(Path.home()) + "/" not in text, name
 
 
 def test_finished_points_are_not_recomputed(bench_run):

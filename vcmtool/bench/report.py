@@ -104,6 +104,35 @@ def _clean(v):
     return v
 
 
+def portable(v, out: Path):
+    """``v`` with machine paths made portable, for committed reports: paths inside the bench
+    folder become relative to it, the current folder's relative, and the Python installation, the
+    temp folder and the home folder placeholders (``<site-packages>``, ``<tmp>``, ``~``)."""
+    import sysconfig
+    import tempfile
+
+    prefixes = [
+        (str(out.resolve()) + "/", ""),
+        (str(Path.cwd().resolve()) + "/", ""),
+        (sysconfig.get_paths()["purelib"] + "/", "<site-packages>/"),
+        (str(Path(tempfile.gettempdir()).resolve()) + "/", "<tmp>/"),
+        (str(Path.home()) + "/", "~/"),
+    ]
+
+    def fix(x):
+        if isinstance(x, str):
+            for a, b in prefixes:
+                x = x.replace(a, b)
+            return x
+        if isinstance(x, dict):
+            return {fix(k): fix(y) for k, y in x.items()}
+        if isinstance(x, list | tuple):
+            return [fix(y) for y in x]
+        return x
+
+    return fix(v)
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(text).name).strip("_") or "group"
 
@@ -456,8 +485,8 @@ def _git_dirty() -> bool | None:
 def write_report(res: BenchResult, command: str | None = None) -> dict[str, str]:
     """Write every output under the bench directory; returns {path: md5} of what was written."""
     out = Path(res.config.output)
-    command = command or " ".join(shlex.quote(a) for a in ["vcmtool", *sys.argv[1:]])
-    data = to_json(res)
+    command = portable(command or " ".join(shlex.quote(a) for a in ["vcmtool", *sys.argv[1:]]), out)
+    data = portable(to_json(res), out)
     written: list[Path] = []
 
     def text(name: str, body: str) -> None:
@@ -489,5 +518,5 @@ def write_report(res: BenchResult, command: str | None = None) -> dict[str, str]
         "versions": versions(res),
         "md5": md5,
     }
-    write_text_atomic(out / "provenance.json", json.dumps(_clean(prov), indent=1))
+    write_text_atomic(out / "provenance.json", json.dumps(_clean(portable(prov, out)), indent=1))
     return md5
