@@ -1,7 +1,7 @@
 // Per-CTU QP drivers on the C APIs of libx265 and libx264 (compiled only when pkg-config finds
 // them: VCMTOOL_HAVE_X265 / VCMTOOL_HAVE_X264).
 //
-// Recipe (DESIGN.md, "Encoder backends"): adaptive quantization on with a negligible strength
+// Recipe (docs/design.md, "Encoder backends"): adaptive quantization on with a negligible strength
 // (aq-strength 0.0001; 0 makes the encoders switch AQ off and ignore offsets), cutree / mbtree
 // off, qg-size 64, the frame QP forced to `base` and per-16x16-block offsets = CTU QP - base.
 #pragma once

@@ -34,7 +34,7 @@ from vcmtool.eval import bdrate
 from vcmtool.eval.coco import GroundTruth, Key, Matched, bootstrap_samples, percentile_ci
 from vcmtool.runner import run_items
 
-MIN_RATE_POINTS = 4  # DESIGN.md: at least four rate points per curve
+MIN_RATE_POINTS = 4  # docs/design.md, "Evaluation protocol": at least four rate points per curve
 MIN_BOOTSTRAP_FRAMES = 8  # fewer frames than this give no meaningful interval
 
 

@@ -23,7 +23,7 @@ import numpy as np
 
 METHOD = "pchip"
 MIN_OVERLAP = 0.75  # the bjontegaard package's own threshold for its overlap warning
-MIN_POINTS = 2  # pchip needs two; DESIGN.md asks for four rate points per curve
+MIN_POINTS = 2  # pchip needs two; docs/design.md ("Evaluation protocol") asks for four per curve
 
 
 @dataclass

@@ -4,8 +4,8 @@ and bootstrap confidence intervals over frames.
 Detections travel as rows ``[x0, y0, x1, y1, score, class_id]`` per frame (class ids index the
 task model's class names). Frames are keyed ``(input, frame_index)``.
 
-Pseudo ground truth (DESIGN.md) is the task model's own detections on the uncompressed frames
-with score >= ``PSEUDO_GT_MIN_SCORE``; the detections being scored come from the same model run
+Pseudo ground truth (docs/design.md, "Task models and pseudo ground truth") is the task model's
+own detections on the uncompressed frames with score >= ``PSEUDO_GT_MIN_SCORE``; the detections being scored come from the same model run
 with a low threshold (``EVAL_MIN_SCORE``) so that the precision-recall curve is complete. With
 greedy NMS the >= 0.3 subset does not depend on the lower threshold, so the uncompressed frames
 score exactly 1.0 against their own pseudo ground truth.
