@@ -5,10 +5,10 @@ Detections travel as rows ``[x0, y0, x1, y1, score, class_id]`` per frame (class
 task model's class names). Frames are keyed ``(input, frame_index)``.
 
 Pseudo ground truth (docs/design.md, "Task models and pseudo ground truth") is the task model's
-own detections on the uncompressed frames with score >= ``PSEUDO_GT_MIN_SCORE``; the detections being scored come from the same model run
-with a low threshold (``EVAL_MIN_SCORE``) so that the precision-recall curve is complete. With
-greedy NMS the >= 0.3 subset does not depend on the lower threshold, so the uncompressed frames
-score exactly 1.0 against their own pseudo ground truth.
+own detections on the uncompressed frames with score >= ``PSEUDO_GT_MIN_SCORE``; the detections
+being scored come from the same model run with a low threshold (``EVAL_MIN_SCORE``) so that the
+precision-recall curve is complete. With greedy NMS the >= 0.3 subset does not depend on the lower
+threshold, so the uncompressed frames score exactly 1.0 against their own pseudo ground truth.
 
 Only COCO's "all" area range and maxDets=100 are evaluated (the two headline numbers); the
 per-image matching (``COCOeval.evaluate``) runs once per rate point and the bootstrap re-runs
