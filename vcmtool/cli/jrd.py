@@ -33,6 +33,17 @@ def _parse_qps(text: str | None) -> tuple[int, ...]:
     return tuple(out)
 
 
+# the one label rule option of build-dataset and relabel (relabel recomputes what build wrote)
+label_rule_option = click.option(
+    "--label",
+    "label_rule",
+    type=click.Choice(["monotone", "eq1"]),
+    default="monotone",
+    show_default=True,
+    help="instance label: monotone = first failing QP - 1; eq1 = the paper's eq. 1",
+)
+
+
 @jrd.command("build-dataset")
 @click.argument("sources", nargs=-1, required=True)
 @click.option(
@@ -95,14 +106,7 @@ def _parse_qps(text: str | None) -> tuple[int, ...]:
     show_default=True,
     help="write images/<id>.png (without, the loader regenerates them from the source)",
 )
-@click.option(
-    "--label",
-    "label_rule",
-    type=click.Choice(["monotone", "eq1"]),
-    default="monotone",
-    show_default=True,
-    help="instance label: monotone = first failing QP - 1; eq1 = the paper's eq. 1",
-)
+@label_rule_option
 @click.option(
     "--track-percentile",
     type=click.FloatRange(0, 100),
@@ -205,14 +209,7 @@ def build_dataset_cmd(
 
 @jrd.command("relabel")
 @click.argument("dataset", type=click.Path(file_okay=False))
-@click.option(
-    "--label",
-    "label_rule",
-    type=click.Choice(["monotone", "eq1"]),
-    default="monotone",
-    show_default=True,
-    help="instance label rule",
-)
+@label_rule_option
 @click.option(
     "--track-percentile",
     type=click.FloatRange(0, 100),
