@@ -88,6 +88,22 @@ class _Counting:
         return attr
 
 
+# the native functions with a numpy twin: both the fuzz child and the parity rounds must reach each
+TWINNED = (
+    "pool_ctu",
+    "rasterize_boxes",
+    "rasterize_masks",
+    "qpm_encode",
+    "qpm_check",
+    "kvazaar_roi",
+    "block_offsets",
+    "svtav1_roi",
+    "csv",
+    "pack_bits",
+    "unpack_bits",
+)
+
+
 def _outcome(fn: Callable[..., Any], args: tuple, kwargs: dict) -> tuple[str, Any]:
     """("ok", result) or ("error", exception type); anything but a clean error propagates."""
     try:
@@ -614,19 +630,7 @@ def test_hostile_arguments_in_a_child_process():
     assert lines[-1] == "done 0"
     # The facade really ran the C++ code for every function with a twin.
     counts = dict(kv.split("=") for kv in lines[-2].removeprefix("native calls ").split())
-    for fn in (
-        "pool_ctu",
-        "rasterize_boxes",
-        "rasterize_masks",
-        "qpm_encode",
-        "qpm_check",
-        "kvazaar_roi",
-        "block_offsets",
-        "svtav1_roi",
-        "csv",
-        "pack_bits",
-        "unpack_bits",
-    ):
+    for fn in TWINNED:
         assert int(counts.get(fn, 0)) > 0, (fn, counts)
 
 
@@ -729,19 +733,7 @@ def test_random_calls_native_equals_numpy(counting):
             if diff:
                 diffs.append(diff)
     assert not diffs, "\n".join(diffs[:10])
-    for fn in (
-        "pool_ctu",
-        "rasterize_boxes",
-        "rasterize_masks",
-        "qpm_encode",
-        "qpm_check",
-        "kvazaar_roi",
-        "block_offsets",
-        "svtav1_roi",
-        "csv",
-        "pack_bits",
-        "unpack_bits",
-    ):
+    for fn in TWINNED:
         assert counting.calls[fn] > 20, (fn, counting.calls)
 
 

@@ -145,30 +145,19 @@ def test_macroblock_stripes_change_psnr_per_stripe(bikes_y4m, tmp_path):
     assert max(gaps2) <= -5, gaps2
 
 
+def _x264_ctu16_cli(src: Path, out: Path, *args: str) -> dict:
+    r = run_cli(
+        "encode", str(src), "-c", "x264", "--ctu", "16", "--frames", str(FRAMES), "--preset", "fast",
+        "-o", str(out), "--json", *args,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
 def test_cli_ctu16_uniform_and_file_maps(grainy_y4m, tmp_path):
     """The documented command: ``vcmtool encode clip.y4m -c x264 --ctu 16 -o out.264``."""
     out = tmp_path / "u.264"
-    r = run_cli(
-        "encode",
-        str(grainy_y4m),
-        "-c",
-        "x264",
-        "--ctu",
-        "16",
-        "--qpmap",
-        "none",
-        "--qp",
-        "30",
-        "--frames",
-        str(FRAMES),
-        "--preset",
-        "fast",
-        "-o",
-        str(out),
-        "--json",
-    )
-    assert r.returncode == 0, r.stderr
-    rep = json.loads(r.stdout)
+    rep = _x264_ctu16_cli(grainy_y4m, out, "--qpmap", "none", "--qp", "30")
     assert rep["frames"] == FRAMES and rep["bytes"] == out.stat().st_size > 0
     assert all((q == 30).all() for q in _mb_qps(out))  # every macroblock at --qp
     # A per-macroblock .qpm (ctu 16) through the CLI lands macroblock by macroblock.
@@ -176,26 +165,7 @@ def test_cli_ctu16_uniform_and_file_maps(grainy_y4m, tmp_path):
     m = _random_mb_map(clip, seed=5)
     write_qpm(tmp_path / "m.qpm", QPMaps(m, MB))
     out = tmp_path / "f.264"
-    r = run_cli(
-        "encode",
-        str(grainy_y4m),
-        "-c",
-        "x264",
-        "--ctu",
-        "16",
-        "--qpmap",
-        f"file:{tmp_path / 'm.qpm'}",
-        "--intra-period",
-        "1",
-        "--frames",
-        str(FRAMES),
-        "--preset",
-        "fast",
-        "-o",
-        str(out),
-        "--json",
-    )
-    assert r.returncode == 0, r.stderr
+    _x264_ctu16_cli(grainy_y4m, out, "--qpmap", f"file:{tmp_path / 'm.qpm'}", "--intra-period", "1")
     for i, q in enumerate(_mb_qps(out)):
         _check_mb_qps(q, m[i])
 
