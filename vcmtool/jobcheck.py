@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING, Any
 from vcmtool.errors import UsageError
 from vcmtool.qpmap.propagate import parse_map_interval
 from vcmtool.qpmap.sources import check_source_options
+from vcmtool.sidestreams.budget import SideBudget
 
 if TYPE_CHECKING:
-    from vcmtool.pipeline import EncodeJob
+    from vcmtool.pipeline.job import EncodeJob
 
 QP_MAX = 63  # the widest codec domain (VVC); backends clamp to their own range
 CTUS = (16, 32, 64, 128)
@@ -113,6 +114,10 @@ def check_job(job: EncodeJob) -> list[str]:
         _positive(job.target_bpp, "--target-bpp", MAX_BPP)
     if job.target_kbps is not None and job.target_bpp is not None:
         raise UsageError("--target-kbps and --target-bpp: give one of them")
+    if job.side_stream_budget is not None:
+        if job.side_stream == "none":
+            raise UsageError("--side-stream-budget limits a side stream: add --side-stream cdre")
+        SideBudget.parse(str(job.side_stream_budget))
     if not isinstance(job.preset, str) or not _NAME.match(job.preset):
         raise UsageError(f"--preset {job.preset!r}: not a preset name")
     _check_map_options(job.map_options)

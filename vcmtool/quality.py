@@ -312,19 +312,27 @@ def measure_quality(
 
 
 def frame_rows(
-    q: Quality | None, bits: Sequence[int], maps=None, frames: int | None = None, vmaf: bool = False
+    q: Quality | None,
+    bits: Sequence[int],
+    maps=None,
+    frames: int | None = None,
+    vmaf: bool = False,
+    side_bits: Sequence[int] | None = None,
 ) -> tuple[list[str], list[list]]:
     """Header and rows of the per-frame CSV: frame, bits, quality, QP-map mean/min/max.
 
     ``bits`` is in decode order, which is display order for the low-delay GOPs vcmtool sets up
     (no B frames); it is the report's ``bits_per_frame`` (a side stream written to its own file,
     ``--side-stream-out``, is not in it). The QP columns are those of the applied map (the same
-    as ``--qpm-out``)."""
+    as ``--qpm-out``). With a side stream, a last column ``side_bits`` holds each frame's
+    payload bits (0: none sent, e.g. skipped under ``--side-stream-budget``)."""
     header = ["frame", "bits", "psnr_y", "psnr_u", "psnr_v", "ssim_y", "ssim"]
     if vmaf:
         header.append("vmaf")
     if maps is not None:
         header += ["qp_mean", "qp_min", "qp_max"]
+    if side_bits is not None:
+        header.append("side_bits")
     n = q.frames if q is not None else (frames if frames is not None else len(bits))
     cols = (
         []
@@ -342,6 +350,8 @@ def frame_rows(
         if maps is not None:
             m = maps.frame(i)
             row += [f"{float(m.mean()):.4f}", int(m.min()), int(m.max())]
+        if side_bits is not None:
+            row.append(side_bits[i] if i < len(side_bits) else "")
         rows.append(row)
     return header, rows
 
@@ -353,9 +363,10 @@ def write_frame_csv(
     maps=None,
     frames: int | None = None,
     vmaf: bool = False,
+    side_bits: Sequence[int] | None = None,
 ) -> None:
     """Write the per-frame CSV to ``path`` (the caller's staged temp file)."""
-    header, rows = frame_rows(q, bits, maps, frames, vmaf)
+    header, rows = frame_rows(q, bits, maps, frames, vmaf, side_bits)
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(header)

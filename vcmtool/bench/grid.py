@@ -65,6 +65,7 @@ class BenchConfig:
     address: str | None = None
     # spatial scales ("1", "0.75", "auto"): each method runs at each; scale != 1 is method@scale
     scales: list[str] = field(default_factory=lambda: ["1"])
+    side_stream_budget: str | None = None  # cap of the side-stream methods (sidestreams.budget)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -123,6 +124,7 @@ def encode_settings_key(cfg: BenchConfig) -> str:
             cfg.task_model,
             sorted(cfg.map_options.items()),
             sorted(cfg.encoder_params.items()),
+            *([cfg.side_stream_budget] if cfg.side_stream_budget else []),  # old keys stay valid
         )
     )
 

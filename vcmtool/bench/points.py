@@ -117,6 +117,7 @@ def encode_point(payload: dict) -> dict:
         encoder_params=dict(cfg["encoder_params"]),
         measure=True,
         side_stream=method.side_stream,
+        side_stream_budget=cfg.get("side_stream_budget") if method.side_stream != "none" else None,
         scale=method.scale,
     )
     report = run_encode(job)

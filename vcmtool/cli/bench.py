@@ -81,6 +81,12 @@ def _names(value: str) -> list[str]:
     "F != 1 is its own curve METHOD@F (coded at F of the size, upsampled before judging, bpp "
     "against the original size), with BD figures against the full-size anchor",
 )
+@click.option(
+    "--side-stream-budget",
+    metavar="PCT%|Nkbps",
+    help="cap the side stream of the cdre methods (as encode --side-stream-budget); its bits "
+    "stay counted in the rate",
+)
 @source_options
 @input_options
 @click.option("--preset", default="medium", show_default=True)
@@ -197,7 +203,12 @@ def bench(
         engine=kw["engine"],
         address=kw["address"],
         scales=_names(scales) or ["1"],
+        side_stream_budget=kw["side_stream_budget"],
     )
+    if cfg.side_stream_budget is not None:
+        from vcmtool.sidestreams.budget import SideBudget
+
+        SideBudget.parse(cfg.side_stream_budget)  # a typo must not cost a bench
     res = run_bench(cfg)
     write_report(res)
     if as_json:

@@ -110,6 +110,12 @@ from vcmtool.pipeline import EncodeJob, default_output, job_outputs, run_encode
     help="write the side stream to this file instead of SEI in the bitstream",
 )
 @click.option(
+    "--side-stream-budget",
+    metavar="PCT%|Nkbps",
+    help="cap the side stream: PCT% of each frame's video bits or a constant Nkbps; a frame "
+    "whose payload does not fit is sent without one (the receiver falls back to the plain model)",
+)
+@click.option(
     "--no-overlap",
     is_flag=True,
     help="predict every map before encoding starts instead of while encoding (same maps "

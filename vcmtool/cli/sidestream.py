@@ -124,6 +124,31 @@ def cdre() -> None:
     help="which validated state to keep: map = highest validation mAP@.5 vs pseudo GT "
     "(step 0, the identity, wins ties); loss = lowest validation detection loss",
 )
+@click.option(
+    "--loss",
+    type=click.Choice(["distill", "yolo"]),
+    default="distill",
+    show_default=True,
+    help="distill: match the receiver's trunk features and raw head outputs (decoded frames + "
+    "bits) to the frozen detector's on the originals; yolo: YOLOv3 loss vs pseudo labels (older "
+    "models; rewards suppressing detections)",
+)
+@click.option("--feat-weight", type=click.FloatRange(min=0), default=1.0, show_default=True)
+@click.option("--head-weight", type=click.FloatRange(min=0), default=1.0, show_default=True)
+@click.option(
+    "--det-weight",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="distill: weight of an extra YOLO pseudo-label loss",
+)
+@click.option(
+    "--rate-weight",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="lambda_r * mean(bits): favours sparse, cheaper-to-code bits",
+)
 def train(
     output: str,
     work: str,
@@ -138,6 +163,11 @@ def train(
     threads: int,
     val_every: int,
     select: str,
+    loss: str,
+    feat_weight: float,
+    head_weight: float,
+    det_weight: float,
+    rate_weight: float,
 ) -> None:
     """Train the CDRE modules on development media (CPU is fine; GPU not needed at this size)."""
     from vcmtool.lab.cdre import data
@@ -159,6 +189,11 @@ def train(
             threads=threads,
             val_every=max(val_every, 1),
             select=select,
+            loss=loss,
+            feat_weight=feat_weight,
+            head_weight=head_weight,
+            det_weight=det_weight,
+            rate_weight=rate_weight,
         ),
         val_items=val,
     )
@@ -213,14 +248,26 @@ def export(checkpoint: str, output: str, prefix: str) -> None:
     help="side-stream file (default: the SEI messages in BITSTREAM)",
 )
 @click.option("--codec", type=click.Choice(["hevc", "vvc", "avc"]), help="default: from the extension")
+@click.option(
+    "--model",
+    default="fd",
+    show_default=True,
+    metavar="fd|joint|DIR",
+    help="the receiver that matches the sender (encode --side-stream cdre:MODEL)",
+)
 @click.option("--plain", is_flag=True, help="ignore the side stream (the anchor detector)")
 @click.option("--min-score", type=click.FloatRange(0, 1), default=0.25, show_default=True)
-def detect(bitstream: str, side_file: str | None, codec: str | None, plain: bool, min_score: float) -> None:
-    """Receiver: YOLOv3-tiny on the decoded frames with the CDRE embedding; JSON lines on stdout."""
+def detect(
+    bitstream: str, side_file: str | None, codec: str | None, model: str, plain: bool, min_score: float
+) -> None:
+    """Receiver: YOLOv3-tiny on the decoded frames with the CDRE embedding; JSON lines on stdout.
+
+    Frames without a payload (skipped under --side-stream-budget) are detected plainly; their
+    line says "side": false."""
     import json
 
     from vcmtool.decode import decoded_frames
-    from vcmtool.sidestreams.cdre import bits_by_frame, extract_from_bitstream, read_side_file
+    from vcmtool.sidestreams.cdre import bits_by_frame, cdre_model, extract_from_bitstream, read_side_file
     from vcmtool.sidestreams.cdre_receiver import CdreDetector
 
     path = Path(bitstream)
@@ -234,9 +281,8 @@ def detect(bitstream: str, side_file: str | None, codec: str | None, plain: bool
         bits = bits_by_frame(payloads)
         if not bits:
             raise InputError(f"{side_file or path}: no CDRE side stream; pass --plain to detect without it")
-    det = CdreDetector(score_threshold=min_score)
+    det = CdreDetector(cdre_model(model).decoder, score_threshold=min_score)
     for f in decoded_frames(path):
-        if not plain and f.index not in bits:
-            raise InputError(f"{side_file or path}: no CDRE payload for frame {f.index}")
-        d = det.process([f.to_bgr()], None if plain else [bits[f.index]])[0]
-        click.echo(json.dumps({"frame": f.index, "detections": d.to_json()}))
+        side = f.index in bits
+        d = det.process([f.to_bgr()], [bits[f.index]] if side else None)[0]
+        click.echo(json.dumps({"frame": f.index, "side": side, "detections": d.to_json()}))

@@ -85,7 +85,10 @@ def print_encode_summary(r: dict) -> None:
         t.add_row("scale", f"{rs['scale']:g} ({coded}original size signalled: {rs['carrier']}{auto})")
     if r.get("side_stream"):
         ss = r["side_stream"]
-        t.add_row("side stream", f"{ss.get('name', '')}: {ss['bits']} bits, {ss['kbps']:.1f} kbps")
+        line = f"{ss.get('name', '')}: {ss['bits']} bits, {ss['kbps']:.1f} kbps"
+        if ss.get("budget"):
+            line += f", budget {ss['budget']}: {ss.get('skipped', 0)} of {ss.get('frames', 0)} frames without"
+        t.add_row("side stream", line)
     tm = r["timing"]
     if tm.get("map_overlapped"):
         # the map ran beside the encoder: only the encoder's wait for maps is on the wall clock

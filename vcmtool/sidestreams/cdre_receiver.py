@@ -5,7 +5,7 @@ Runtime only: loading an exported decoder and running it; training lives in
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -92,16 +92,28 @@ def detect_with_side_stream(
     detector: CdreDetector, bitstream: Path, codec: str, decoded_bgrs: Sequence[np.ndarray], batch: int = 4
 ) -> list[Detections]:
     """What a receiver does: the CDRE bits from ``bitstream``'s SEI messages (display order),
-    then the embedded detector on the decoded frames."""
-    from vcmtool.errors import InputError
+    then the embedded detector on the decoded frames. Frames sent without a payload (skipped by
+    ``--side-stream-budget``) go through the plain detector, as a receiver without the side
+    stream would."""
     from vcmtool.sidestreams.cdre import bits_by_frame, extract_from_bitstream
 
     bits = bits_by_frame(extract_from_bitstream(Path(bitstream), codec))
-    missing = [i for i in range(len(decoded_bgrs)) if i not in bits]
-    if missing:
-        raise InputError(f"{bitstream}: no CDRE payload for frame(s) {missing[:5]}")
+    return detect_frames(detector, decoded_bgrs, bits, batch)
+
+
+def detect_frames(
+    detector: CdreDetector, decoded_bgrs: Sequence[np.ndarray], bits: Mapping[int, np.ndarray], batch: int = 4
+) -> list[Detections]:
+    """Detections per frame: with the embedding where ``bits`` has the frame's bits, plain
+    otherwise; consecutive frames of one kind are batched together."""
     out: list[Detections] = []
-    for s in range(0, len(decoded_bgrs), batch):
-        chunk = list(decoded_bgrs[s : s + batch])
-        out += detector.process(chunk, [bits[i] for i in range(s, s + len(chunk))])
+    s, n = 0, len(decoded_bgrs)
+    while s < n:
+        has = s in bits
+        e = s + 1
+        while e < n and e - s < batch and (e in bits) == has:
+            e += 1
+        chunk = list(decoded_bgrs[s:e])
+        out += detector.process(chunk, [bits[i] for i in range(s, e)] if has else None)
+        s = e
     return out
