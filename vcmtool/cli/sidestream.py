@@ -50,7 +50,8 @@ def side_stream() -> None:
 @click.option("--json", "as_json", is_flag=True, help="print a summary as JSON on stdout")
 def extract(bitstream: str, output: str, codec: str | None, as_json: bool) -> None:
     """Recover the CDRE payloads embedded in BITSTREAM's SEI messages into FILE."""
-    from vcmtool.sidestreams.cdre import extract_from_bitstream, write_side_file
+    from vcmtool.sidestreams.cdre import extract_from_bitstream
+    from vcmtool.sidestreams.transport import write_side_file
 
     path = Path(bitstream)
     if not path.is_file():
@@ -267,8 +268,9 @@ def detect(
     import json
 
     from vcmtool.decode import decoded_frames
-    from vcmtool.sidestreams.cdre import bits_by_frame, cdre_model, extract_from_bitstream, read_side_file
+    from vcmtool.sidestreams.cdre import bits_by_frame, cdre_model, extract_from_bitstream
     from vcmtool.sidestreams.cdre_receiver import CdreDetector
+    from vcmtool.sidestreams.transport import read_side_file
 
     path = Path(bitstream)
     if not path.is_file():

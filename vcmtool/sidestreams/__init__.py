@@ -1,9 +1,11 @@
 """Post-encode side streams: bits a learned sender adds inside the bitstream (SEI) or beside it,
 counted in every rate, and the receivers that use them.
 
-``cdre`` (sender, payload format, SEI transport, ``SIDE_STREAMS`` by name), ``cdre_model`` (the
-networks, torch) and ``cdre_receiver`` (decoder-side detection). Training is in
-:mod:`vcmtool.lab.cdre`, which nothing here imports.
+``registry`` (``SIDE_STREAMS``: the streams by name), ``cdre`` (sender, payload format, SEI
+transport), ``cdre_model`` (the networks, torch) and ``cdre_receiver`` (decoder-side detection);
+``vcs`` (the VCS semantic stream: sender, payload format), ``vcs_model`` (Sem-Enc and LFN, torch)
+and ``vcs_receiver`` (enhanced frames for any task model). Training is in :mod:`vcmtool.lab`,
+which nothing here imports.
 """
 
 from __future__ import annotations
@@ -16,13 +18,13 @@ def get_side_stream(spec: str) -> Callable[..., dict] | None:
     if spec == "none":
         return None
     from vcmtool.errors import UsageError
-    from vcmtool.sidestreams.cdre import SIDE_STREAMS
+    from vcmtool.sidestreams.registry import SIDE_STREAMS
 
     try:
         return SIDE_STREAMS[spec]
     except KeyError:
         raise UsageError(
-            f"--side-stream {spec}: use none, {', '.join(SIDE_STREAMS)} or cdre:fd|joint|DIR"
+            f"--side-stream {spec}: use none, {', '.join(SIDE_STREAMS)} or cdre:fd|joint|DIR, vcs:DIR"
         ) from None
 
 

@@ -79,6 +79,15 @@ class BudgetGate:
         return False
 
 
+def gate_for(budget: SideBudget | None, bitstream, clip) -> BudgetGate | None:
+    """The gate of one side stream over ``bitstream`` (the encode of ``clip``); None: no budget."""
+    if budget is None:
+        return None
+    from vcmtool.decode import packet_bits
+
+    return BudgetGate(budget, frame_video_bits(packet_bits(bitstream), clip.count()), float(clip.info.fps))
+
+
 def frame_video_bits(packet_bits: Sequence[int], frames: int) -> list[int]:
     """One video-bit count per frame: the access units' bits when there is one per frame, else
     (hidden frames, e.g. AV1) the mean bits per frame for every frame."""

@@ -1,10 +1,22 @@
 """CDRE side stream: ONNX encoder on (original, decoded) frames -> bits -> one payload per frame.
 
-Payload (carried in an SEI user_data_unregistered message with ``VCMTOOL_UUID``, or in a
-side file): ``b"CD"``, version, coder id, uint32 LE display-order frame index, then the
-coded body. The body is :func:`vcmtool.sidestreams.bits.pack_bits` of the (channels, rows, cols) 0/1
-array, passed through the entropy coder named by the coder id. The frame index makes the
-payload independent of which access unit carries it (decode order may differ from display order).
+Payload (carried in an SEI user_data_unregistered message with ``VCMTOOL_UUID``, or in a side file),
+version 2: ``b"CD"``, version (2), coder id, flags, uint32 LE display-order frame index, then the
+coded body. Flags bit 0 (``FLAG_TEMPORAL``): the body was coded with an earlier display frame's bits
+as context, so the receiver needs that frame's payload first; bits 1-7: that frame's distance minus
+1 (0: the previous frame; a frame skipped under ``--side-stream-budget`` makes the next payload
+refer further back, to the last one sent). Bodies by coder: 0 "none", 1 "zlib", 2 "lzma":
+:func:`vcmtool.sidestreams.bits.pack_bits` of the (channels, rows, cols) 0/1 array, raw or
+compressed; 3 "ctx": uint8 channels, uint16 LE rows, uint16 LE cols (left out with
+``FLAG_TEMPORAL``: the reference frame's shape), then :func:`vcmtool.sidestreams.entropy.encode_map`
+(context-adaptive arithmetic coding). Version 1 (older streams, still read): ``b"CD"``, 1, coder id
+(0-2), uint32 index, body; no flags. The frame index makes the payload independent of which access
+unit carries it (decode order may differ from display order).
+
+Measured (benchmarks/bench_cdre.py: shipped encoder, 32 frames of 720p bigbuckbunny at kvazaar
+QP 37, 5,520 bits a frame; payload bits a frame, headers included): raw 5,696; version 1's "auto"
+(zlib) 4,551; ctx without the previous frame 3,971; ctx with it 1,994 (1,930 after the first
+frame): 0.44 of version 1's "auto", 0.35 of raw. Over the first 8 frames: 1,417 (0.31).
 
 Side file (``--side-stream-out``): ``b"VCMSIDE1"`` then per payload a uint32 LE length and
 the payload bytes.
@@ -15,140 +27,232 @@ from __future__ import annotations
 import lzma
 import struct
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from vcmtool.atomic import atomic_path
-from vcmtool.errors import InputError, ModelError
+from vcmtool.errors import InputError
 from vcmtool.modelfiles import model_path
-from vcmtool.registry import parse_spec
+from vcmtool.sidestreams import transport
 from vcmtool.sidestreams.bits import pack_bits, unpack_bits
+from vcmtool.sidestreams.budget import SideBudget, gate_for
+from vcmtool.sidestreams.entropy import decode_map, encode_map
+from vcmtool.sidestreams.transport import (
+    ModelPair,
+    check_carrier,
+    deliver,
+    model_pair,
+    onnx_sender,
+    stream_report,
+)
 
 ENCODER_ONNX = model_path("cdre_encoder.onnx")
 DECODER_PT = model_path("cdre_decoder.pt")
 
 
-@dataclass(frozen=True)
-class CdreModel:
-    """One trained CDRE model: the sender's ONNX encoder and the receiver's decoder file."""
-
-    name: str
-    encoder: Path
-    decoder: Path
-
-
 # the shipped variants: frozen detector ("Ours-FD") and joint fine-tuning ("Ours")
-CDRE_MODELS: dict[str, CdreModel] = {
-    "fd": CdreModel("fd", ENCODER_ONNX, DECODER_PT),
-    "joint": CdreModel("joint", model_path("cdre_joint_encoder.onnx"), model_path("cdre_joint_decoder.pt")),
+CDRE_MODELS: dict[str, ModelPair] = {
+    "fd": ModelPair("fd", ENCODER_ONNX, DECODER_PT),
+    "joint": ModelPair("joint", model_path("cdre_joint_encoder.onnx"), model_path("cdre_joint_decoder.pt")),
 }
 
 
-def cdre_model(spec: str) -> CdreModel:
+def cdre_model(spec: str) -> ModelPair:
     """A shipped variant (``fd``, ``joint``), an export directory (``vcmtool cdre export -o DIR``)
     or an exported ``PREFIX_decoder.pt`` with its ``PREFIX_encoder.onnx`` beside it."""
-    if spec in CDRE_MODELS:
-        m = CDRE_MODELS[spec]
-    else:
-        p = Path(spec)
-        dec = p / "cdre_decoder.pt" if p.is_dir() else p
-        if not dec.name.endswith("_decoder.pt"):
-            raise ModelError(
-                f"CDRE model {spec!r}: use {', '.join(CDRE_MODELS)}, an export directory "
-                "or a PREFIX_decoder.pt file"
-            )
-        m = CdreModel(spec, dec.with_name(dec.name[: -len("_decoder.pt")] + "_encoder.onnx"), dec)
-    missing = [str(f) for f in (m.encoder, m.decoder) if not f.is_file()]
-    if missing:
-        raise ModelError(f"CDRE model {spec!r}: missing {', '.join(missing)}; run 'vcmtool cdre export'")
-    return m
+    return model_pair(spec, CDRE_MODELS, "cdre")
 
 
 STRIDE = 32
 MAGIC = b"CD"
-VERSION = 1
-_HEAD = struct.Struct("<2sBBI")
-SIDE_FILE_MAGIC = b"VCMSIDE1"
+VERSION = 2
+_HEAD = struct.Struct("<2sBBBI")  # magic, version, coder id, flags, display index
+_HEAD_V1 = struct.Struct("<2sBBI")  # magic, version, coder id, display index
+FLAG_TEMPORAL = 1
+MAX_DISTANCE = 128  # flags bits 1-7 hold the reference distance minus 1
+_SHAPE = struct.Struct("<BHH")  # the ctx body's (channels, rows, cols)
+
+
+def _lzma_filters() -> list[dict]:
+    return [{"id": lzma.FILTER_LZMA2}]
+
+
+# Packed bits of a CDRE map are far below this; a larger inflated body is a decompression bomb.
+_MAX_PACKED = 1 << 24
+
+
+def _decompress(make: Callable[[], object], body: bytes) -> bytes:
+    """Inflate ``body`` with a fresh ``zlib.decompressobj``/``lzma.LZMADecompressor``, bounded."""
+    d = make()
+    try:
+        out = d.decompress(body, _MAX_PACKED + 1)
+    except (zlib.error, lzma.LZMAError, EOFError) as e:
+        raise InputError(f"CDRE payload: corrupt compressed body ({e})") from None
+    if len(out) > _MAX_PACKED:
+        raise InputError(f"CDRE payload: compressed body inflates past {_MAX_PACKED} bytes")
+    if not d.eof or d.unused_data:
+        raise InputError("CDRE payload: truncated compressed body or bytes after it")
+    return out
+
+
+def _ctx_encode(bits: np.ndarray, prev: np.ndarray | None) -> bytes:
+    # Coded against the previous frame, the shape is that frame's: 40 bits a frame saved (2%).
+    if prev is not None:
+        return encode_map(bits, prev)
+    c, h, w = bits.shape
+    return _SHAPE.pack(c, h, w) + encode_map(bits, None)
+
+
+def _ctx_decode(body: bytes, prev: np.ndarray | None) -> np.ndarray:
+    if prev is not None:
+        if prev.ndim != 3:
+            raise InputError(f"CDRE ctx payload needs (channels, rows, cols) context, got shape {prev.shape}")
+        return decode_map(body, prev.shape, prev)
+    if len(body) < _SHAPE.size:
+        raise InputError(f"CDRE ctx body of {len(body)} bytes has no shape")
+    return decode_map(body[_SHAPE.size :], _SHAPE.unpack_from(body), None)
+
+
+def _ctx_fits(bits: np.ndarray) -> bool:
+    return bits.ndim == 3 and all(n <= m for n, m in zip(bits.shape, (0xFF, 0xFFFF, 0xFFFF), strict=True))
 
 
 @dataclass(frozen=True)
 class Coder:
+    """A lossless coder of one frame's bits. ``encode(bits, prev)`` -> body and
+    ``decode(body, prev)`` -> bits; ``temporal`` coders use ``prev`` (the previous display
+    frame's bits) as context when it is given, the others ignore it."""
+
     ident: int
-    encode: Callable[[bytes], bytes]
-    decode: Callable[[bytes], bytes]
+    encode: Callable[[np.ndarray, np.ndarray | None], bytes]
+    decode: Callable[[bytes, np.ndarray | None], np.ndarray]
+    temporal: bool = False
 
 
-# Lossless coders for the packed bits. Measured on the shipped model's bits of 8 frames of 720p
-# bigbuckbunny (benchmarks/bench_cdre.py): zlib -14.3%, lzma -14.7% (adaptive order-0 bound
-# -18%), so the default "auto" takes zlib per frame whenever it is smaller than the raw bits.
+# Lossless coders of one frame's bits. Measured on the shipped model's bits of 32 frames of 720p
+# bigbuckbunny (module docstring, benchmarks/bench_cdre.py): zlib and lzma take 20-22% off the
+# raw payload; "ctx" (context-adaptive arithmetic coding, vcmtool.sidestreams.entropy) takes 56%
+# off zlib with the previous frame as context and 13% without. "auto" (the default) takes the
+# smallest of none/zlib/ctx per frame (tiny maps: zlib's and ctx's headers can cost more).
 CODERS: dict[str, Coder] = {
-    "none": Coder(0, lambda b: b, lambda b: b),
-    "zlib": Coder(1, lambda b: zlib.compress(b, 9), zlib.decompress),
+    "none": Coder(0, lambda b, _: pack_bits(b), lambda d, _: unpack_bits(d)),
+    "zlib": Coder(
+        1,
+        lambda b, _: zlib.compress(pack_bits(b), 9),
+        lambda d, _: unpack_bits(_decompress(zlib.decompressobj, d)),
+    ),
     "lzma": Coder(
         2,
-        lambda b: lzma.compress(b, format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2}]),
-        lambda b: lzma.decompress(b, format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2}]),
+        lambda b, _: lzma.compress(pack_bits(b), format=lzma.FORMAT_RAW, filters=_lzma_filters()),
+        lambda d, _: unpack_bits(
+            _decompress(partial(lzma.LZMADecompressor, format=lzma.FORMAT_RAW, filters=_lzma_filters()), d)
+        ),
     ),
+    "ctx": Coder(3, _ctx_encode, _ctx_decode, temporal=True),
 }
 _BY_ID = {c.ident: c for c in CODERS.values()}
-DEFAULT_CODER = "auto"  # zlib where it helps, raw otherwise (tiny frames: zlib's header costs more)
+_V1_IDS = (0, 1, 2)
+DEFAULT_CODER = "auto"
 
 
-def make_payload(index: int, bits: np.ndarray, coder: str = DEFAULT_CODER) -> bytes:
-    packed = pack_bits(np.asarray(bits, np.uint8))
+def make_payload(
+    index: int,
+    bits: np.ndarray,
+    coder: str = DEFAULT_CODER,
+    prev: np.ndarray | None = None,
+    distance: int = 1,
+) -> bytes:
+    """One frame's payload (version 2). ``prev``: the bits of the last earlier frame that was sent,
+    ``distance`` frames back (1..MAX_DISTANCE), or None when no earlier payload can serve (the
+    receiver will not have it); a temporal coder then codes without it and the flags say so."""
+    a = np.asarray(bits)
+    if not np.isin(a, (0, 1)).all():
+        raise ValueError("CDRE bits must be 0 or 1")
+    a = a.astype(np.uint8)
+    if prev is not None and (np.shape(prev) != a.shape or not 1 <= distance <= MAX_DISTANCE):
+        prev = None  # the model's map changed size (a new clip), or the reference is too far back
     if coder == "auto":
-        z = CODERS["zlib"].encode(packed)
-        c, body = (CODERS["zlib"], z) if len(z) < len(packed) else (CODERS["none"], packed)
+        names = ["none", "zlib"] + (["ctx"] if _ctx_fits(a) else [])
+        return min((make_payload(index, a, n, prev, distance) for n in names), key=len)
+    if coder not in CODERS:
+        raise ValueError(f"unknown CDRE coder {coder!r}; choose one of: auto, {', '.join(CODERS)}")
+    c = CODERS[coder]
+    if c is CODERS["ctx"] and not _ctx_fits(a):
+        raise ValueError(f"the ctx coder takes (channels<=255, rows, cols<=65535) bits, got {a.shape}")
+    temporal = c.temporal and prev is not None
+    body = c.encode(a, prev if temporal else None)
+    flags = FLAG_TEMPORAL | (distance - 1) << 1 if temporal else 0
+    return _HEAD.pack(MAGIC, VERSION, c.ident, flags, index) + body
+
+
+def _header(data: bytes) -> tuple[Coder, int, int, int]:
+    """(coder, flags, display index, body offset) of a version 1 or 2 payload."""
+    if len(data) < _HEAD_V1.size or bytes(data[:2]) != MAGIC:
+        raise InputError(f"not a CDRE payload ({len(data)} bytes starting {bytes(data[:2])!r})")
+    version = data[2]
+    if version == 1:
+        _, _, ident, index = _HEAD_V1.unpack_from(data)
+        flags, off, known = 0, _HEAD_V1.size, _V1_IDS
+    elif version == 2:
+        if len(data) < _HEAD.size:
+            raise InputError(f"CDRE v2 payload of {len(data)} bytes is too short")
+        _, _, ident, flags, index = _HEAD.unpack_from(data)
+        off, known = _HEAD.size, tuple(_BY_ID)
     else:
-        c = CODERS[coder]
-        body = c.encode(packed)
-    return _HEAD.pack(MAGIC, VERSION, c.ident, index) + body
+        raise InputError(f"CDRE payload version {version} is not supported (this vcmtool reads 1 and 2)")
+    if ident not in known:
+        raise InputError(f"CDRE v{version} payload with unknown coder id {ident}")
+    if (flags & ~FLAG_TEMPORAL and not flags & FLAG_TEMPORAL) or (
+        flags & FLAG_TEMPORAL and not _BY_ID[ident].temporal
+    ):
+        raise InputError(f"CDRE payload of frame {index}: bad flags {flags:#x} for coder id {ident}")
+    return _BY_ID[ident], flags, index, off
 
 
-def parse_payload(data: bytes) -> tuple[int, np.ndarray]:
-    """(frame index, uint8 0/1 array (channels, rows, cols)) of one payload."""
-    if len(data) < _HEAD.size:
-        raise InputError(f"CDRE payload of {len(data)} bytes is too short")
-    magic, version, ident, index = _HEAD.unpack_from(data)
-    if magic != MAGIC or version != VERSION or ident not in _BY_ID:
-        raise InputError(f"not a CDRE v{VERSION} payload (magic {magic!r}, version {version}, coder {ident})")
-    return index, unpack_bits(_BY_ID[ident].decode(bytes(data[_HEAD.size :])))
+def payload_index(data: bytes) -> int:
+    """The display frame index a payload carries (header only)."""
+    return _header(data)[2]
+
+
+def reference_index(data: bytes) -> int | None:
+    """The display index of the frame whose bits a payload was coded against (None: none)."""
+    _, flags, index, _ = _header(data)
+    return index - 1 - (flags >> 1) if flags & FLAG_TEMPORAL else None
+
+
+def parse_payload(data: bytes, prev: np.ndarray | None = None) -> tuple[int, np.ndarray]:
+    """(frame index, uint8 0/1 array (channels, rows, cols)) of one payload (version 1 or 2).
+    ``prev``: the bits of the frame :func:`reference_index` names, needed when the payload was
+    coded against them."""
+    coder, flags, index, off = _header(data)
+    if flags & FLAG_TEMPORAL:
+        if prev is None:
+            raise InputError(
+                f"CDRE payload of frame {index} is coded against frame {index - 1 - (flags >> 1)}, "
+                "whose payload is missing"
+            )
+        prev = np.asarray(prev)
+    else:
+        prev = None
+    return index, coder.decode(bytes(data[off:]), prev)
 
 
 def is_cdre_payload(data: bytes) -> bool:
-    return len(data) >= _HEAD.size and bytes(data[:2]) == MAGIC
-
-
-def write_side_file(path: str | Path, payloads: Iterable[bytes]) -> None:
-    with atomic_path(Path(path)) as tmp, open(tmp, "wb") as f:
-        f.write(SIDE_FILE_MAGIC)
-        for p in payloads:
-            f.write(struct.pack("<I", len(p)))
-            f.write(p)
-
-
-def read_side_file(path: str | Path) -> list[bytes]:
-    data = Path(path).read_bytes()
-    if not data.startswith(SIDE_FILE_MAGIC):
-        raise InputError(f"{path}: not a vcmtool side-stream file (no {SIDE_FILE_MAGIC!r} header)")
-    out, off = [], len(SIDE_FILE_MAGIC)
-    while off < len(data):
-        if off + 4 > len(data):
-            raise InputError(f"{path}: truncated at byte {off}")
-        (n,) = struct.unpack_from("<I", data, off)
-        if off + 4 + n > len(data):
-            raise InputError(f"{path}: payload at byte {off} runs past the end of the file")
-        out.append(data[off + 4 : off + 4 + n])
-        off += 4 + n
-    return out
+    return len(data) >= _HEAD_V1.size and bytes(data[:2]) == MAGIC
 
 
 def bits_by_frame(payloads: Sequence[bytes]) -> dict[int, np.ndarray]:
-    return dict(parse_payload(p) for p in payloads if is_cdre_payload(p))
+    """Bits by display index of the CDRE payloads among ``payloads`` (others are skipped),
+    decoded in display order so that each frame's bits are the next one's context."""
+    mine = sorted((p for p in payloads if is_cdre_payload(p)), key=payload_index)
+    out: dict[int, np.ndarray] = {}
+    for p in mine:
+        ref = reference_index(p)
+        out[payload_index(p)] = parse_payload(p, out.get(ref) if ref is not None else None)[1]
+    return out
 
 
 def frame_rgb(bgr: np.ndarray) -> np.ndarray:
@@ -163,21 +267,7 @@ class CdreSideEncoder:
     """The exported encoder under onnxruntime (CUDA provider when present, else CPU)."""
 
     def __init__(self, path: str | Path = ENCODER_ONNX, threads: int = 2) -> None:
-        import onnxruntime as ort
-
-        path = Path(path)
-        if not path.exists():
-            raise ModelError(f"{path}: CDRE encoder missing; run 'vcmtool cdre export' or reinstall vcmtool")
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.log_severity_level = 3
-        providers = [
-            p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()
-        ]
-        try:
-            self.session = ort.InferenceSession(str(path), opts, providers=providers)
-        except Exception as e:  # onnxruntime raises its own exception types
-            raise ModelError(f"{path}: cannot load the CDRE encoder ({e})") from None
+        self.session = onnx_sender(path, "cdre", threads)
         meta = self.session.get_modelmeta().custom_metadata_map
         self.channels = int(meta.get("channels", 6))
         self.version = meta.get("version", "unknown")
@@ -196,108 +286,56 @@ def encode_side_stream(
     encoder: CdreSideEncoder | None = None,
     coder: str = DEFAULT_CODER,
     progress: Callable[[int], object] | None = None,
-) -> list[bytes]:
-    """Payloads for every frame of ``clip`` vs the decoded ``bitstream`` (display order)."""
+    budget: SideBudget | None = None,
+) -> list[bytes | None]:
+    """Payloads for every frame of ``clip`` vs the decoded ``bitstream`` (display order); None
+    for a frame whose payload did not fit ``budget``. Each payload may use the bits of the last
+    frame sent before it as coding context (the receiver holds those)."""
     from vcmtool.decode import decoded_frames
 
     enc = encoder or CdreSideEncoder()
-    payloads = []
+    gate = gate_for(budget, bitstream, clip)
+    payloads: list[bytes | None] = []
+    prev, prev_index = None, -1  # the last frame sent: the receiver holds its bits
     for i, (src, dec) in enumerate(zip(clip.frames(), decoded_frames(bitstream), strict=False)):
-        payloads.append(make_payload(i, enc.process(src.to_bgr(), dec.to_bgr()), coder))
+        bits = enc.process(src.to_bgr(), dec.to_bgr())
+        payload = make_payload(i, bits, coder, prev=prev, distance=i - prev_index)
+        if gate is not None and not gate.admit(i, 8 * len(payload)):
+            payload = None
+        else:
+            prev, prev_index = bits, i
+        payloads.append(payload)
         if progress:
             progress(1)
     return payloads
 
 
-def embed_in_bitstream(bitstream: Path, payloads: Sequence[bytes], codec: str) -> int:
-    """Rewrite ``bitstream`` (atomically) with one SEI per access unit; returns the bytes added.
-
-    Payload i rides in access unit i; each carries its own display index, so the receiver does
-    not depend on the stream's reordering.
-    """
-    from vcmtool.bitstream.annexb import access_units, insert_sei
-
-    data = bitstream.read_bytes()
-    n_au = len(access_units(data, codec))
-    if n_au != len(payloads):
-        raise InputError(f"{bitstream}: {n_au} access units for {len(payloads)} side-stream payloads")
-    out = insert_sei(data, list(payloads), codec)
-    with atomic_path(bitstream) as tmp:
-        Path(tmp).write_bytes(out)
-    return len(out) - len(data)
-
-
 def extract_from_bitstream(bitstream: Path, codec: str) -> list[bytes]:
-    from vcmtool.bitstream.annexb import extract_sei
-
-    try:
-        data = bitstream.read_bytes()
-    except OSError as e:
-        raise InputError(f"{bitstream}: cannot read ({e})") from None
-    return [p for p in extract_sei(data, codec) if is_cdre_payload(p)]
+    """The CDRE payloads among ``bitstream``'s vcmtool SEI messages."""
+    return transport.extract_from_bitstream(bitstream, codec, is_cdre_payload)
 
 
-def run_cdre(clip, bitstream: Path, codec: str, out_file: str | None, model: CdreModel | None = None) -> dict:
+def run_cdre(
+    clip,
+    bitstream: Path,
+    codec: str,
+    out_file: str | None,
+    model: ModelPair | None = None,
+    budget: SideBudget | None = None,
+) -> dict:
     """The post-encode hook: payloads for ``bitstream`` (a finished, not yet published file).
 
     Without ``out_file`` they go into the bitstream as SEI (rewritten in place, atomically);
     with it they go to that side file and the bitstream is left untouched. ``bits`` is what the
-    side stream adds on the wire: the SEI NAL units' bytes, or the side file's size.
+    side stream adds on the wire: the SEI NAL units' bytes, or the side file's size;
+    ``frame_bits`` the payload bits of each frame (0: skipped under ``budget``).
     """
     import time
 
-    if codec not in ("hevc", "vvc", "avc") and not out_file:
-        raise InputError(
-            f"{codec} bitstreams carry no SEI; write the CDRE side stream with --side-stream-out FILE"
-        )
+    check_carrier(codec, out_file, "cdre")
     t0 = time.perf_counter()
     enc = CdreSideEncoder(model.encoder if model else ENCODER_ONNX)
-    payloads = encode_side_stream(clip, bitstream, enc)
+    payloads = encode_side_stream(clip, bitstream, enc, budget=budget)
     t_enc = time.perf_counter() - t0
-    if out_file:
-        write_side_file(out_file, payloads)
-        added = Path(out_file).stat().st_size
-    else:
-        added = embed_in_bitstream(bitstream, payloads, codec)
-    return {
-        "name": "cdre",
-        "bits": 8 * added,
-        "payload_bits": 8 * sum(len(p) for p in payloads),
-        "frames": len(payloads),
-        "carrier": out_file or "sei",
-        "model": enc.version,
-        "provider": enc.provider,
-        "encode_s": round(t_enc, 4),
-    }
-
-
-class SideStreams(Mapping[str, Callable[..., dict]]):
-    """Post-encode side streams by name, plus ``KIND:ARG`` forms (``cdre:joint``, ``cdre:DIR``)
-    built on lookup; iterating lists the plain names only."""
-
-    def __init__(
-        self,
-        named: dict[str, Callable[..., dict]],
-        parametric: dict[str, Callable[[str], Callable[..., dict]]],
-    ) -> None:
-        self._named, self._parametric = named, parametric
-
-    def __getitem__(self, name: str) -> Callable[..., dict]:
-        if name in self._named:
-            return self._named[name]
-        spec = parse_spec(name, "side stream")
-        if spec.arg and spec.name in self._parametric:
-            return self._parametric[spec.name](spec.arg)
-        raise KeyError(name)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._named)
-
-    def __len__(self) -> int:
-        return len(self._named)
-
-
-# ``vcmtool encode --side-stream NAME`` and ``EncodeJob.side_stream``
-SIDE_STREAMS = SideStreams(
-    {"cdre": run_cdre}, {"cdre": lambda spec: partial(run_cdre, model=cdre_model(spec))}
-)
+    added = deliver(bitstream, payloads, codec, out_file)
+    return stream_report("cdre", added, payloads, out_file, budget, enc.version, enc.provider, t_enc)

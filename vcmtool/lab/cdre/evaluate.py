@@ -34,10 +34,10 @@ def _eval_item(p: dict) -> dict:
     from vcmtool.sidestreams.cdre import (
         CdreSideEncoder,
         bits_by_frame,
-        embed_in_bitstream,
         extract_from_bitstream,
         make_payload,
     )
+    from vcmtool.sidestreams.transport import embed_in_bitstream
 
     det = _detector(p["decoder"])
     d = np.load(p["npz"])
