@@ -206,7 +206,8 @@ def train(
         if best is None or SELECTORS[select](h, best):
             best = h
     chosen = (
-        f", kept step {best['step']} (val mAP@.5 {best['val_map50']:.3f}, loss {best['val_det']:.3f}; "
+        f", kept step {best['step']} (val mAP@.5 {best['val_map50']:.3f}, yolo loss {best['val_det']:.3f}, "
+        f"distill loss {best['val_distill']:.3f}; "
         f"step 0: {vals[0]['val_map50']:.3f})"
         if best
         else ""

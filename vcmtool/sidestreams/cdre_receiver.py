@@ -71,7 +71,9 @@ class CdreDetector:
         self.receiver, blob = load_receiver(decoder)
         self.tuned = tuned_detector(blob) or self.plain
         self.variant = blob.get("variant", "fd")
-        self.version = f"yolov3-tiny-torch+cdre-{self.variant}-s{blob.get('steps', '?')}"
+        loss = (blob.get("loss") or {}).get("loss", "yolo")  # models before distillation: yolo
+        tag = f"{self.variant}-{loss}" if loss != "yolo" else self.variant
+        self.version = f"yolov3-tiny-torch+cdre-{tag}-s{blob.get('steps', '?')}"
         self.pipeline = pipeline_for(self.plain.net_spec, DEFAULT_INPUT, score_threshold, 0.45, True, 300)
 
     def process(
