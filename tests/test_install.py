@@ -35,6 +35,8 @@ SHIPPED = (
     "cdre_decoder.pt",
     "cdre_joint_encoder.onnx",
     "cdre_joint_decoder.pt",
+    "cdre_distill_encoder.onnx",
+    "cdre_distill_decoder.pt",
     "mfiba_params.json",
     "MODEL_CARD.md",
     "CDRE_MODEL_CARD.md",

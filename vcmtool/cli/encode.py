@@ -100,9 +100,10 @@ from vcmtool.pipeline import EncodeJob, default_output, job_outputs, run_encode
     "--side-stream",
     default="none",
     show_default=True,
-    metavar="none|cdre[:fd|joint|DIR]",
-    help="post-encode side stream: cdre = CDRE distortion bits, one SEI per frame "
-    "(cdre:joint = the joint fine-tuning model, cdre:DIR = an export directory)",
+    metavar="none|cdre[:fd|joint|distill|DIR]|vcs[:DIR]",
+    help="post-encode side stream, one SEI per frame: cdre = CDRE distortion bits (cdre:joint, "
+    "cdre:distill = other shipped models, cdre:DIR = an export directory); vcs = the VCS "
+    "semantic stream for `vcmtool vcs receive`",
 )
 @click.option(
     "--side-stream-out",

@@ -254,7 +254,7 @@ def export(checkpoint: str, output: str, prefix: str) -> None:
     "--model",
     default="fd",
     show_default=True,
-    metavar="fd|joint|DIR",
+    metavar="fd|joint|distill|DIR",
     help="the receiver that matches the sender (encode --side-stream cdre:MODEL)",
 )
 @click.option("--plain", is_flag=True, help="ignore the side stream (the anchor detector)")

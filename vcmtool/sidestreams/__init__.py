@@ -24,7 +24,7 @@ def get_side_stream(spec: str) -> Callable[..., dict] | None:
         return SIDE_STREAMS[spec]
     except KeyError:
         raise UsageError(
-            f"--side-stream {spec}: use none, {', '.join(SIDE_STREAMS)} or cdre:fd|joint|DIR, vcs:DIR"
+            f"--side-stream {spec}: use none, {', '.join(SIDE_STREAMS)} or cdre:fd|joint|distill|DIR, vcs:DIR"
         ) from None
 
 

@@ -53,10 +53,14 @@ ENCODER_ONNX = model_path("cdre_encoder.onnx")
 DECODER_PT = model_path("cdre_decoder.pt")
 
 
-# the shipped variants: frozen detector ("Ours-FD") and joint fine-tuning ("Ours")
+# the shipped variants: frozen detector ("Ours-FD"), joint fine-tuning ("Ours"), and the frozen
+# detector trained by distillation (better mAP@.5, worse mAP@[.5:.95]; CDRE_MODEL_CARD.md)
 CDRE_MODELS: dict[str, ModelPair] = {
     "fd": ModelPair("fd", ENCODER_ONNX, DECODER_PT),
     "joint": ModelPair("joint", model_path("cdre_joint_encoder.onnx"), model_path("cdre_joint_decoder.pt")),
+    "distill": ModelPair(
+        "distill", model_path("cdre_distill_encoder.onnx"), model_path("cdre_distill_decoder.pt")
+    ),
 }
 
 
