@@ -140,3 +140,12 @@ def test_learned_map_methods_carry_a_model_fingerprint():
     assert resolve("auto").identity == file_fingerprint(DEFAULT_MODELS["snn"])
     assert resolve("eljrd").identity == file_fingerprint(DEFAULT_MODELS["eljrd"])
     assert resolve("auto").identity != resolve("eljrd").identity
+
+
+def test_bench_refuses_a_bad_param_before_any_encode(bikes_y4m, tmp_path):
+    r = run_cli(
+        "bench", str(bikes_y4m), "--codec", "x264", "--qps", "37", "--param", "tune=zerolatency",
+        "-o", str(tmp_path / "rep"),
+    )  # fmt: skip
+    assert r.returncode == 2 and "--param tune" in r.stderr.decode()
+    assert not (tmp_path / "rep").exists()

@@ -249,3 +249,27 @@ def test_budget_skips_vcs_payloads_and_the_receiver_fills_zeros(bikes_y4m, expor
     assert r.returncode == 0, r.stderr.decode()
     rep = json.loads(r.stdout)
     assert rep["frames"] == 8 and rep["payloads"] == 8 - side["skipped"]
+
+
+@pytest.mark.skipif(not (ENCODER_ONNX.exists() and DECODER_PT.exists()), reason="models/ not shipped")
+def test_bench_judges_vcs_and_lfn_on_the_receivers_frames(bikes_y4m, tmp_path):
+    """VCS is task-decoupled: in the bench, the task model and every judge score the receiver's
+    enhanced frames; ``lfn`` is the same receiver without the stream, on the plain codec."""
+    r = run_cli(
+        "bench", str(bikes_y4m), "--qpmap", "none,lfn,vcs", "--qps", "42,47", "--preset", "veryfast",
+        "-o", str(tmp_path / "rep"), "--json",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr.decode()
+    res = json.loads(r.stdout)
+    pts = {(p["method"], p["qp"]): p for p in res["points"]}
+    for qp in (42, 47):
+        none, lfn, vcs = pts[("none", qp)], pts[("lfn", qp)], pts[("vcs", qp)]
+        assert none["side_bits"] == lfn["side_bits"] == 0 < vcs["side_bits"]
+        assert lfn["bits"] == none["bits"] and vcs["bits"] == none["bits"] + vcs["side_bits"]
+        assert set(vcs["judges"]) == set(lfn["judges"]) == {"yolov3-tiny", "nanodet"}
+    # the judges saw other frames than the decoded ones: some score differs from the anchor's
+    assert any(
+        pts[("lfn", qp)]["judges"][j]["map"] != pts[("none", qp)]["judges"][j]["map"]
+        for qp in (42, 47)
+        for j in ("yolov3-tiny", "nanodet")
+    )

@@ -83,6 +83,8 @@ def judge_item(spec: PointSpec, point_key: str, result: dict, judge: str) -> Ite
     hidden = f"judge|{point_key}|{stream_md5}|{judge}|{identity(judge)}"
     payload = {
         "judge": judge,
+        "method": spec.qpmap,  # what the judge sees: decoded frames, or a receiver's (vcs)
+        "codec": result["codec"],
         "stream": result["stream"],
         "width": result["width"],
         "height": result["height"],
@@ -92,8 +94,8 @@ def judge_item(spec: PointSpec, point_key: str, result: dict, judge: str) -> Ite
 
 
 def judge_point(payload: dict) -> dict:
+    from vcmtool.bench.methods import present_frames, resolve
     from vcmtool.bench.points import _model, detect_frames
-    from vcmtool.resample import upsampled_frames
 
     stream = Path(payload["stream"])
     if not stream.is_file():
@@ -102,8 +104,10 @@ def judge_point(payload: dict) -> dict:
         )
     model = _model(payload["judge"])
     t0 = time.perf_counter()
-    # scaled points are upsampled to the original size first, as for the task model (points.py)
-    dets = detect_frames(model, upsampled_frames(stream, 8), payload["width"], payload["height"])
+    # as for the task model (points.py): scaled points upsampled to the original size first,
+    # task-decoupled receivers' (vcs) enhanced frames
+    frames = present_frames(resolve(payload.get("method", "none")), stream, payload.get("codec", "hevc"))
+    dets = detect_frames(model, frames, payload["width"], payload["height"])
     if len(dets) != payload["frames"]:
         raise RuntimeError(f"{stream}: decoded {len(dets)} frames, encoded {payload['frames']}")
     return {

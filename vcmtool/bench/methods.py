@@ -9,6 +9,10 @@ anchor); ``KIND`` / ``KIND:ARG`` specs of :data:`METHOD_KINDS` add the others:
   CDRE side stream in SEI, scored with the CDRE receiver (bits extracted from the bitstream,
   the variant's decoder, and for ``joint`` its fine-tuned detector). Shown as ``cdre-fd``,
   ``cdre-joint`` (``cdre:PATH`` keeps its spec as its name).
+* ``vcs``, ``vcs:PATH`` - the plain codec plus the VCS semantic stream in SEI; the receiver's
+  enhanced frames (latent fusion network on decoded frames + bits) are what the task model and
+  every judge see: VCS is task-decoupled. ``lfn``, ``lfn:PATH`` - the same receiver fed zeros
+  on the plain codec (no stream): the enhancement-only baseline.
 
 ``METHOD@SCALE`` (``none@0.75``, ``roi@auto``) is METHOD coded at that spatial scale
 (``vcmtool encode --scale``), upsampled back at the receiver before it is judged: a curve of its
@@ -24,18 +28,21 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from vcmtool.io.frame import Frame
 from vcmtool.registry import parse_spec
 
 ANCHOR = "none"
 
 # detections on decoded BGR frames, given the bitstream (for what it carries beside the video)
 Receive = Callable[[Path, str, Sequence[np.ndarray], float], tuple[list, str]]
+# the frames a receiver hands any task model, given the bitstream and its codec
+Present = Callable[[Path, str], Iterator[Frame]]
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,7 @@ class BenchMethod:
     identity: str = ""  # fingerprint of model files: a retrained model invalidates stored points
     task_models: tuple[str, ...] = ()  # bench task models it can be compared under (empty: any)
     scale: str = "1"  # spatial resampling ("0.75", "auto"; vcmtool.resample), "1": none
+    present: Present | None = None  # None: the decoded frames (upsampled when scaled)
 
     @property
     def follows_offsets(self) -> bool:
@@ -100,7 +108,56 @@ def _cdre(arg: str) -> BenchMethod:
     )
 
 
-METHOD_KINDS: dict[str, Callable[[str], BenchMethod]] = {"cdre": _cdre}
+@functools.lru_cache(maxsize=4)
+def _vcs_receiver(decoder: str):
+    from vcmtool.sidestreams.vcs_receiver import VcsReceiver
+
+    return VcsReceiver(decoder, threads=1)
+
+
+def _vcs_present(decoder: Path, with_stream: bool) -> Present:
+    def present(stream: Path, codec: str) -> Iterator[Frame]:
+        from vcmtool.decode import decoded_frames
+        from vcmtool.sidestreams.vcs import bits_by_frame, extract_from_bitstream
+
+        rec = _vcs_receiver(str(decoder))
+        bits = bits_by_frame(extract_from_bitstream(stream, codec), rec.probs) if with_stream else None
+        bgrs = (f.to_bit_depth(8).to_bgr() for f in decoded_frames(stream, 8))
+        for i, bgr in enumerate(rec.enhance(bgrs, bits)):
+            yield Frame.from_bgr(bgr, i)
+
+    return present
+
+
+def _vcs_method(arg: str, with_stream: bool) -> BenchMethod:
+    from vcmtool.sidestreams.vcs import vcs_model
+
+    m = vcs_model(arg or "default")
+    kind = "vcs" if with_stream else "lfn"
+    name = kind if m.name == "default" else f"{kind}:{m.name}"
+    return BenchMethod(
+        name,
+        ANCHOR,
+        name if with_stream else "none",
+        identity=f"{file_fingerprint(m.encoder)}|{file_fingerprint(m.decoder)}",
+        present=_vcs_present(m.decoder, with_stream),
+    )
+
+
+def present_frames(method: BenchMethod, stream: Path, codec: str) -> Iterator[Frame]:
+    """What the task model and every judge see for a point of ``method``."""
+    if method.present is not None:
+        return method.present(stream, codec)
+    from vcmtool.resample import upsampled_frames
+
+    return upsampled_frames(stream, 8)
+
+
+METHOD_KINDS: dict[str, Callable[[str], BenchMethod]] = {
+    "cdre": _cdre,
+    "vcs": functools.partial(_vcs_method, with_stream=True),
+    "lfn": functools.partial(_vcs_method, with_stream=False),
+}
 
 
 _SCALE_TAIL = re.compile(r"[-+0-9.eE]+|auto|nan|inf", re.IGNORECASE)
@@ -133,7 +190,7 @@ def resolve(spec: str) -> BenchMethod:
         m = resolve(base)
         if scale == "1":
             return m
-        if m.receiver is not None:
+        if m.receiver is not None or m.present is not None:
             raise UsageError(f"method {spec}: {m.name} scores with its own receiver; it takes no scale")
         identity = m.identity
         if scale == "auto":  # a changed rule must not reuse points chosen by the old one

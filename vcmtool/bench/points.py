@@ -20,7 +20,6 @@ from vcmtool.decode import decoded_frames
 from vcmtool.eval.coco import EVAL_MIN_SCORE
 from vcmtool.io.frame import Frame
 from vcmtool.io.open import open_video
-from vcmtool.resample import upsampled_frames
 
 
 def _model(spec: str):
@@ -86,7 +85,7 @@ def source_point(payload: dict) -> dict:
 
 
 def encode_point(payload: dict) -> dict:
-    from vcmtool.bench.methods import resolve
+    from vcmtool.bench.methods import present_frames, resolve
     from vcmtool.encoders import get_encoder
     from vcmtool.pipeline import EncodeJob, run_encode
 
@@ -125,7 +124,8 @@ def encode_point(payload: dict) -> dict:
     w, h = report["width"], report["height"]
     if method.receiver is None:
         model = _model(cfg["task_model"])
-        dets, task_version = detect_frames(model, upsampled_frames(out, 8), w, h), model.version
+        frames = present_frames(method, out, report["codec"])
+        dets, task_version = detect_frames(model, frames, w, h), model.version
     else:
         bgrs = [_crop(fr, w, h).to_bit_depth(8).to_bgr() for fr in decoded_frames(out, 8)]
         found, task_version = method.receiver(out, report["codec"], bgrs, EVAL_MIN_SCORE)

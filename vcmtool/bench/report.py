@@ -254,8 +254,11 @@ def bd_cells(b: dict) -> list[str]:
 def judge_bd_cells(b: dict, judge: str) -> list[str]:
     """One judge's BD-rate mAP@.5, BD-rate mAP, BD-mAP@.5, BD-mAP and BD-rate person AP@.5."""
     jb = b.get("judges", {}).get(judge) if "judges" in b else b
-    if jb is None:  # a method with its own receiver: only the receiver judges it
-        return ["n/a (receiver)"] * 5
+    if jb is None:  # a method with its own receiver is judged by it only; else: no usable points
+        from vcmtool.bench.methods import resolve
+
+        own = resolve(b["method"]).receiver is not None if "method" in b else True
+        return ["n/a (receiver)" if own else "n/a"] * 5
     return [
         _fmt(jb.get("bd_rate_map50"), jb.get("bd_rate_map50_ci"), "%"),
         _fmt(jb.get("bd_rate_map"), jb.get("bd_rate_map_ci"), "%"),

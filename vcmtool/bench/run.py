@@ -97,7 +97,7 @@ def _cross_scales(cfg: BenchConfig) -> list[str]:
         method = resolve(m)
         if method.scale != "1" or "@" in m:
             out.append(m)
-        elif method.receiver is not None:
+        elif method.receiver is not None or method.present is not None:
             out.append(m)
             notes.append(f"{m}: scores with its own receiver; not run at --scales {','.join(scales)}")
         else:

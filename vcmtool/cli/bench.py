@@ -205,6 +205,12 @@ def bench(
         scales=_names(scales) or ["1"],
         side_stream_budget=kw["side_stream_budget"],
     )
+    from vcmtool.encoders import EncodeSettings, get_encoder
+
+    for codec in cfg.codecs:  # a typo in --preset or --param must not cost a bench of failed points
+        get_encoder(codec).check_settings(
+            EncodeSettings(cfg.preset, cfg.intra_period, cfg.threads, cfg.allow_frame_qp, cfg.encoder_params)
+        )
     if cfg.side_stream_budget is not None:
         from vcmtool.sidestreams.budget import SideBudget
 
