@@ -215,17 +215,22 @@ def train(
     console.print(f"trained {steps} steps, last loss {losses[-1]:.3f}{chosen} -> {output}")
 
 
+def export_arguments(f):
+    """CHECKPOINT and -o DIR of every side stream's ``export`` (cdre, vcs)."""
+    f = click.option(
+        "-o",
+        "--output",
+        default="vcmtool/models",
+        show_default=True,
+        type=click.Path(file_okay=False),
+        help="directory for PREFIX_encoder.onnx and PREFIX_decoder.pt (default: the shipped "
+        "models, relative to a checkout)",
+    )(f)
+    return click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))(f)
+
+
 @cdre.command("export")
-@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
-@click.option(
-    "-o",
-    "--output",
-    default="vcmtool/models",
-    show_default=True,
-    type=click.Path(file_okay=False),
-    help="directory for PREFIX_encoder.onnx and PREFIX_decoder.pt (default: the shipped models, "
-    "relative to a checkout)",
-)
+@export_arguments
 @click.option(
     "--prefix",
     default="cdre",

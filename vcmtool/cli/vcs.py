@@ -9,7 +9,7 @@ import click
 
 from vcmtool.cli import main
 from vcmtool.cli.options import emit_json
-from vcmtool.cli.sidestream import codec_of
+from vcmtool.cli.sidestream import codec_of, export_arguments
 from vcmtool.cli.summary import console
 from vcmtool.errors import InputError, UsageError
 from vcmtool.outputs import Output, check_outputs, refuse_existing
@@ -206,16 +206,7 @@ def train(
 
 
 @vcs.command("export")
-@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
-@click.option(
-    "-o",
-    "--output",
-    default="vcmtool/models",
-    show_default=True,
-    type=click.Path(file_okay=False),
-    help="directory for PREFIX_encoder.onnx and PREFIX_decoder.pt (default: the shipped models, "
-    "relative to a checkout)",
-)
+@export_arguments
 @click.option("--prefix", default="vcs", show_default=True, help="file name prefix")
 def export(checkpoint: str, output: str, prefix: str) -> None:
     """Export a checkpoint: the sender as ONNX, the receiver (LFN) as a torch file."""
