@@ -85,6 +85,16 @@ class MapStage:
     t_premap: float = 0.0  # map time spent before the encoder started (all of it without overlap)
 
 
+@dataclass(frozen=True)
+class WallClock:
+    """Wall seconds of one encode: the encoder run (waits for maps included), the part of it spent
+    waiting for streamed maps, and the whole encode."""
+
+    encode_wall: float
+    map_wait: float
+    total: float
+
+
 @dataclass
 class Staged:
     """Temp files of the outputs, published together when the staging block ends."""
@@ -317,13 +327,8 @@ def run_encode(job: EncodeJob, source: QPMapSource | None = None) -> EncodeRepor
         if m.producer is not None:
             m.producer.close()
     t_wait = m.feed.wait_s if s.overlapped and m.feed is not None else 0.0
-    timing = {
-        "t_start": t_start,
-        "t_enc_wall": t_enc_wall,
-        "t_wait": t_wait,
-        "t_total": time.perf_counter() - t_start,
-    }
-    return build_report(s, m, bits, side, quality, outputs, overlay_frame, n_bytes, sei_bits, timing)
+    clock = WallClock(t_enc_wall, t_wait, time.perf_counter() - t_start)
+    return build_report(s, m, bits, side, quality, outputs, overlay_frame, n_bytes, sei_bits, clock)
 
 
 def build_report(
@@ -336,10 +341,10 @@ def build_report(
     overlay_frame: int | None,
     n_bytes: int,
     sei_bits: int,
-    t: dict[str, float],
+    t: WallClock,
 ) -> EncodeReport:
     job, info, cinfo, plan, src, n_frames = s.job, s.clip.info, s.plan.coded.info, s.plan, s.src, s.n_frames
-    t_enc = t["t_enc_wall"] - t["t_wait"]
+    t_enc = t.encode_wall - t.map_wait
     total_bits = sum(bits) + (side["bits"] if side else 0)  # everything transmitted
     pixels = info.width * info.height * n_frames  # the original size, scaled or not
     report: EncodeReport = {
@@ -380,9 +385,9 @@ def build_report(
         "timing": {
             "map_s": round(m.t_map, 4),
             "encode_s": round(t_enc, 4),
-            "other_s": round(t["t_total"] - m.t_premap - t["t_enc_wall"], 4),
-            "total_s": round(t["t_total"], 4),
-            "map_wait_s": round(t["t_wait"], 4),
+            "other_s": round(t.total - m.t_premap - t.encode_wall, 4),
+            "total_s": round(t.total, 4),
+            "map_wait_s": round(t.map_wait, 4),
             "map_overlapped": s.overlapped,
             "measure_s": round(quality.seconds, 4) if quality is not None else 0.0,
             "frames_predicted": src.predicted,
@@ -391,7 +396,7 @@ def build_report(
             "map_predict_fps": _fps(src.predicted, src.predict_s),
             "map_fps": _fps(n_frames, m.t_map),
             "encode_fps": _fps(n_frames, t_enc),
-            "fps": _fps(n_frames, t["t_total"]),
+            "fps": _fps(n_frames, t.total),
         },
         "options": {k: v for k, v in asdict(job).items() if k not in ("input", "output")},
     }
