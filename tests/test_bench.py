@@ -100,6 +100,27 @@ def test_finished_points_are_not_recomputed(bench_run):
     assert time.perf_counter() - t0 < 30
 
 
+def test_pseudo_ground_truth_options_rescore_without_encoding(bench_run, tmp_path):
+    import shutil
+
+    out, args, first = bench_run
+    copy = tmp_path / "rescored"
+    shutil.copytree(out, copy)
+    o = args.index("-o")
+    rescored = [*args[:o], "-o", str(copy), "--json", "--gt-stable", "1"]
+    r = run_cli(*rescored)
+    assert r.returncode == 0, r.stderr.decode()[-2000:]
+    res = json.loads(r.stdout)
+    assert all(p["cached"] for p in res["points"])  # scoring options: nothing re-encoded
+    proto = json.loads((copy / "results.json").read_text())["protocol"]
+    assert (proto["pseudo_gt_min_score"], proto["pseudo_gt_stable"]) == (0.3, 1)
+    assert "don't-care" in (copy / "report.md").read_text()
+    # this 8-frame crop's pseudo ground truth is three detections that flicker (a cell phone on
+    # one frame, a chair on two): stable objects only leaves nothing to score, and the report says so
+    assert all(c["map50"] is None for c in res["curves"])
+    assert any("no pseudo ground-truth object (3 flickering ones are don't-care)" in w for w in res["warnings"])
+
+
 def test_bench_usage_errors(tmp_path, bikes_y4m):
     r = run_cli("bench", str(bikes_y4m), "-c", "nosuchcodec", "-o", str(tmp_path / "x"))
     assert r.returncode == 2 and b"unknown encoder 'nosuchcodec'" in r.stderr
@@ -149,3 +170,30 @@ def test_bench_refuses_a_bad_param_before_any_encode(bikes_y4m, tmp_path):
     )  # fmt: skip
     assert r.returncode == 2 and "--param tune" in r.stderr.decode()
     assert not (tmp_path / "rep").exists()
+
+
+def test_paired_delta_of_two_runs(bench_run, tmp_path):
+    """A run against itself differs by exactly zero on every replicate; runs with different
+    bootstrap sizes do not pair."""
+    import subprocess
+    import sys
+
+    out, _, first = bench_run
+    (bd,) = first["bd"]
+    boots = bd["judges"]["yolov3-tiny"]["bd_rate_map50_boot"]
+    assert len(boots) == 40  # --bootstrap 40: the replicates travel with the row
+    script = Path(__file__).parents[1] / "benchmarks" / "paired_delta.py"
+    res = out / "results.json"
+    r = subprocess.run([sys.executable, str(script), str(res), str(res), "--json"], capture_output=True)
+    assert r.returncode == 0, r.stderr.decode()
+    rows = json.loads(r.stdout)
+    assert {x["metric"] for x in rows} == {"bd_rate_map50", "bd_rate_map"}
+    assert all(x["delta"] == 0 for x in rows)
+    assert bd["bd_rate_map50_ci"] is not None  # so the replicates pair into a CI, of width zero
+    assert [x["ci"] for x in rows if x["metric"] == "bd_rate_map50"] == [[0.0, 0.0]]
+    other = json.loads(res.read_text())
+    other["config"]["bootstrap"] = 41
+    bad = tmp_path / "other.json"
+    bad.write_text(json.dumps(other))
+    r = subprocess.run([sys.executable, str(script), str(res), str(bad)], capture_output=True)
+    assert r.returncode != 0 and b"bootstrap" in r.stderr

@@ -118,3 +118,20 @@ def test_bootstrap_resamples_frames():
     lo, hi = percentile_ci(vals)
     assert lo <= full <= hi and lo < hi
     assert np.array_equal(samples, bootstrap_samples(2, 50))  # seeded: reproducible
+
+
+def test_flickering_objects_are_dont_care_regions_with_gt_stable():
+    frames = _frames()  # the class-2 object (0.35) is on frame 0 only: it flickers
+    plain = GroundTruth.from_detections(frames, {"clip": (160, 120)})
+    stable = GroundTruth.from_detections(frames, {"clip": (160, 120)}, stable=1)
+    crowd = [a for a in stable.coco.dataset["annotations"] if a["iscrowd"]]
+    assert len(crowd) == 1 and crowd[0]["category_id"] == 3  # class 2, the one that flickers
+    # detections that miss the flickering object lose recall against the plain ground truth,
+    # nothing against the stable one; a detection on it is no false positive either
+    missed = {("clip", 0): [frames[("clip", 0)][0]], ("clip", 1): frames[("clip", 1)]}
+    assert plain.match(missed).scores().map50 < 1.0
+    assert stable.match(missed).scores().map50 == pytest.approx(1.0)
+    assert stable.match(frames).scores().map50 == pytest.approx(1.0)
+    # the person, seen in both frames, still counts: losing it costs
+    no_person = {k: [r for r in v if r[5] != 0] for k, v in frames.items()}
+    assert stable.match(no_person).scores().map50 == 0.0

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from vcmtool.bench.methods import ANCHOR, resolve
+from vcmtool.eval.coco import PSEUDO_GT_MIN_SCORE
 from vcmtool.runner import Item, safe_key
 
 IMAGES_GROUP = "images"
@@ -58,6 +59,8 @@ class BenchConfig:
     map_options: dict = field(default_factory=dict)
     encoder_params: dict[str, str] = field(default_factory=dict)
     gt: str | None = None
+    gt_min_score: float = PSEUDO_GT_MIN_SCORE  # pseudo ground truth; not in any point's key
+    gt_stable: int = 0  # pseudo ground truth: frames around an object that must see it too
     pool: bool = False
     bootstrap: int = 200
     workers: int = 1

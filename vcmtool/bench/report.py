@@ -22,7 +22,7 @@ from pathlib import Path
 from vcmtool.atomic import atomic_path, write_text_atomic
 from vcmtool.bench.grid import ANCHOR
 from vcmtool.bench.run import BenchResult
-from vcmtool.eval.coco import EVAL_MIN_SCORE, PSEUDO_GT_MIN_SCORE
+from vcmtool.eval.coco import EVAL_MIN_SCORE
 from vcmtool.provenance import base_versions, git_commit, md5_file
 
 POINT_COLS = [
@@ -157,7 +157,8 @@ def to_json(res: BenchResult) -> dict:
             "failures": res.failures,
             "warnings": res.warnings,
             "protocol": {
-                "pseudo_gt_min_score": PSEUDO_GT_MIN_SCORE,
+                "pseudo_gt_min_score": res.config.gt_min_score,
+                "pseudo_gt_stable": res.config.gt_stable,
                 "eval_min_score": EVAL_MIN_SCORE,
                 "ground_truth": res.config.gt
                 or "pseudo (each judge on the uncompressed frames, scored against its own)",
@@ -356,7 +357,14 @@ def markdown(res: BenchResult, plots: dict[str, str], command: str) -> str:
         if cfg.gt
         else (
             f"pseudo ground truth (each judge's own detections on the uncompressed frames, score >= "
-            f"{PSEUDO_GT_MIN_SCORE}); scored detections use score >= {EVAL_MIN_SCORE}"
+            f"{cfg.gt_min_score}"
+            + (
+                f"; objects not detected again within {cfg.gt_stable} frame(s) before and after are "
+                "don't-care regions"
+                if cfg.gt_stable
+                else ""
+            )
+            + f"); scored detections use score >= {EVAL_MIN_SCORE}"
         )
     )
     judged_by = ", ".join(f"`{j}` ({res.judges.get(j) or 'task model'})" for j in judges)

@@ -251,6 +251,13 @@ def score(
 
     for gname, members in grouping.items():
         gts = {j: _ground_truth(cfg, {m: srcs[m] for m in members}) for j, (srcs, _) in judges.items()}
+        for j, g in gts.items():
+            if not cfg.gt and not g.objects():
+                dont_care = f" ({g.dont_care()} flickering ones are don't-care)" if g.dont_care() else ""
+                notes.append(
+                    f"{gname}: judge {j} has no pseudo ground-truth object{dont_care}; "
+                    "its mAP figures are n/a"
+                )
         n = len(gts[primary].keys)
         samples = bootstrap_samples(n, cfg.bootstrap if n >= MIN_BOOTSTRAP_FRAMES else 0)
         if cfg.bootstrap and n < MIN_BOOTSTRAP_FRAMES:
@@ -341,7 +348,7 @@ def _ground_truth(cfg: BenchConfig, sources: dict[str, dict]) -> GroundTruth:
         gt = GroundTruth.from_coco_file(cfg.gt, frames, class_names)
     else:
         sizes = {inp: (s["width"], s["height"]) for inp, s in sources.items()}
-        gt = GroundTruth.from_detections(frames, sizes)
+        gt = GroundTruth.from_detections(frames, sizes, cfg.gt_min_score, cfg.gt_stable)
     return gt.set_person(class_names)
 
 
@@ -395,7 +402,7 @@ JUDGE_BD_KEYS = ("bd_rate_map50", "bd_rate_map", "bd_map50", "bd_map", "bd_rate_
 
 def _judge_bd(row: dict) -> dict:
     """The task-accuracy part of a BD row (PSNR does not depend on the judge)."""
-    keep = {k for b in JUDGE_BD_KEYS for k in (b, f"{b}_ci", f"{b}_overlap")}
+    keep = {k for b in JUDGE_BD_KEYS for k in (b, f"{b}_ci", f"{b}_overlap", f"{b}_boot")}
     return {
         **{k: v for k, v in row.items() if k in keep},
         "points": row["points"],
@@ -425,6 +432,12 @@ def _curve_row(group: str, codec: str, method: str, spec: PointSpec, rs: list[di
         **timing,
         "eval_s": round(sum(r["eval_s"] for r in rs), 4),
     }
+
+
+# BD figures whose bootstrap replicates the results keep: the samples are seeded by the frame
+# count, so two runs over the same frames resample identically and their difference has a paired
+# CI (benchmarks/paired_delta.py), much narrower than two independent CIs side by side
+PAIRED_KEYS = ("bd_rate_map50", "bd_rate_map")
 
 
 def _bd_row(group: str, codec: str, method: str, a: dict, t: dict) -> dict:
@@ -460,6 +473,8 @@ def _bd_row(group: str, codec: str, method: str, a: dict, t: dict) -> dict:
                 for i in range(reps)
             ]
             row[f"{name}_ci"] = percentile_ci(vals)
+            if name in PAIRED_KEYS:  # the replicates, so two runs' rows can be compared pairwise
+                row[f"{name}_boot"] = [round(v, 3) if np.isfinite(v) else None for v in vals]
         elif bkey:
             row[f"{name}_ci"] = None
     return row

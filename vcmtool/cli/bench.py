@@ -16,6 +16,7 @@ from vcmtool.cli.options import (
 )
 from vcmtool.cli.summary import console
 from vcmtool.errors import UsageError
+from vcmtool.eval.coco import PSEUDO_GT_MIN_SCORE
 
 
 def _int_list(ctx, param, value: str | None) -> list[int] | None:
@@ -119,6 +120,23 @@ def _names(value: str) -> list[str]:
     help="COCO-format ground truth (default: pseudo ground truth from each judge)",
 )
 @click.option(
+    "--gt-min-score",
+    type=click.FloatRange(0, 1),
+    default=PSEUDO_GT_MIN_SCORE,
+    show_default=True,
+    help="pseudo ground truth: each judge's detections on the uncompressed frames from this score "
+    "(scoring only: changing it re-scores the stored points)",
+)
+@click.option(
+    "--gt-stable",
+    type=click.IntRange(0, 8),
+    default=0,
+    show_default=True,
+    metavar="N",
+    help="pseudo ground truth: an object not detected again in each of the N frames before and "
+    "after it on the uncompressed input is a don't-care region (0: every object counts)",
+)
+@click.option(
     "--pool",
     is_flag=True,
     help="also score all inputs as one group 'all' (rates summed, mAP over all frames)",
@@ -197,6 +215,8 @@ def bench(
         map_options=map_opts,
         encoder_params=parse_params(params),
         gt=kw["gt"],
+        gt_min_score=kw["gt_min_score"],
+        gt_stable=kw["gt_stable"],
         pool=kw["pool"],
         bootstrap=kw["bootstrap"],
         workers=kw["workers"],

@@ -69,6 +69,27 @@ def _ann(i: int, image_id: int, box: Sequence[float], cat: int, score: float | N
     return a
 
 
+def _box_iou(a: Row, b: Row) -> float:
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    inter = max(0.0, w) * max(0.0, h)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _seen_around(frames: dict[Key, list[Row]], key: Key, row: Row, min_score: float, window: int) -> bool:
+    """Is ``row`` (a detection on frame ``key``) detected again in each neighbouring frame within
+    ``window`` that ``frames`` has (same class, score >= ``min_score``, box IoU >= 0.5)?"""
+    inp, t = key
+    for n in range(t - window, t + window + 1):
+        near = frames.get((inp, n))
+        if n == t or near is None:
+            continue
+        if not any(o[5] == row[5] and o[4] >= min_score and _box_iou(o, row) >= 0.5 for o in near):
+            return False
+    return True
+
+
 class GroundTruth:
     """Ground truth over an ordered set of frames, ready to score detections on the same frames."""
 
@@ -89,6 +110,13 @@ class GroundTruth:
         self.categories = categories
         self.person_cat: int | None = None  # category of "person", for the per-class AP@0.5
 
+    def objects(self) -> int:
+        """Annotations that count (not don't-care regions)."""
+        return sum(1 for a in self.coco.dataset["annotations"] if not a.get("iscrowd"))
+
+    def dont_care(self) -> int:
+        return len(self.coco.dataset["annotations"]) - self.objects()
+
     def set_person(self, class_names: Sequence[str]) -> GroundTruth:
         """Name the task model's classes, so that scores also give person AP@0.5."""
         if "person" in class_names:
@@ -101,8 +129,17 @@ class GroundTruth:
         frames: dict[Key, list[Row]],
         sizes: dict[str, tuple[int, int]],
         min_score: float = PSEUDO_GT_MIN_SCORE,
+        stable: int = 0,
     ) -> GroundTruth:
-        """Pseudo ground truth: detections on uncompressed frames with score >= ``min_score``."""
+        """Pseudo ground truth: detections on uncompressed frames with score >= ``min_score``.
+
+        ``stable`` > 0: an object must also be detected (same class, box IoU >= 0.5, score >=
+        ``min_score``) in every frame up to ``stable`` frames before and after it (those the
+        input has); one that flickers on the uncompressed video becomes a *don't care* region
+        (COCO ``iscrowd``): missing it costs nothing and a detection on it is no false positive.
+        Score flicker near the threshold is not what compression does, and with mAP's mean over
+        classes a few flickering hallucinations (a "tie", a "toothbrush") weigh as much as every
+        person in the clip."""
         keys = list(frames)
         images = [
             {"id": i + 1, "width": sizes[k[0]][0], "height": sizes[k[0]][1], "file_name": f"{k[0]}#{k[1]}"}
@@ -113,7 +150,10 @@ class GroundTruth:
         for i, k in enumerate(keys):
             for r in frames[k]:
                 if r[4] >= min_score:
-                    anns.append(_ann(len(anns) + 1, i + 1, r, int(r[5]) + 1))
+                    a = _ann(len(anns) + 1, i + 1, r, int(r[5]) + 1)
+                    if stable and not _seen_around(frames, k, r, min_score, stable):
+                        a["iscrowd"] = 1
+                    anns.append(a)
                     cats.add(int(r[5]))
         categories = [{"id": c + 1, "name": str(c)} for c in sorted(cats)]
         return cls(keys, images, categories, anns, {c: c + 1 for c in cats})
