@@ -118,7 +118,8 @@ def test_pseudo_ground_truth_options_rescore_without_encoding(bench_run, tmp_pat
     # this 8-frame crop's pseudo ground truth is three detections that flicker (a cell phone on
     # one frame, a chair on two): stable objects only leaves nothing to score, and the report says so
     assert all(c["map50"] is None for c in res["curves"])
-    assert any("no pseudo ground-truth object (3 flickering ones are don't-care)" in w for w in res["warnings"])
+    note = "no pseudo ground-truth object (3 flickering ones are don't-care)"
+    assert any(note in w for w in res["warnings"])
 
 
 def test_bench_usage_errors(tmp_path, bikes_y4m):
