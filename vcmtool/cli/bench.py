@@ -16,7 +16,7 @@ from vcmtool.cli.options import (
 )
 from vcmtool.cli.summary import console
 from vcmtool.errors import UsageError
-from vcmtool.eval.coco import PSEUDO_GT_MIN_SCORE
+from vcmtool.eval.coco import EVAL_MIN_SCORE, PSEUDO_GT_MIN_SCORE
 
 
 def _int_list(ctx, param, value: str | None) -> list[int] | None:
@@ -121,7 +121,8 @@ def _names(value: str) -> list[str]:
 )
 @click.option(
     "--gt-min-score",
-    type=click.FloatRange(0, 1),
+    type=click.FloatRange(EVAL_MIN_SCORE, 1),  # below the scored detections' own threshold the
+    # uncompressed frames would no longer score 1.0 against themselves
     default=PSEUDO_GT_MIN_SCORE,
     show_default=True,
     help="pseudo ground truth: each judge's detections on the uncompressed frames from this score "
