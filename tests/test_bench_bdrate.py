@@ -135,3 +135,15 @@ def test_flickering_objects_are_dont_care_regions_with_gt_stable():
     # the person, seen in both frames, still counts: losing it costs
     no_person = {k: [r for r in v if r[5] != 0] for k, v in frames.items()}
     assert stable.match(no_person).scores().map50 == 0.0
+
+
+def test_equal_rates_pool_even_when_their_qualities_differ_in_the_last_bit():
+    # two offsets that clamp to the same map give the same bits; a bootstrap replicate can give
+    # their mAPs a last-bit difference, and pchip refuses a repeated rate
+    rt = np.array([0.00527235, 0.00527235, 0.00788845])
+    qt = np.array([11.84516717, 11.84516717 + 1e-13, 18.63964498])
+    fr, fq, pooled = monotone_fit(rt, qt)
+    assert pooled == 1 and np.all(np.diff(fr) > 0)
+    ra = np.array([0.00697, 0.01111, 0.01905, 0.03882, 0.0887])
+    qa = np.array([9.6, 56.5, 78.2, 82.5, 86.9])
+    assert math.isfinite(bd_quality(ra, qa, rt, qt).value)

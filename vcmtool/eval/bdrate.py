@@ -48,9 +48,13 @@ def monotone_fit(rate: np.ndarray, quality: np.ndarray) -> tuple[np.ndarray, np.
     blocks: list[list[float]] = []  # [sum of quality, sum of log-rate, count]
     for ri, qi in zip(r, q, strict=True):
         blocks.append([qi, float(np.log10(ri)), 1])
-        # merge while the last block is not above the previous one (ties merge too: pchip needs
-        # strictly increasing values)
-        while len(blocks) > 1 and blocks[-1][0] / blocks[-1][2] <= blocks[-2][0] / blocks[-2][2]:
+        # merge while the last block is not above the previous one in quality or in rate (ties
+        # merge too: pchip needs strictly increasing values on both axes; two rate points that
+        # clamp to the same map give the same bits, and their qualities may differ in the last bit)
+        while len(blocks) > 1 and (
+            blocks[-1][0] / blocks[-1][2] <= blocks[-2][0] / blocks[-2][2]
+            or blocks[-1][1] / blocks[-1][2] <= blocks[-2][1] / blocks[-2][2]
+        ):
             qs, ls, n = blocks.pop()
             blocks[-1][0] += qs
             blocks[-1][1] += ls
