@@ -204,3 +204,20 @@ def test_map_interval_values():
     job = EncodeJob(input="x.y4m", map_interval="6")  # as a CSV manifest gives it
     check_job(job)
     assert job.map_interval == 6 and EncodeJob(input="x").map_interval == "auto"
+
+
+def test_an_empty_prediction_is_checked_again_soon():
+    """A keyframe without objects is held for EMPTY_RECHECK frames only under ``auto``: a miss
+    of the detector must not code the next N frames as background; a fixed interval holds it."""
+    from vcmtool.qpmap.propagate import EMPTY_RECHECK
+
+    grid = np.full((2, 8), 51, np.int16)
+    prop = Propagator(MapInterval(8, adaptive=True), 128, 512, 64)
+    prop.keyframe(0, Keyframe(grid, np.zeros((0, 4))), prop.due(0))
+    assert [prop.due(k) for k in range(1, EMPTY_RECHECK + 1)] == [None] * (EMPTY_RECHECK - 1) + ["empty"]
+    found = Propagator(MapInterval(8, adaptive=True), 128, 512, 64)
+    found.keyframe(0, Keyframe(grid, np.array([[10.0, 10, 60, 60]])), found.due(0))
+    assert all(found.due(k) is None for k in range(1, 8)) and found.due(8) == "interval"
+    fixed = Propagator(MapInterval(8), 128, 512, 64)
+    fixed.keyframe(0, Keyframe(grid, np.zeros((0, 4))), fixed.due(0))
+    assert all(fixed.due(k) is None for k in range(1, 8))

@@ -14,7 +14,13 @@ with its objects until then.
   * *drift*: the same difference between this frame and the last predicted frame exceeds
     ``DRIFT_MAD`` (camera motion, objects entering, light changes);
   * *motion*: a tracked object has moved (extrapolated) by ``ctu`` pixels or more since the last
-    prediction: the map has moved by a whole block and the extrapolation is getting long.
+    prediction: the map has moved by a whole block and the extrapolation is getting long;
+  * *empty*: the last prediction found no object and ``EMPTY_RECHECK`` frames have passed. An
+    empty prediction is the least reliable one (a detector's miss on one frame, or objects
+    about to enter), and held for ``N`` frames it codes all of them as background: ``auto``'s
+    background is the codec's maximum QP. Measured on carphone (32 frames from frame 30):
+    YOLOv3-tiny misses the face on frame 0 only, and ``auto:8`` coded frames 0-7 at QP 51, which
+    capped its mAP@0.5 near 77% at any rate (``docs/results.md``, "Throughput").
 
   Sources without pixels (``dets:``, whose detections cost nothing) predict every frame under
   ``auto``. Every decision is integer arithmetic on the frames and the detections: the same
@@ -54,6 +60,7 @@ DRIFT_MAD = 12  # thumbnail difference to the last predicted frame that asks for
 MATCH_SHIFT = 2.0  # boxes of two predictions may be one object up to this many box sizes apart
 MATCH_AREA = 2.0  # ... and when their areas differ by at most this factor (same class too)
 THUMB_BLOCK = 16  # thumbnail: means of 16x16 luma blocks
+EMPTY_RECHECK = 2  # frames after a prediction without objects before the next (adaptive only)
 
 
 @dataclass(frozen=True)
@@ -217,7 +224,7 @@ class Propagator:
 
     def due(self, k: int, thumb: np.ndarray | None = None) -> str | None:
         """Why frame ``k`` needs a prediction (``first``, ``interval``, ``cut``, ``drift``,
-        ``motion``), or None. ``thumb``: the frame's :func:`thumbnail` (adaptive policies)."""
+        ``empty``, ``motion``), or None. ``thumb``: the frame's :func:`thumbnail` (adaptive policies)."""
         prev, self._prev_thumb = self._prev_thumb, thumb
         if self._grid is None:
             return "first"
@@ -231,6 +238,8 @@ class Propagator:
         key = self._key_thumb
         if thumb is not None and key is not None and thumb_mad(thumb, key) > DRIFT_MAD:
             return "drift"
+        if self._key is not None and not len(self._key.boxes) and k - self._k >= EMPTY_RECHECK:
+            return "empty"
         if len(self._velocity):
             step = np.abs(self._velocity).max() * (k - self._k)
             if step >= self.ctu:
