@@ -207,16 +207,23 @@ def test_map_interval_values():
 
 
 def test_an_empty_prediction_is_checked_again_soon():
-    """A keyframe without objects is held for EMPTY_RECHECK frames only under ``auto``: a miss
-    of the detector must not code the next N frames as background; a fixed interval holds it."""
+    """A uniform keyframe map (nothing to protect) is held for EMPTY_RECHECK frames only under
+    ``auto``: a miss of the detector must not code the next N frames as background, whether
+    the source kept no box or kept boxes its model mapped to background; a fixed interval
+    holds it."""
     from vcmtool.qpmap.propagate import EMPTY_RECHECK
 
     grid = np.full((2, 8), 51, np.int16)
     prop = Propagator(MapInterval(8, adaptive=True), 128, 512, 64)
     prop.keyframe(0, Keyframe(grid, np.zeros((0, 4))), prop.due(0))
     assert [prop.due(k) for k in range(1, EMPTY_RECHECK + 1)] == [None] * (EMPTY_RECHECK - 1) + ["empty"]
+    weak = Propagator(MapInterval(8, adaptive=True), 128, 512, 64)  # a box, but no region for it
+    weak.keyframe(0, Keyframe(grid, np.array([[10.0, 10, 60, 60]])), weak.due(0))
+    assert weak.due(EMPTY_RECHECK) == "empty"
+    mapped = grid.copy()
+    mapped[0, 0] = 30
     found = Propagator(MapInterval(8, adaptive=True), 128, 512, 64)
-    found.keyframe(0, Keyframe(grid, np.array([[10.0, 10, 60, 60]])), found.due(0))
+    found.keyframe(0, Keyframe(mapped, np.array([[10.0, 10, 60, 60]])), found.due(0))
     assert all(found.due(k) is None for k in range(1, 8)) and found.due(8) == "interval"
     fixed = Propagator(MapInterval(8), 128, 512, 64)
     fixed.keyframe(0, Keyframe(grid, np.zeros((0, 4))), fixed.due(0))

@@ -15,10 +15,12 @@ with its objects until then.
     ``DRIFT_MAD`` (camera motion, objects entering, light changes);
   * *motion*: a tracked object has moved (extrapolated) by ``ctu`` pixels or more since the last
     prediction: the map has moved by a whole block and the extrapolation is getting long;
-  * *empty*: the last prediction found no object and ``EMPTY_RECHECK`` frames have passed. An
-    empty prediction is the least reliable one (a detector's miss on one frame, or objects
-    about to enter), and held for ``N`` frames it codes all of them as background: ``auto``'s
-    background is the codec's maximum QP. Measured on carphone (32 frames from frame 30):
+  * *empty*: the last prediction's map is uniform (it protects nothing: no object, or none the
+    model kept) and ``EMPTY_RECHECK`` frames have passed. An empty prediction is the least
+    reliable one (a detector's miss on one frame, or objects about to enter), and held for
+    ``N`` frames it codes all of them as background: ``auto``'s background is the codec's
+    maximum QP. The map, not the boxes, decides: ``auto`` keeps boxes down to score 0.1 that
+    its model may still map to background. Measured on carphone (32 frames from frame 30):
     YOLOv3-tiny misses the face on frame 0 only, and ``auto:8`` coded frames 0-7 at QP 51, which
     capped its mAP@0.5 near 77% at any rate (``docs/results.md``, "Throughput").
 
@@ -218,6 +220,7 @@ class Propagator:
         self._velocity = np.zeros((0, 2))
         self._spans = np.zeros((0, 4), np.int64)
         self._background = 0
+        self._empty = False  # the last prediction's map is uniform
         self._cache: tuple[bytes, np.ndarray] | None = None
 
     # -- when -----------------------------------------------------------------------------------
@@ -238,7 +241,7 @@ class Propagator:
         key = self._key_thumb
         if thumb is not None and key is not None and thumb_mad(thumb, key) > DRIFT_MAD:
             return "drift"
-        if self._key is not None and not len(self._key.boxes) and k - self._k >= EMPTY_RECHECK:
+        if self._empty and k - self._k >= EMPTY_RECHECK:
             return "empty"
         if len(self._velocity):
             step = np.abs(self._velocity).max() * (k - self._k)
@@ -253,6 +256,8 @@ class Propagator:
         self.reasons[why] = self.reasons.get(why, 0) + 1
         self.keyframes.append(k)
         self._key_thumb = self._prev_thumb
+        grid = np.asarray(result.grid if isinstance(result, Keyframe) else result)
+        self._empty = bool(grid.size) and int(grid.min()) == int(grid.max())
         if not isinstance(result, Keyframe):
             self._key, self._grid, self._velocity = None, np.asarray(result), np.zeros((0, 2))
             self._k = k
