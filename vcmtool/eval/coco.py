@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from vcmtool.errors import InputError, UsageError
+from vcmtool.eval.boxes import box_iou
 
 EVAL_MIN_SCORE = 0.05
 PSEUDO_GT_MIN_SCORE = 0.3
@@ -69,14 +70,6 @@ def _ann(i: int, image_id: int, box: Sequence[float], cat: int, score: float | N
     return a
 
 
-def _box_iou(a: Row, b: Row) -> float:
-    w = min(a[2], b[2]) - max(a[0], b[0])
-    h = min(a[3], b[3]) - max(a[1], b[1])
-    inter = max(0.0, w) * max(0.0, h)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def _seen_around(frames: dict[Key, list[Row]], key: Key, row: Row, min_score: float, window: int) -> bool:
     """Is ``row`` (a detection on frame ``key``) detected again in each neighbouring frame within
     ``window`` that ``frames`` has (same class, score >= ``min_score``, box IoU >= 0.5)?"""
@@ -85,7 +78,8 @@ def _seen_around(frames: dict[Key, list[Row]], key: Key, row: Row, min_score: fl
         near = frames.get((inp, n))
         if n == t or near is None:
             continue
-        if not any(o[5] == row[5] and o[4] >= min_score and _box_iou(o, row) >= 0.5 for o in near):
+        same = [o[:4] for o in near if o[5] == row[5] and o[4] >= min_score]
+        if not same or box_iou(row, np.asarray(same)).max() < 0.5:
             return False
     return True
 

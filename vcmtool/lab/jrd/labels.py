@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from vcmtool.eval.boxes import box_iou
+
 MATCH_IOU = 0.75
 REF_MIN_SCORE = 0.3
 # COCO's area ranges (pixels): small < 32^2 <= medium < 96^2 <= large.
@@ -91,17 +93,6 @@ class Distances:
             "cls": self.cls,
             "matched": self.matched,
         }
-
-
-def box_iou(box: Sequence[float], boxes: np.ndarray) -> np.ndarray:
-    """IoU of one x0,y0,x1,y1 box with each row of ``boxes`` (N, 4)."""
-    b = np.asarray(boxes, np.float64).reshape(-1, 4)
-    x0, y0, x1, y1 = (float(v) for v in box)
-    iw = np.clip(np.minimum(x1, b[:, 2]) - np.maximum(x0, b[:, 0]), 0, None)
-    ih = np.clip(np.minimum(y1, b[:, 3]) - np.maximum(y0, b[:, 1]), 0, None)
-    inter = iw * ih
-    union = (x1 - x0) * (y1 - y0) + (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
 def box_mask(box: Sequence[float], height: int, width: int) -> np.ndarray:

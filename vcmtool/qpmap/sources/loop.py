@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from vcmtool.eval.boxes import box_iou
 from vcmtool.io.open import Clip
 from vcmtool.plugin_options import option
 from vcmtool.qpmap.maps import QPMaps
@@ -74,20 +75,6 @@ class LoopOptions:
     track_iou: float = option(0.3, min=0, max=1, help="box IoU that continues a track frame to frame")
     max_age: int = option(5, min=0, max=1000, help="frames a track survives unseen")
     margin: float = option(16.0, min=0, max=4096, help="pixels added around each box")
-
-
-def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """IoU of one box ``x0, y0, x1, y1`` with each of ``boxes`` (N, 4)."""
-    if len(boxes) == 0:
-        return np.zeros(0)
-    x0 = np.maximum(box[0], boxes[:, 0])
-    y0 = np.maximum(box[1], boxes[:, 1])
-    x1 = np.minimum(box[2], boxes[:, 2])
-    y1 = np.minimum(box[3], boxes[:, 3])
-    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return inter / np.maximum(area + areas - inter, 1e-9)
 
 
 @dataclass
