@@ -80,9 +80,8 @@ def compare(a: dict, b: dict, method_map: dict[str, str] | None = None) -> list[
     return out
 
 
-def fmt(r: dict) -> str:
-    ci = f"[{r['ci'][0]:+.1f}, {r['ci'][1]:+.1f}]" if r["ci"] else "(no CI)"
-    return f"{r['a']:+.1f}% vs {r['b']:+.1f}%: {r['delta']:+.1f} {ci}"
+def fmt_ci(r: dict) -> str:
+    return f"[{r['ci'][0]:+.1f}, {r['ci'][1]:+.1f}]" if r["ci"] else "(no CI)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         print("| group | codec | method (A vs B) | judge | metric | A | B | A - B [95% paired CI] |")
         print("|---|---|---|---|---|---|---|---|")
     for r in res:
-        ci = f"[{r['ci'][0]:+.1f}, {r['ci'][1]:+.1f}]" if r["ci"] else "(no CI)"
+        ci = fmt_ci(r)
         name = r["method"] if r["method"] == r["versus"] else f"{r['method']} vs {r['versus']}"
         if args.markdown:
             print(
@@ -113,7 +112,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r['a']:+.1f}% | {r['b']:+.1f}% | {r['delta']:+.1f} {ci} |"
             )
         else:
-            print(f"{r['group']:>12} {r['codec']:8} {name:16} {r['judge']:12} {r['metric']:14} {fmt(r)}")
+            print(
+                f"{r['group']:>12} {r['codec']:8} {name:16} {r['judge']:12} {r['metric']:14} "
+                f"{r['a']:+.1f}% vs {r['b']:+.1f}%: {r['delta']:+.1f} {ci}"
+            )
     return 0
 
 
