@@ -253,7 +253,8 @@ def score(
         gts = {j: _ground_truth(cfg, {m: srcs[m] for m in members}) for j, (srcs, _) in judges.items()}
         for j, g in gts.items():
             if not cfg.gt and not g.objects():
-                dont_care = f" ({g.dont_care()} flickering ones are don't-care)" if g.dont_care() else ""
+                flicker = g.dont_care()
+                dont_care = f" ({flicker} flickering ones are don't-care)" if flicker else ""
                 notes.append(
                     f"{gname}: judge {j} has no pseudo ground-truth object{dont_care}; "
                     "its mAP figures are n/a"

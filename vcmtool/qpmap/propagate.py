@@ -259,11 +259,11 @@ class Propagator:
         grid = np.asarray(result.grid if isinstance(result, Keyframe) else result)
         self._empty = bool(grid.size) and int(grid.min()) == int(grid.max())
         if not isinstance(result, Keyframe):
-            self._key, self._grid, self._velocity = None, np.asarray(result), np.zeros((0, 2))
+            self._key, self._grid, self._velocity = None, grid, np.zeros((0, 2))
             self._k = k
             return self._grid
         prev, prev_k = self._key, self._k
-        self._key, self._grid, self._k = result, np.asarray(result.grid), k
+        self._key, self._grid, self._k = result, grid, k
         self._cache = None
         n = len(result.boxes)
         self._velocity = np.zeros((n, 2))
