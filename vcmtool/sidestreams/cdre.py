@@ -42,11 +42,9 @@ from vcmtool.sidestreams.budget import SideBudget, gate_for
 from vcmtool.sidestreams.entropy import decode_map, encode_map
 from vcmtool.sidestreams.transport import (
     ModelPair,
-    check_carrier,
-    deliver,
     model_pair,
     onnx_sender,
-    stream_report,
+    send_side_stream,
 )
 
 ENCODER_ONNX = model_path("cdre_encoder.onnx")
@@ -334,12 +332,13 @@ def run_cdre(
     side stream adds on the wire: the SEI NAL units' bytes, or the side file's size;
     ``frame_bits`` the payload bits of each frame (0: skipped under ``budget``).
     """
-    import time
-
-    check_carrier(codec, out_file, "cdre")
-    t0 = time.perf_counter()
-    enc = CdreSideEncoder(model.encoder if model else ENCODER_ONNX)
-    payloads = encode_side_stream(clip, bitstream, enc, budget=budget)
-    t_enc = time.perf_counter() - t0
-    added = deliver(bitstream, payloads, codec, out_file)
-    return stream_report("cdre", added, payloads, out_file, budget, enc.version, enc.provider, t_enc)
+    return send_side_stream(
+        "cdre",
+        lambda: CdreSideEncoder(model.encoder if model else ENCODER_ONNX),
+        encode_side_stream,
+        clip,
+        bitstream,
+        codec,
+        out_file,
+        budget,
+    )

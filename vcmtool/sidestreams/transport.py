@@ -11,9 +11,11 @@ differ from display order) and streams can share a carrier.
 from __future__ import annotations
 
 import struct
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from vcmtool.atomic import atomic_path
 from vcmtool.errors import InputError, ModelError
@@ -176,7 +178,31 @@ def stream_report(
     }
 
 
+def send_side_stream(
+    name: str,
+    make_sender: Callable[[], Any],
+    encode: Callable[..., list[bytes | None]],
+    clip: Any,
+    bitstream: Path,
+    codec: str,
+    out_file: str | None,
+    budget: object | None,
+) -> dict:
+    """The post-encode hook of every learned side stream: check the carrier before any work,
+    build the sender (``make_sender``: has ``version`` and ``provider``), ``encode(clip,
+    bitstream, sender, budget=budget)`` the payloads, deliver them as SEI or into ``out_file``,
+    and return the :func:`stream_report` block."""
+    check_carrier(codec, out_file, name)
+    t0 = time.perf_counter()
+    sender = make_sender()
+    payloads = encode(clip, bitstream, sender, budget=budget)
+    t_enc = time.perf_counter() - t0
+    added = deliver(bitstream, payloads, codec, out_file)
+    return stream_report(name, added, payloads, out_file, budget, sender.version, sender.provider, t_enc)
+
+
 __all__ = [
+    "send_side_stream",
     "stream_report",
     "SEI_CARRIERS",
     "SIDE_FILE_MAGIC",

@@ -24,7 +24,6 @@ i-window+1..i (the first frame repeated before the start), exactly as in trainin
 from __future__ import annotations
 
 import struct
-import time
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -37,11 +36,9 @@ from vcmtool.sidestreams import transport
 from vcmtool.sidestreams.budget import SideBudget, gate_for
 from vcmtool.sidestreams.transport import (
     ModelPair,
-    check_carrier,
-    deliver,
     model_pair,
     onnx_sender,
-    stream_report,
+    send_side_stream,
 )
 
 ENCODER_ONNX = model_path("vcs_encoder.onnx")
@@ -200,10 +197,13 @@ def run_vcs(
     """The post-encode hook: payloads for ``bitstream`` (a finished, not yet published file),
     as SEI (the bitstream rewritten in place, atomically) or in ``out_file``; see
     :func:`vcmtool.sidestreams.transport.stream_report` for the returned block."""
-    check_carrier(codec, out_file, "vcs")
-    t0 = time.perf_counter()
-    enc = VcsSideEncoder((model or vcs_model()).encoder)
-    payloads = encode_side_stream(clip, bitstream, enc, budget=budget)
-    t_enc = time.perf_counter() - t0
-    added = deliver(bitstream, payloads, codec, out_file)
-    return stream_report("vcs", added, payloads, out_file, budget, enc.version, enc.provider, t_enc)
+    return send_side_stream(
+        "vcs",
+        lambda: VcsSideEncoder((model or vcs_model()).encoder),
+        encode_side_stream,
+        clip,
+        bitstream,
+        codec,
+        out_file,
+        budget,
+    )
