@@ -56,7 +56,7 @@ def test_bench_reports_every_point_and_bd_figures(bench_run):
     (bd,) = res["bd"]
     assert (bd["codec"], bd["method"], bd["anchor"]) == ("kvazaar", "roi", "none")
     assert bd["bd_psnr"] is not None and bd["bd_psnr"] < 0  # roi spends less on the background
-    for key in ("bd_rate_map50", "bd_map50", "bd_rate_map", "bd_map"):
+    for key in ("bd_rate_map50", "bd_map50", "bd_rate_map", "bd_map", "bd_map50_low"):
         assert key in bd and f"{key}_ci" in bd
 
 

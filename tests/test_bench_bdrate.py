@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from vcmtool.eval.bdrate import bd_quality, bd_rate, monotone_fit
+from vcmtool.eval.bdrate import bd_quality, bd_quality_band, bd_rate, monotone_fit
 from vcmtool.eval.coco import GroundTruth, bootstrap_samples, percentile_ci
 
 RATE = np.array([0.01, 0.02, 0.04, 0.08])
@@ -34,6 +34,22 @@ def test_quality_shifted_curve_gives_the_known_bd_quality():
     assert r.value == pytest.approx(3.0, abs=1e-9)
     # and the same shift seen along the rate axis costs fewer bits
     assert bd_rate(RATE, MAP, RATE, MAP + 3.0).value < 0
+
+
+def test_band_bd_quality_splits_the_whole_range_figure_and_sees_a_low_rate_gain():
+    # a test curve better at low rates and worse at high ones: the halves have opposite signs,
+    # they average to the whole-range figure, and the whole band is bd_quality itself
+    qt = MAP + np.array([6.0, 3.0, -1.0, -4.0])
+    whole = bd_quality(RATE, MAP, RATE, qt).value
+    low = bd_quality_band(RATE, MAP, RATE, qt, band=(0.0, 0.5)).value
+    high = bd_quality_band(RATE, MAP, RATE, qt, band=(0.5, 1.0)).value
+    assert low > 2.0 and high < -1.0
+    assert (low + high) / 2 == pytest.approx(whole, abs=1e-9)
+    assert bd_quality_band(RATE, MAP, RATE, qt, band=(0.0, 1.0)).value == pytest.approx(whole, abs=1e-12)
+    # the band is of the interval both curves cover: a shifted test curve moves it
+    assert bd_quality_band(RATE, MAP, RATE, MAP + 3.0).value == pytest.approx(3.0, abs=1e-9)
+    with pytest.raises(ValueError):
+        bd_quality_band(RATE, MAP, RATE, qt, band=(0.5, 0.5))
 
 
 def test_matches_the_bjontegaard_package_on_monotone_data():

@@ -83,6 +83,8 @@ BD_COLS = [
     "bd_map50_ci",
     "bd_map",
     "bd_map_ci",
+    "bd_map50_low",
+    "bd_map50_low_ci",
     "bd_rate_ap50_person",
     "bd_rate_ap50_person_ci",
     "bd_rate_psnr",
@@ -138,7 +140,14 @@ def _slug(text: str) -> str:
 
 
 JUDGE_COLS = ("map50", "map", "ap50_person")
-JUDGE_BD_COLS = ("bd_rate_map50", "bd_rate_map", "bd_map50", "bd_map", "bd_rate_ap50_person")
+JUDGE_BD_COLS = (
+    "bd_rate_map50",
+    "bd_rate_map",
+    "bd_map50",
+    "bd_map",
+    "bd_map50_low",
+    "bd_rate_ap50_person",
+)
 
 
 def judge_names(res: BenchResult) -> list[str]:
@@ -253,18 +262,20 @@ def bd_cells(b: dict) -> list[str]:
 
 
 def judge_bd_cells(b: dict, judge: str) -> list[str]:
-    """One judge's BD-rate mAP@.5, BD-rate mAP, BD-mAP@.5, BD-mAP and BD-rate person AP@.5."""
+    """One judge's BD-rate mAP@.5, BD-rate mAP, BD-mAP@.5, BD-mAP, BD-mAP@.5 over the lower half
+    of the rates and BD-rate person AP@.5."""
     jb = b.get("judges", {}).get(judge) if "judges" in b else b
     if jb is None:  # a method with its own receiver is judged by it only; else: no usable points
         from vcmtool.bench.methods import resolve
 
         own = resolve(b["method"]).receiver is not None if "method" in b else True
-        return ["n/a (receiver)" if own else "n/a"] * 5
+        return ["n/a (receiver)" if own else "n/a"] * 6
     return [
         _fmt(jb.get("bd_rate_map50"), jb.get("bd_rate_map50_ci"), "%"),
         _fmt(jb.get("bd_rate_map"), jb.get("bd_rate_map_ci"), "%"),
         _fmt(jb.get("bd_map50"), jb.get("bd_map50_ci")),
         _fmt(jb.get("bd_map"), jb.get("bd_map_ci")),
+        _fmt(jb.get("bd_map50_low"), jb.get("bd_map50_low_ci")),
         _fmt(jb.get("bd_rate_ap50_person"), jb.get("bd_rate_ap50_person_ci"), "%"),
     ]
 
@@ -378,7 +389,8 @@ def markdown(res: BenchResult, plots: dict[str, str], command: str) -> str:
         "are independent. Methods with their own receiver (cdre) are judged by it only. Rate: "
         "bits per pixel of everything transmitted. BD figures: `bjontegaard` pchip vs the same "
         "encoder with a uniform QP (`none`); BD-rate negative = fewer bits at equal accuracy, "
-        "BD-mAP positive = more mAP points at equal bits. Brackets: 95% bootstrap CI over frames "
+        "BD-mAP positive = more mAP points at equal bits; its lower-half column averages over the "
+        "cheaper half of the log-rate interval both curves cover only. Brackets: 95% bootstrap CI over frames "
         f"({cfg.bootstrap} resamples, paired across methods).",
         "",
         grid_line(cfg),
@@ -386,8 +398,9 @@ def markdown(res: BenchResult, plots: dict[str, str], command: str) -> str:
         "## BD figures",
         "",
         "| group | codec | method | judge | BD-rate mAP@.5 | BD-rate mAP | BD-mAP@.5 (pts) "
-        "| BD-mAP (pts) | BD-rate person AP@.5 | BD-rate PSNR | BD-PSNR (dB) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| BD-mAP (pts) | BD-mAP@.5, lower half of rates (pts) | BD-rate person AP@.5 "
+        "| BD-rate PSNR | BD-PSNR (dB) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for b in res.bd:
         psnr = bd_cells(b)[4:]

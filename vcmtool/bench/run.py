@@ -398,7 +398,14 @@ def _extend(series: dict[str, list], row: dict, sc: dict) -> None:
         series[k[1:]].append(sc[k])
 
 
-JUDGE_BD_KEYS = ("bd_rate_map50", "bd_rate_map", "bd_map50", "bd_map", "bd_rate_ap50_person")
+JUDGE_BD_KEYS = (
+    "bd_rate_map50",
+    "bd_rate_map",
+    "bd_map50",
+    "bd_map",
+    "bd_map50_low",
+    "bd_rate_ap50_person",
+)
 
 
 def _judge_bd(row: dict) -> dict:
@@ -455,6 +462,7 @@ def _bd_row(group: str, codec: str, method: str, a: dict, t: dict) -> dict:
         ("bd_rate_map", bdrate.bd_rate, "map", "boot", "BD-rate(mAP)"),
         ("bd_map50", bdrate.bd_quality, "map50", "boot50", "BD-mAP@.5"),
         ("bd_map", bdrate.bd_quality, "map", "boot", "BD-mAP"),
+        ("bd_map50_low", bdrate.bd_quality_band, "map50", "boot50", "BD-mAP@.5 (lower half of rates)"),
         ("bd_rate_ap50_person", bdrate.bd_rate, "ap50_person", "bootp", "BD-rate(person AP@.5)"),
         ("bd_rate_psnr", bdrate.bd_rate, "psnr", None, "BD-rate(PSNR)"),
         ("bd_psnr", bdrate.bd_quality, "psnr", None, "BD-PSNR"),

@@ -259,6 +259,7 @@ def _print_summary(res) -> None:
         "BD-rate mAP",
         "BD-mAP@.5",
         "BD-mAP",
+        "BD-mAP@.5 low half",
         "BD-rate person AP@.5",
         "BD-rate PSNR",
         "BD-PSNR dB",
