@@ -390,8 +390,8 @@ def markdown(res: BenchResult, plots: dict[str, str], command: str) -> str:
         "bits per pixel of everything transmitted. BD figures: `bjontegaard` pchip vs the same "
         "encoder with a uniform QP (`none`); BD-rate negative = fewer bits at equal accuracy, "
         "BD-mAP positive = more mAP points at equal bits; its lower-half column averages over the "
-        "cheaper half of the log-rate interval both curves cover only. Brackets: 95% bootstrap CI over frames "
-        f"({cfg.bootstrap} resamples, paired across methods).",
+        "cheaper half of the log-rate interval both curves cover only. Brackets: 95% bootstrap CI "
+        f"over frames ({cfg.bootstrap} resamples, paired across methods).",
         "",
         grid_line(cfg),
         "",
