@@ -64,12 +64,15 @@ def test_payload_round_trip_and_auto_rule():
         by_h = [grid[(h, q)] for h in (10.0, 40.0, 80.0, 150.0, 400.0)]
         assert by_h == sorted(by_h, reverse=True)
     assert grid[(400.0, 20)] == 1.0 and grid[(10.0, 51)] == 1.0 and grid[(400.0, 51)] < 1.0
-    # the coded long side stays at or above the detectors' 416 input
-    assert [auto_scale(400.0, 51, w, h)[0] for w, h in ((176, 144), (640, 272), (1280, 720))] == [
-        1.0,
-        0.75,
-        0.5,
-    ]
+    # the coded long side stays at or above the detectors' 416 input, and below QP 44 at or above
+    # 1.5x it: a 640-pixel picture is scaled at the lowest rates only, a 1280-pixel one earlier
+    sizes = ((176, 144), (640, 272), (1280, 720))
+    assert [auto_scale(400.0, 51, w, h)[0] for w, h in sizes] == [1.0, 0.75, 0.5]
+    assert [auto_scale(400.0, 43, w, h)[0] for w, h in sizes] == [1.0, 1.0, 0.5]
+    assert [auto_scale(400.0, 36, w, h)[0] for w, h in sizes] == [1.0, 1.0, 0.75]
+    for w, h in sizes:  # still monotone in the QP with the picture size given
+        by_qp = [auto_scale(400.0, q, w, h)[0] for q in range(20, 52)]
+        assert by_qp == sorted(by_qp, reverse=True)
 
 
 @pytest.mark.parametrize("codec, ext", [("kvazaar", ".hevc"), ("x264", ".264")])
