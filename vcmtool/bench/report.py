@@ -21,7 +21,7 @@ from pathlib import Path
 
 from vcmtool.atomic import atomic_path, write_text_atomic
 from vcmtool.bench.grid import ANCHOR
-from vcmtool.bench.run import BenchResult
+from vcmtool.bench.run import JUDGE_BD_KEYS, BenchResult
 from vcmtool.eval.coco import EVAL_MIN_SCORE
 from vcmtool.provenance import base_versions, git_commit, md5_file
 
@@ -140,14 +140,7 @@ def _slug(text: str) -> str:
 
 
 JUDGE_COLS = ("map50", "map", "ap50_person")
-JUDGE_BD_COLS = (
-    "bd_rate_map50",
-    "bd_rate_map",
-    "bd_map50",
-    "bd_map",
-    "bd_map50_low",
-    "bd_rate_ap50_person",
-)
+JUDGE_BD_COLS = JUDGE_BD_KEYS  # the judge-dependent BD figures, one column each per judge
 
 
 def judge_names(res: BenchResult) -> list[str]:
