@@ -14,7 +14,8 @@ happen to be hard for the judge).
 Rows are matched on (group, codec, method, judge); with ``--method`` one method of A is compared
 with another of B, e.g. ``--method loop=roi``. The runs must share each group's frame count and
 the bootstrap size (checked). Output: one line per matched row and metric (``bd_rate_map50``,
-``bd_rate_map``): A, B, A - B and its 95% CI.
+``bd_rate_map`` in percent; ``bd_map50_low``, BD-mAP@0.5 over the cheaper half of the rates, in
+mAP points): A, B, A - B and its 95% CI.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-METRICS = ("bd_rate_map50", "bd_rate_map")
+METRICS = ("bd_rate_map50", "bd_rate_map", "bd_map50_low")
+UNITS = {"bd_map50_low": " pts"}  # the others are BD-rates, in percent
 
 
 def rows(results: dict) -> dict[tuple[str, str, str, str], dict]:
@@ -105,16 +107,17 @@ def main(argv: list[str] | None = None) -> int:
         print("|---|---|---|---|---|---|---|---|")
     for r in res:
         ci = fmt_ci(r)
+        u = UNITS.get(r["metric"], "%")
         name = r["method"] if r["method"] == r["versus"] else f"{r['method']} vs {r['versus']}"
         if args.markdown:
             print(
                 f"| {r['group']} | {r['codec']} | {name} | {r['judge']} | {r['metric']} | "
-                f"{r['a']:+.1f}% | {r['b']:+.1f}% | {r['delta']:+.1f} {ci} |"
+                f"{r['a']:+.1f}{u} | {r['b']:+.1f}{u} | {r['delta']:+.1f} {ci} |"
             )
         else:
             print(
                 f"{r['group']:>12} {r['codec']:8} {name:16} {r['judge']:12} {r['metric']:14} "
-                f"{r['a']:+.1f}% vs {r['b']:+.1f}%: {r['delta']:+.1f} {ci}"
+                f"{r['a']:+.1f}{u} vs {r['b']:+.1f}{u}: {r['delta']:+.1f} {ci}"
             )
     return 0
 

@@ -188,7 +188,7 @@ def test_paired_delta_of_two_runs(bench_run, tmp_path):
     r = subprocess.run([sys.executable, str(script), str(res), str(res), "--json"], capture_output=True)
     assert r.returncode == 0, r.stderr.decode()
     rows = json.loads(r.stdout)
-    assert {x["metric"] for x in rows} == {"bd_rate_map50", "bd_rate_map"}
+    assert {x["metric"] for x in rows} == {"bd_rate_map50", "bd_rate_map", "bd_map50_low"}
     assert all(x["delta"] == 0 for x in rows)
     assert bd["bd_rate_map50_ci"] is not None  # so the replicates pair into a CI, of width zero
     assert [x["ci"] for x in rows if x["metric"] == "bd_rate_map50"] == [[0.0, 0.0]]

@@ -445,7 +445,7 @@ def _curve_row(group: str, codec: str, method: str, spec: PointSpec, rs: list[di
 # BD figures whose bootstrap replicates the results keep: the samples are seeded by the frame
 # count, so two runs over the same frames resample identically and their difference has a paired
 # CI (benchmarks/paired_delta.py), much narrower than two independent CIs side by side
-PAIRED_KEYS = ("bd_rate_map50", "bd_rate_map")
+PAIRED_KEYS = ("bd_rate_map50", "bd_rate_map", "bd_map50_low")
 
 
 def _bd_row(group: str, codec: str, method: str, a: dict, t: dict) -> dict:
