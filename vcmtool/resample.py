@@ -479,9 +479,10 @@ AUTO_H_50 = 96.0  # ... and from which 0.5 is allowed
 # The input size of both default judges (YOLOv3-tiny and NanoDet-g letterbox to 416x416): the
 # coded picture's long side is not taken below it
 DETECTOR_INPUT = 416
-# Below base QP AUTO_QP_TIGHT the coded long side keeps AUTO_HEADROOM x the detector input: close
-# to the input size, the down- and upsampling blur stacks onto the detector's own resampling and
-# only pays once the coding noise of the full-size picture is the larger loss (rule 3)
+# Below base QP AUTO_QP_TIGHT the coded long side keeps AUTO_HEADROOM x the detector input (rule 3):
+# downscaling a picture close to the input size cost the independent judge accuracy at all but the
+# lowest rates while the sender's detector gained (measured; the receiver's second resampling is
+# not the cause: judging the coded-size frames directly was no better)
 AUTO_HEADROOM = 1.5
 AUTO_QP_TIGHT = 44
 
@@ -522,9 +523,9 @@ def auto_scale(
     - **resolution**: the coded long side stays at or above :data:`AUTO_HEADROOM` x
       :data:`DETECTOR_INPUT`, and from base QP :data:`AUTO_QP_TIGHT` at or above the input itself.
       A detector letterboxes the picture to its input anyway, so coding down to well above that
-      size loses nothing it sees; close to it, the down- and upsampling blur adds to the detector's
-      own resampling and pays only at the lowest rates; below it the detector sees fewer real
-      pixels than it can use (a QCIF clip stays at full size).
+      size loses little it sees; close to it, the independent judge lost accuracy at all but the
+      lowest rates (below); below it the detector sees fewer real pixels than it can use (a QCIF
+      clip stays at full size).
 
     Measured basis (``vcmtool bench --scales 1,0.75,0.5,auto``, kvazaar low delay, QPs 32-48, 32
     frames each of bikes 0-31 and 150-181, bigbuckbunny, carphone; YOLOv3-tiny and NanoDet-g;
