@@ -7,7 +7,8 @@ Reads a ``vcmtool bench --scales 1,0.75,0.5[,auto]`` result. For each group, met
 and QP, the full-size ``none`` curve is interpolated (linear in log bpp, within its range only) at
 the scaled point's rate; the table gives mAP(scaled) - mAP(full size) in points, per judge and
 metric (positive: scaling wins at that rate), and the task model's median box height of the group
-(full size, from the stored reference detections, score >= 0.3), the input to the auto rule.
+(full size, score >= 0.3, detected again on the inputs as ``--scale auto`` does; n/a for an input
+that is not on this machine), the input to the auto rule.
 """
 
 from __future__ import annotations
@@ -65,11 +66,27 @@ def _heights(res: dict) -> dict[str, float]:
     cfg = res["config"]
     out = {}
     for inp in cfg["inputs"]:
-        clip = open_video(inp, cfg["size"], cfg["fps"], cfg["pix_fmt"], cfg["skip"], cfg["frames"])
+        path = _local(inp)
+        if path is None:
+            print(f"note: {inp} is not on this machine; its median object height is n/a", file=sys.stderr)
+            continue
+        clip = open_video(path, cfg["size"], cfg["fps"], cfg["pix_fmt"], cfg["skip"], cfg["frames"])
         h = object_heights(clip, cfg["task_model"])
         name = inp.rsplit("/", 1)[-1]
         out[name] = round(float(np.median(h)), 1) if h else None
     return out
+
+
+def _local(inp: str) -> str | None:
+    """The input's path on this machine: results.json writes machine paths portably
+    (``<site-packages>/``, ``~/``; vcmtool.bench.report.portable), so undo that; None if absent."""
+    import sysconfig
+
+    marks = (("<site-packages>/", sysconfig.get_paths()["purelib"] + "/"), ("~/", str(Path.home()) + "/"))
+    for mark, real in marks:
+        if inp.startswith(mark):
+            inp = real + inp[len(mark) :]
+    return inp if Path(inp).is_file() else None
 
 
 if __name__ == "__main__":
