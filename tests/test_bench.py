@@ -73,7 +73,14 @@ def test_outputs_and_provenance(bench_run):
         assert (out / name).stat().st_size > 0
     pngs = list(out.glob("rd_*.png"))
     assert len(pngs) == 1 and pngs[0].read_bytes()[:4] == b"\x89PNG"
-    assert f"]({pngs[0].name})" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert f"]({pngs[0].name})" in report
+    # every BD row has the lower-half BD-mAP column, as many cells as the header names
+    header = next(line for line in report.splitlines() if line.startswith("| group | codec | method | judge"))
+    assert "lower half of rates" in header
+    cells = [[c.strip() for c in line.split("|")] for line in report.splitlines() if line.startswith("| ")]
+    bd_rows = [c for c in cells if c[2:4] == ["kvazaar", "roi"] and c[4] in ("yolov3-tiny", "nanodet")]
+    assert len(bd_rows) == 2 and all(len(c) == header.count("|") + 1 for c in bd_rows)
     with open(out / "curves.csv") as f:
         assert len(list(csv.DictReader(f))) == 8
     prov = json.loads((out / "provenance.json").read_text())
