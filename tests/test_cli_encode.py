@@ -72,6 +72,26 @@ def test_file_map_applied(bikes_y4m, tmp_path):
     assert applied.data[0, 0, 0] == 22 and applied.data[0, 0, 3] == 42
 
 
+def test_file_map_named_after_the_input(bikes_y4m, tmp_path):
+    # {stem}: one map file per input, so one bench over several clips can read oracle maps
+    np.save(tmp_path / f"{bikes_y4m.stem}.npy", np.array([[42, 22, 22, 42], [42, 22, 22, 42]]))
+    np.save(tmp_path / "other.npy", np.array([[22, 42, 42, 22], [22, 42, 42, 22]]))
+    r = run_cli(
+        "encode",
+        str(bikes_y4m),
+        "--qpmap",
+        f"file:{tmp_path / '{stem}.npy'}",
+        "-o",
+        str(tmp_path / "f.hevc"),
+        "--qpm-out",
+        str(tmp_path / "f.qpm"),
+        *FAST,
+    )
+    assert r.returncode == 0, r.stderr
+    applied = read_qpm(tmp_path / "f.qpm")
+    assert applied.data[0, 0, 0] == 42 and applied.data[0, 0, 1] == 22
+
+
 @pytest.mark.parametrize(
     "make, args, code, msg",
     [
