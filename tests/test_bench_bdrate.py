@@ -163,3 +163,23 @@ def test_equal_rates_pool_even_when_their_qualities_differ_in_the_last_bit():
     ra = np.array([0.00697, 0.01111, 0.01905, 0.03882, 0.0887])
     qa = np.array([9.6, 56.5, 78.2, 82.5, 86.9])
     assert math.isfinite(bd_quality(ra, qa, rt, qt).value)
+
+
+def test_rd_plot_draws_a_ci_that_leaves_out_its_point(tmp_path):
+    # Measured (x265, office1, oracle maps at QP32+20): mAP 90.07 with a bootstrap CI of
+    # [87.57, 90.05]. A percentile CI of mAP may leave out the full-sample figure; the plot
+    # drew a negative error bar and matplotlib refused it, losing the whole report.
+    from vcmtool.bench.report import plot_group
+
+    def point(method, bpp, m, ci):
+        fig = {"map50": m, "map": m, "map50_ci": ci, "map_ci": ci}
+        return {"group": "g", "codec": "x265", "method": method, "bpp": bpp, "psnr_y": 35.0, **fig}
+
+    curves = [
+        point("none", 0.01, 80.0, [75.0, 85.0]),
+        point("none", 0.02, 90.07, [87.57, 90.05]),
+        point("roi", 0.015, 85.0, [80.0, 88.0]),
+    ]
+    out = tmp_path / "rd.png"
+    plot_group(out, curves, "g")
+    assert out.stat().st_size > 1000

@@ -333,8 +333,10 @@ def plot_group(path: Path, curves: list[dict], group: str, judges: list[str] | N
             ls = "--" if method == ANCHOR else "-"
             line = ax.plot(x, y, ls, marker=styles[i % len(styles)], label=f"{codec} {method}")[0]
             if ci_key and all(value(p, judge, ci_key) for p in pts):
-                lo = [value(p, judge, key) - value(p, judge, ci_key)[0] for p in pts]
-                hi = [value(p, judge, ci_key)[1] - value(p, judge, key) for p in pts]
+                # A percentile bootstrap CI of mAP (not a mean) can leave out the full-sample
+                # figure, e.g. near 100 where most resamples score higher: no bar on that side.
+                lo = [max(0.0, value(p, judge, key) - value(p, judge, ci_key)[0]) for p in pts]
+                hi = [max(0.0, value(p, judge, ci_key)[1] - value(p, judge, key)) for p in pts]
                 ax.errorbar(x, y, yerr=[lo, hi], fmt="none", ecolor=line.get_color(), alpha=0.4, capsize=2)
         ax.set_xscale("log")
         ax.set_xlabel("bits per pixel")
