@@ -6,7 +6,8 @@ again with every background CTU raised to it (C). ``A - B`` is what the objects 
 method's QPs, ``A - C`` what the background costs, both above what the region would cost at
 the maximum QP. The clip coded at the maximum QP everywhere (D) is the floor no map can go
 below; ``A - D`` minus the two region figures is the interaction (in low-delay coding a block is
-predicted from its neighbours, so each region's cost depends on the other's QP). An
+predicted from its neighbours, so each region's cost depends on the other's QP). The first
+(intra) frame's share of A is printed too: in a short low-delay clip it is much of the floor. An
 object CTU is one that a box of the task model's detections on the uncompressed frame touches
 (score >= 0.3, the benches' pseudo ground truth), so the split is the same for every method.
 
@@ -56,13 +57,14 @@ def object_ctus(clip_path: str, ctu: int, task_model: str, frames: int | None) -
     return np.stack(out)
 
 
-def coded_bits(clip: str, maps: np.ndarray, tmp: Path, name: str, **job) -> int:
-    """Bits of ``clip`` coded with ``maps`` (absolute QPs) and the encode options ``job``."""
+def coded_bits(clip: str, maps: np.ndarray, tmp: Path, name: str, **job) -> tuple[int, int]:
+    """Bits of ``clip`` coded with ``maps`` (absolute QPs) and the encode options ``job``, and
+    the bits of its first (intra) frame."""
     path = tmp / f"{name}.npy"
     np.save(path, maps)
     ext = ENCODERS.get(job["codec"]).capabilities().extension
     rep = vcmtool.encode(clip, tmp / f"{name}{ext}", qpmap=f"file:{path}", overwrite=True, **job)
-    return int(rep["bits"])
+    return int(rep["bits"]), int(rep["bits_per_frame"][0])
 
 
 def main() -> None:
@@ -90,7 +92,7 @@ def main() -> None:
     }
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        floor = coded_bits(args.clip, np.full(obj.shape, top, np.uint8), Path(tmp), "d", **job)
+        floor, _ = coded_bits(args.clip, np.full(obj.shape, top, np.uint8), Path(tmp), "d", **job)
         for i, text in enumerate(args.method):
             source, qp, offset = parse_method(text, args.offset_base)
             maps, _ = vcmtool.qpmaps(
@@ -103,14 +105,15 @@ def main() -> None:
                 ctu=args.ctu,
             )
             grid = np.broadcast_to(maps.data, obj.shape).astype(np.uint8)  # a uniform map: one frame
-            a = coded_bits(args.clip, grid, Path(tmp), f"a{i}", **job)
-            b = coded_bits(args.clip, np.where(obj, top, grid), Path(tmp), f"b{i}", **job)
-            c = coded_bits(args.clip, np.where(obj, grid, top), Path(tmp), f"c{i}", **job)
+            a, intra = coded_bits(args.clip, grid, Path(tmp), f"a{i}", **job)
+            b, _ = coded_bits(args.clip, np.where(obj, top, grid), Path(tmp), f"b{i}", **job)
+            c, _ = coded_bits(args.clip, np.where(obj, grid, top), Path(tmp), f"c{i}", **job)
             rows.append(
                 {
                     "method": text,
                     "bits": a,
                     "floor_bits": floor,
+                    "intra_frame_bits": intra,
                     "object_bits": a - b,
                     "background_bits": a - c,
                     "object_ctu_share": float(obj.mean()),
@@ -119,17 +122,15 @@ def main() -> None:
                 }
             )
     print(f"{args.clip}, {args.codec} {args.preset}, {obj.shape[0]} frames, object CTUs {obj.mean():.0%}")
-    print(
-        "| method | kbit | floor (all at max QP) | objects | background | interaction | mean QP obj. / bg |"
-    )
-    print("|---|---|---|---|---|---|---|")
+    print("| method | kbit | floor (max QP) | objects | background | interaction | I frame | QP obj. / bg |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         rest = r["bits"] - r["floor_bits"] - r["object_bits"] - r["background_bits"]
         qo, qb = r["object_qp_mean"], r["background_qp_mean"]
         print(
             f"| {r['method']} | {r['bits'] / 1000:.1f} | {r['floor_bits'] / r['bits']:.0%} "
             f"| {r['object_bits'] / r['bits']:.0%} | {r['background_bits'] / r['bits']:.0%} "
-            f"| {rest / r['bits']:.0%} "
+            f"| {rest / r['bits']:.0%} | {r['intra_frame_bits'] / r['bits']:.0%} "
             f"| {qo if qo is None else round(qo, 1)} / {qb if qb is None else round(qb, 1)} |"
         )
     if args.json:
