@@ -79,3 +79,29 @@ def test_domain_conversion_and_regrid():
     assert regrid(g, 100, 128, 32).shape == (4, 4)
     assert regrid(g, 100, 128, 32)[0].tolist() == [30, 30, 40, 40]
     assert regrid(g, 100, 128, 128).tolist() == [[30]]
+
+
+def test_shape_map_floors_objects_and_caps_the_background():
+    from vcmtool.qpmap.sources.auto import JrdShape, shape_map
+
+    grid = np.array([[51, 20, 30], [50, 26, 40], [45, 51, 51]], np.int16)
+    objects = np.array([[0, 1, 1], [0, 1, 1], [0, 0, 0]], bool)  # labels 20, 26, 30, 40
+    # floor at the 50th percentile (26, "lower"): 20 -> 26; median of 26, 26, 30, 40 is 28
+    out = shape_map(grid, objects, JrdShape(floor_pct=50, background=12))
+    assert out[objects].tolist() == [26, 30, 26, 40]
+    assert out[~objects].tolist() == [40, 40, 40, 40, 40]  # min(prediction, 28 + 12)
+    assert (shape_map(grid, objects, JrdShape()) == grid).all()  # off by default
+    assert (shape_map(grid, np.zeros_like(objects), JrdShape(50, 12)) == grid).all()  # no object
+
+
+def test_jrd_shape_options_reach_the_map(bikes_y4m):
+    import vcmtool
+
+    raw, _ = vcmtool.qpmaps(bikes_y4m, qpmap="auto", map_interval=1)
+    shaped, _ = vcmtool.qpmaps(bikes_y4m, qpmap="auto", map_interval=1, jrd_floor_pct=100, jrd_background=0)
+    # every object CTU at the frame's highest object QP and nothing above it: the background can
+    # only come down, and the frames with a detection change
+    assert (shaped.data.max(axis=(1, 2)) <= raw.data.max(axis=(1, 2))).all()
+    assert (shaped.data != raw.data).any()
+    for s, r in zip(shaped.data, raw.data):
+        assert len(np.unique(s)) <= len(np.unique(r))

@@ -8,24 +8,63 @@ object's CTU region moves with the object's tracked box (the prior's detections,
 holds absolute QPs in the target codec's range (the model's domain converted, see
 :func:`vcmtool.qpmap.jrd_model.to_codec_domain`); ``--qp-offset`` shifts it for rate points. Maps are
 streamed frame by frame, so the pipeline predicts them while the encoder runs.
+
+Shaping (:class:`JrdShape`, ``--jrd-floor-pct`` / ``--jrd-background``, off by default): the
+oracle measurements (docs/results.md, "An oracle") found raw JRD labels to be the wrong map, and
+the same labels with fragile objects floored and the background capped to be the right shape on
+kvazaar. ``--jrd-floor-pct P`` raises each frame's object-CTU QPs below their P-th percentile to
+it; ``--jrd-background K`` puts the other CTUs at the frame's median object QP + K (at most the
+prediction's). Object CTUs are those a prior detection with score >= 0.3 touches (the labels'
+reference instances); a frame without one keeps its prediction.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from vcmtool.io.frame import Frame
 from vcmtool.io.open import Clip
+from vcmtool.plugin_options import option
 from vcmtool.qpmap.maps import QPMaps
 from vcmtool.qpmap.propagate import Keyframe
+from vcmtool.qpmap.raster import rasterize_boxes
 from vcmtool.qpmap.sources.base import QPMAP_SOURCES, MapContext, QPMapSource
 
 _SESSIONS: dict[str, object] = {}
+OBJECT_MIN_SCORE = 0.3  # the JRD labels' reference instances
+
+
+@dataclass(frozen=True)
+class JrdShape:
+    """The options of ``auto`` and ``eljrd`` (``--jrd-*``; ``jrd_*`` keys in ``map_options``)."""
+
+    prefix: ClassVar[str] = "jrd"
+    floor_pct: float | None = option(
+        None, min=0, max=100, help="object QPs below this percentile of the frame's are raised to it"
+    )
+    background: int | None = option(
+        None, min=0, max=63, help="background QP = the frame's median object QP + this (default: predicted)"
+    )
+
+
+def shape_map(grid: np.ndarray, objects: np.ndarray, opts: JrdShape) -> np.ndarray:
+    """One frame's predicted map shaped by ``opts``; ``objects`` marks the object CTUs."""
+    if not objects.any() or (opts.floor_pct is None and opts.background is None):
+        return grid
+    out = grid.copy()
+    if opts.floor_pct is not None:
+        floor = np.percentile(out[objects], opts.floor_pct, method="lower")
+        out[objects] = np.maximum(out[objects], floor)
+    if opts.background is not None:
+        cap = int(np.median(out[objects])) + opts.background
+        out[~objects] = np.minimum(out[~objects], cap)
+    return out
 
 
 def _predictor(path: Path):
@@ -43,6 +82,7 @@ class JrdSource(QPMapSource):
     usage = "auto (SNN-JRD; auto:PATH another exported model)"
     kind = "snn"
     streams = True
+    Options = JrdShape
 
     def __init__(self, arg: str | None = None, **options: Any) -> None:
         super().__init__(arg, **options)
@@ -73,6 +113,7 @@ class JrdSource(QPMapSource):
             "jrd_provider": predictor.provider,
         }
         info = clip.info
+        shape: JrdShape = self.opts(ctx)
         spent = {"detect_s": 0.0, "predict_s": 0.0}
 
         def predict(fr: Frame) -> Keyframe:
@@ -83,8 +124,14 @@ class JrdSource(QPMapSource):
             qp = predictor.predict(model_input(bgr, det))
             spent["detect_s"] += t1 - t0
             spent["predict_s"] += time.perf_counter() - t1
-            grid = to_codec_domain(qp, predictor.qp_max, ctx.qp_range)
-            return Keyframe(regrid(grid, info.height, info.width, ctx.ctu), det.boxes, det.classes)
+            grid = regrid(
+                to_codec_domain(qp, predictor.qp_max, ctx.qp_range), info.height, info.width, ctx.ctu
+            )
+            sure = det.boxes[det.scores >= OBJECT_MIN_SCORE]
+            objects = (
+                rasterize_boxes(info.height, info.width, ctx.ctu, sure, np.zeros(len(sure), np.uint8), 1) == 0
+            )
+            return Keyframe(shape_map(grid, objects, shape), det.boxes, det.classes)
 
         try:
             yield from self.every_frame(clip, ctx, predict)
