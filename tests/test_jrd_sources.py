@@ -103,5 +103,5 @@ def test_jrd_shape_options_reach_the_map(bikes_y4m):
     # only come down, and the frames with a detection change
     assert (shaped.data.max(axis=(1, 2)) <= raw.data.max(axis=(1, 2))).all()
     assert (shaped.data != raw.data).any()
-    for s, r in zip(shaped.data, raw.data):
+    for s, r in zip(shaped.data, raw.data, strict=True):
         assert len(np.unique(s)) <= len(np.unique(r))
