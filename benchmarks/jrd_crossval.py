@@ -97,7 +97,7 @@ def make_fold(dataset: Path, out: Path, k: int, folds: int) -> Path:
     return out
 
 
-def evaluate(data: Path, folds_dir: Path, coding: str = "intra") -> list[dict]:
+def evaluate(data: Path, folds_dir: Path, kinds: list[str], coding: str = "intra") -> list[dict]:
     """Per held-out image: its chunk and, for each predictor, the summed |error| over its
     instance CTUs (as E_total counts them) and the CTU count. ``constant`` predicts the median
     instance-CTU label of the fold's training images everywhere (the floor a model must beat)."""
@@ -118,11 +118,7 @@ def evaluate(data: Path, folds_dir: Path, coding: str = "intra") -> list[dict]:
         for i in s.instances
     ]
     median = float(np.median(np.concatenate(train_labels)))
-    models = {
-        kind: predictor(load_checkpoint(folds_dir / kind / "last.pt")[0])
-        for kind in KINDS
-        if (folds_dir / kind / "last.pt").is_file()
-    }
+    models = {kind: predictor(load_checkpoint(folds_dir / kind / "last.pt")[0]) for kind in kinds}
     out = []
     for s in load_samples(data, "val", "yolov3-tiny", cache, coding=coding):
         preds = {kind: m(s.x) for kind, m in models.items()}
@@ -206,7 +202,7 @@ def main() -> None:
     ]
     with ThreadPoolExecutor(a.jobs) as pool:
         list(pool.map(lambda j: train_run(*j, quiet=True), jobs))
-    rows = [r | {"fold": k} for k, d in enumerate(datas) for r in evaluate(d, d.parent, a.coding)]
+    rows = [r | {"fold": k} for k, d in enumerate(datas) for r in evaluate(d, d.parent, kinds, a.coding)]
     per_fold = [summarise([r for r in rows if r["fold"] == k], boot=0)["E_total"] for k in range(a.folds)]
     overall = summarise(rows)
     report = {
