@@ -31,13 +31,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from vcmtool.atomic import atomic_path
+from vcmtool.resample import resample_grid
 
 CTU = 64
 
@@ -49,24 +49,6 @@ def parse_segment(text: str) -> tuple[str, str, int, int, int, int]:
         return stem, source, int(start), int(count), w, h
     except ValueError:
         sys.exit(f"{text}: not STEM,SOURCE,START,COUNT,WxH")
-
-
-def resample_grid(grid: np.ndarray, src_wh: tuple[int, int], dst_wh: tuple[int, int]) -> np.ndarray:
-    """The label grid of a picture of ``src_wh`` on the CTU grid of the same picture resized to
-    ``dst_wh``: each destination CTU takes the lowest label of the source CTUs it overlaps."""
-    (w0, h0), (w, h) = src_wh, dst_wh
-    if (w0, h0) == (w, h):
-        return grid
-    rows, cols = math.ceil(h / CTU), math.ceil(w / CTU)
-    out = np.empty((rows, cols), grid.dtype)
-    for r in range(rows):
-        a, b = r * CTU * h0 / h, min((r + 1) * CTU, h) * h0 / h
-        r0, r1 = int(a // CTU), min(grid.shape[0], math.ceil(b / CTU))
-        for c in range(cols):
-            x0, x1 = c * CTU * w0 / w, min((c + 1) * CTU, w) * w0 / w
-            c0, c1 = int(x0 // CTU), min(grid.shape[1], math.ceil(x1 / CTU))
-            out[r, c] = grid[r0:r1, c0:c1].min()
-    return out
 
 
 def reshape_labels(
@@ -105,7 +87,7 @@ def segment_maps(dataset: Path, manifest: dict, seg: tuple[str, str, int, int, i
         before = [x for x in frames if x <= f]
         e = labelled[before[-1] if before else frames[0]]
         grid = np.load(dataset / e["label"])
-        maps.append(resample_grid(grid, (e["width"], e["height"]), (w, h)))
+        maps.append(resample_grid(grid, CTU, (e["height"], e["width"]), (h, w)))
     return np.stack(maps).astype(np.uint8)
 
 
