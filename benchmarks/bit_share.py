@@ -32,7 +32,7 @@ import numpy as np
 import vcmtool
 from vcmtool.encoders import ENCODERS
 from vcmtool.eval.coco import PSEUDO_GT_MIN_SCORE
-from vcmtool.qpmap.raster import rasterize_boxes
+from vcmtool.qpmap.raster import boxes_cells
 from vcmtool.tasks import get_task_model
 
 
@@ -51,9 +51,7 @@ def object_ctus(clip_path: str, ctu: int, task_model: str, frames: int | None) -
     task = get_task_model(task_model, score_threshold=PSEUDO_GT_MIN_SCORE)
     out = []
     for fr in clip.frames():
-        det = task.detect(fr.to_bgr())
-        qps = np.zeros(len(det.boxes), np.int32)
-        out.append(rasterize_boxes(fr.height, fr.width, ctu, det.boxes, qps, 1) == 0)
+        out.append(boxes_cells(fr.height, fr.width, ctu, task.detect(fr.to_bgr()).boxes))
     return np.stack(out)
 
 

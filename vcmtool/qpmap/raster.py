@@ -155,6 +155,12 @@ def rasterize_boxes(
     return _rasterize_boxes_numpy(h, w, c, b, q, int(background))
 
 
+def boxes_cells(height: int, width: int, ctu: int, boxes: np.ndarray) -> np.ndarray:
+    """The CTU grid (bool) with True where one of ``boxes`` ``(x0, y0, x1, y1)`` touches the CTU."""
+    b = np.asarray(boxes, np.float32).reshape(-1, 4)
+    return rasterize_boxes(height, width, ctu, b, np.zeros(len(b), np.uint8), 1) == 0
+
+
 def _rasterize_masks_numpy(masks: np.ndarray, qps: np.ndarray, ctu: int, background: int) -> np.ndarray:
     gh, gw = grid_shape(masks.shape[1], masks.shape[2], ctu)
     grid = np.full((gh, gw), background, dtype=np.uint8)

@@ -69,7 +69,7 @@ def measure_image(payload: dict) -> dict:
     from vcmtool.eval.coco import EVAL_MIN_SCORE, PSEUDO_GT_MIN_SCORE
     from vcmtool.io import open_video
     from vcmtool.qpmap.maps import QPMaps
-    from vcmtool.qpmap.raster import rasterize_boxes
+    from vcmtool.qpmap.raster import boxes_cells
     from vcmtool.tasks import get_task_model
 
     img = DevImage(**payload["image"])
@@ -79,7 +79,7 @@ def measure_image(payload: dict) -> dict:
     model = get_task_model("yolov3-tiny", score_threshold=EVAL_MIN_SCORE)
     ref = model.detect(bgr)
     gt = ref.filter(PSEUDO_GT_MIN_SCORE)
-    inst = rasterize_boxes(h, w, CTU, gt.boxes, np.zeros(len(gt), np.uint8), 1) == 0
+    inst = boxes_cells(h, w, CTU, gt.boxes)
     enc = get_encoder("kvazaar")
     settings = EncodeSettings(FIT_PRESET, 1, 1)
     gh, gw = inst.shape

@@ -33,7 +33,7 @@ from vcmtool.io.open import Clip
 from vcmtool.plugin_options import option
 from vcmtool.qpmap.maps import QPMaps
 from vcmtool.qpmap.propagate import Keyframe
-from vcmtool.qpmap.raster import rasterize_boxes
+from vcmtool.qpmap.raster import boxes_cells
 from vcmtool.qpmap.sources.base import QPMAP_SOURCES, MapContext, QPMapSource
 
 _SESSIONS: dict[str, object] = {}
@@ -52,10 +52,14 @@ class JrdShape:
         None, min=0, max=63, help="background QP = the frame's median object QP + this (default: predicted)"
     )
 
+    @property
+    def active(self) -> bool:
+        return self.floor_pct is not None or self.background is not None
+
 
 def shape_map(grid: np.ndarray, objects: np.ndarray, opts: JrdShape) -> np.ndarray:
     """One frame's predicted map shaped by ``opts``; ``objects`` marks the object CTUs."""
-    if not objects.any() or (opts.floor_pct is None and opts.background is None):
+    if not objects.any() or not opts.active:
         return grid
     out = grid.copy()
     if opts.floor_pct is not None:
@@ -127,11 +131,10 @@ class JrdSource(QPMapSource):
             grid = regrid(
                 to_codec_domain(qp, predictor.qp_max, ctx.qp_range), info.height, info.width, ctx.ctu
             )
-            sure = det.boxes[det.scores >= OBJECT_MIN_SCORE]
-            objects = (
-                rasterize_boxes(info.height, info.width, ctx.ctu, sure, np.zeros(len(sure), np.uint8), 1) == 0
-            )
-            return Keyframe(shape_map(grid, objects, shape), det.boxes, det.classes)
+            if shape.active:
+                sure = det.boxes[det.scores >= OBJECT_MIN_SCORE]
+                grid = shape_map(grid, boxes_cells(info.height, info.width, ctx.ctu, sure), shape)
+            return Keyframe(grid, det.boxes, det.classes)
 
         try:
             yield from self.every_frame(clip, ctx, predict)
