@@ -2,8 +2,8 @@
 dataset's video chunks, against a constant.
 
     python benchmarks/jrd_crossval.py OUT [--folds 4] [--snn-epochs 15] [--el-epochs 60] [--jobs 2]
-        [--models snn,eljrd,plain] [--label monotone|eq1] [--track-percentile P]
-        [--coding intra|lowdelay]
+        [--models snn,eljrd,plain|ablation] [--label monotone|eq1] [--track-percentile P]
+        [--coding intra|lowdelay] [--references]
 
 This is the acceptance test of a JRD predictor (docs/design.md "Accepting a predictor"). The
 builder's fixed 8:1:1 test split is not used for acceptance: in data/jrd-hevc it is 13 frames,
@@ -20,6 +20,11 @@ Labels: ``--coding`` picks the label set (intra, or lowdelay for a dataset built
 ``--coding lowdelay``); ``--label`` / ``--track-percentile`` relabel a copy of the dataset's
 label files from the stored curves first (OUT/data; no encoding), otherwise the dataset's own
 labels are used. The label kind is written into crossval.json and the table.
+
+``--references`` adds predictors that need no training (``--models none`` runs them alone): the
+training folds' median per COCO size class, and oracles that know the held-out chunk's, frame's
+or instance's median label. They bound what any predictor of that granularity can reach, and so
+tell a model that learned too little from labels that hold too little.
 """
 
 from __future__ import annotations
@@ -27,20 +32,29 @@ from __future__ import annotations
 import argparse
 import functools
 import hashlib
+import itertools
 import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from jrd_runs import train_run
 
+MODULES = ("tfd", "mrr", "taa")
 # predictor -> (jrd train --model, extra options); "plain" is SNN-JRD with its three spiking
-# modules replaced by plain convolutions / concat attention (the ablation's all-off row)
+# modules replaced by plain convolutions / concat attention (the ablation's all-off row). The
+# other six rows of the TFD/MRR/TAA ablation are named by the modules they keep ("tfd+taa");
+# ``--models ablation`` asks for all eight.
 KINDS = {
     "snn": ("snn", ["--stem", "16"]),
     "eljrd": ("eljrd", []),
-    "plain": ("snn", ["--stem", "16", "--no-tfd", "--no-mrr", "--no-taa"]),
+    "plain": ("snn", ["--stem", "16", *(f"--no-{m}" for m in MODULES)]),
 }
 NAMES = {"snn": "SNN-JRD", "eljrd": "EL-JRD", "plain": "plain CNN (no TFD/MRR/TAA)"}
+for _on in itertools.chain(itertools.combinations(MODULES, 2), itertools.combinations(MODULES, 1)):
+    _key = "+".join(_on)
+    KINDS[_key] = ("snn", ["--stem", "16", *(f"--no-{m}" for m in MODULES if m not in _on)])
+    NAMES[_key] = "SNN-JRD with " + " + ".join(m.upper() for m in _on) + " only"
+ABLATION = ["snn", *list(KINDS)[3:], "plain"]
 RECIPE = ["--ema", "0.995", "--schedule", "cosine", "--augment", "--clip", "5"]
 
 
@@ -97,10 +111,29 @@ def make_fold(dataset: Path, out: Path, k: int, folds: int) -> Path:
     return out
 
 
-def evaluate(data: Path, folds_dir: Path, kinds: list[str], coding: str = "intra") -> list[dict]:
+REFERENCES = {
+    "size": "size-class median (train folds)",
+    "source": "the same source's median (train folds)",
+    "chunk_oracle": "oracle: the held-out chunk's median",
+    "frame_oracle": "oracle: the held-out frame's median",
+    "instance_oracle": "oracle: each instance's own median",
+}
+
+
+def evaluate(
+    data: Path, folds_dir: Path, kinds: list[str], coding: str = "intra", references: bool = False
+) -> list[dict]:
     """Per held-out image: its chunk and, for each predictor, the summed |error| over its
     instance CTUs (as E_total counts them) and the CTU count. ``constant`` predicts the median
-    instance-CTU label of the fold's training images everywhere (the floor a model must beat)."""
+    instance-CTU label of the fold's training images everywhere (the floor a model must beat).
+
+    ``references`` adds predictors that need no model, to tell how much of the label is
+    predictable at all: ``size`` (the training folds' median per COCO size class, on each
+    instance's CTUs), ``source`` (their median over the same source clip or still, which a
+    deployed predictor cannot know: it tells how far recognising the scene would go) and three
+    oracles that read the held-out labels themselves: one QP per chunk, per frame, or per
+    instance (the median of that chunk's / frame's / instance's CTU labels). What an oracle
+    leaves is spread no predictor of that granularity can remove."""
     import numpy as np
     import torch
 
@@ -112,17 +145,51 @@ def evaluate(data: Path, folds_dir: Path, kinds: list[str], coding: str = "intra
     manifest = json.loads((data / "manifest.json").read_text())
     chunk = int(manifest.get("build", {}).get("split_chunk", 25))
     chunks = {e["id"]: chunk_of(e, chunk) for e in manifest["images"]}
-    train_labels = [
-        s.label[instance_cells(i["box"], s.label.shape)].ravel()
-        for s in load_samples(data, "train", "yolov3-tiny", cache, coding=coding)
-        for i in s.instances
-    ]
-    median = float(np.median(np.concatenate(train_labels)))
+
+    def cell_labels(s) -> list[np.ndarray]:
+        return [s.label[instance_cells(i["box"], s.label.shape)].ravel() for i in s.instances]
+
+    train = load_samples(data, "train", "yolov3-tiny", cache, coding=coding)
+    median = float(np.median(np.concatenate([v for s in train for v in cell_labels(s)])))
+    sized: dict[str, list[np.ndarray]] = {}
+    for s in train:
+        for inst, labels in zip(s.instances, cell_labels(s), strict=True):
+            sized.setdefault(inst["size"], []).append(labels)
+    by_size = {size: float(np.median(np.concatenate(v))) for size, v in sized.items()}
+    sources = {e["id"]: e["source"] for e in manifest["images"]}
+    per_source: dict[str, list[np.ndarray]] = {}
+    for s in train:
+        per_source.setdefault(sources[s.id], []).extend(cell_labels(s))
+    by_source = {k: float(np.median(np.concatenate(v))) for k, v in per_source.items() if v}
     models = {kind: predictor(load_checkpoint(folds_dir / kind / "last.pt")[0]) for kind in kinds}
+    held_out = load_samples(data, "val", "yolov3-tiny", cache, coding=coding)
+    per_chunk: dict[str, list[np.ndarray]] = {}
+    for s in held_out:
+        per_chunk.setdefault(chunks[s.id], []).extend(cell_labels(s))
+    chunk_median = {c: float(np.median(np.concatenate(v))) for c, v in per_chunk.items() if v}
+
+    def per_instance(s, value) -> np.ndarray:
+        """A grid with each instance's CTUs at ``value(instance, its labels)``, min-pooled where
+        instances overlap (as the labels are)."""
+        grid = np.full(s.label.shape, np.inf, np.float32)
+        for inst, labels in zip(s.instances, cell_labels(s), strict=True):
+            cells = instance_cells(inst["box"], s.label.shape)
+            grid[cells] = np.minimum(grid[cells], value(inst, labels))
+        return grid
+
     out = []
-    for s in load_samples(data, "val", "yolov3-tiny", cache, coding=coding):
+    for s in held_out:
         preds = {kind: m(s.x) for kind, m in models.items()}
         preds["constant"] = np.full(s.label.shape, median, np.float32)
+        if references and s.instances:
+            preds["size"] = per_instance(s, lambda i, _: by_size.get(i["size"], median))
+            preds["source"] = np.full(s.label.shape, by_source.get(sources[s.id], median), np.float32)
+            preds["chunk_oracle"] = np.full(s.label.shape, chunk_median[chunks[s.id]], np.float32)
+            frame = float(np.median(np.concatenate(cell_labels(s))))
+            preds["frame_oracle"] = np.full(s.label.shape, frame, np.float32)
+            preds["instance_oracle"] = per_instance(s, lambda _, v: float(np.median(v)))
+        elif references:
+            preds.update(dict.fromkeys(REFERENCES, preds["constant"]))  # no instance CTU to score
         row = {"id": s.id, "chunk": chunks[s.id], "ctus": 0, **dict.fromkeys(preds, 0.0)}
         for inst in s.instances:
             cells = instance_cells(inst["box"], s.label.shape)
@@ -138,7 +205,7 @@ def summarise(rows: list[dict], boot: int = 2000) -> dict:
     bootstrap CIs over chunks."""
     import numpy as np
 
-    names = [k for k in (*KINDS, "constant") if k in rows[0]]
+    names = [k for k in (*KINDS, "constant", *REFERENCES) if k in rows[0]]
     chunks = sorted({r["chunk"] for r in rows})
     sums = np.zeros((len(chunks), len(names) + 1))
     for r in rows:
@@ -173,10 +240,17 @@ def main() -> None:
     ap.add_argument("--folds", type=int, default=4)
     ap.add_argument("--snn-epochs", type=int, default=15, help="also the plain model's")
     ap.add_argument("--el-epochs", type=int, default=60)
-    ap.add_argument("--models", default="snn,eljrd", help=f"comma-separated, of {', '.join(KINDS)}")
+    ap.add_argument(
+        "--models",
+        default="snn,eljrd",
+        help=f"comma-separated, of {', '.join(KINDS)}; 'ablation' = the eight TFD/MRR/TAA rows",
+    )
     ap.add_argument("--jobs", type=int, default=2, help="trainings at once (one core each)")
     ap.add_argument("--label", choices=["monotone", "eq1"], help="relabel by this rule first")
     ap.add_argument("--track-percentile", type=float, help="relabel with this track smoothing first")
+    ap.add_argument(
+        "--references", action="store_true", help="add the size-class and oracle references (no training)"
+    )
     ap.add_argument("--coding", choices=["intra", "lowdelay"], default="intra", help="label set")
     a = ap.parse_args()
     from vcmtool.lab.jrd.format import load_dataset
@@ -187,7 +261,11 @@ def main() -> None:
     labels = {**ds.labels, "coding": a.coding}
     datas = [make_fold(source, a.out / f"fold{k}" / "data", k, a.folds) for k in range(a.folds)]
     kinds = [k.strip() for k in a.models.split(",") if k.strip()]
-    if not kinds or set(kinds) - set(KINDS):
+    kinds = list(
+        dict.fromkeys(itertools.chain.from_iterable(ABLATION if k == "ablation" else [k] for k in kinds))
+    )
+    kinds = [k for k in kinds if k != "none"]
+    if set(kinds) - set(KINDS) or not (kinds or a.references):
         raise SystemExit(f"--models: choose from {', '.join(KINDS)}")
     jobs = [
         (
@@ -202,7 +280,11 @@ def main() -> None:
     ]
     with ThreadPoolExecutor(a.jobs) as pool:
         list(pool.map(lambda j: train_run(*j, quiet=True), jobs))
-    rows = [r | {"fold": k} for k, d in enumerate(datas) for r in evaluate(d, d.parent, kinds, a.coding)]
+    rows = [
+        r | {"fold": k}
+        for k, d in enumerate(datas)
+        for r in evaluate(d, d.parent, kinds, a.coding, a.references)
+    ]
     per_fold = [summarise([r for r in rows if r["fold"] == k], boot=0)["E_total"] for k in range(a.folds)]
     overall = summarise(rows)
     report = {
@@ -217,6 +299,7 @@ def main() -> None:
     }
     (a.out / "crossval.json").write_text(json.dumps(report, indent=1))
     names = {k: NAMES[k] for k in KINDS if k in kinds} | {"constant": "constant (train-fold median)"}
+    names |= REFERENCES if a.references else {}
     lines = [
         f"labels: {labels['rule']}, track percentile {labels['track_percentile']:g}, {a.coding}\n",
         "| predictor | " + " | ".join(f"fold {k}" for k in range(a.folds)) + " | pooled E_total |",
