@@ -2,7 +2,7 @@
 dataset's video chunks, against a constant.
 
     python benchmarks/jrd_crossval.py OUT [--folds 4] [--snn-epochs 15] [--el-epochs 60] [--jobs 2]
-        [--models snn,eljrd,plain|ablation] [--label monotone|eq1] [--track-percentile P]
+        [--models snn,eljrd,plain|ablation] [--label monotone|eq1|detected] [--track-percentile P]
         [--coding intra|lowdelay] [--references]
 
 This is the acceptance test of a JRD predictor (docs/design.md "Accepting a predictor"). The
@@ -246,7 +246,7 @@ def main() -> None:
         help=f"comma-separated, of {', '.join(KINDS)}; 'ablation' = the eight TFD/MRR/TAA rows",
     )
     ap.add_argument("--jobs", type=int, default=2, help="trainings at once (one core each)")
-    ap.add_argument("--label", choices=["monotone", "eq1"], help="relabel by this rule first")
+    ap.add_argument("--label", choices=["monotone", "eq1", "detected"], help="relabel by this rule first")
     ap.add_argument("--track-percentile", type=float, help="relabel with this track smoothing first")
     ap.add_argument(
         "--references", action="store_true", help="add the size-class and oracle references (no training)"

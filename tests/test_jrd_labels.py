@@ -182,6 +182,27 @@ def test_monotone_label_stops_at_first_failure_where_eq1_skips_the_dip():
         assert monotone_label(levels, p) <= l_max(levels, p)
 
 
+def test_detected_label_fails_only_when_the_object_is_lost():
+    from vcmtool.lab.jrd.labels import curve_passes, detected, label_of
+
+    levels = [10, 20, 30, 40, 50]
+    # reference score 0.6: the score moves by 0.1 at QP 20 (a strict pass fails), the box and
+    # class hold until QP 40, where the score has fallen by 0.35 (below 0.3); QP 50 unmatched
+    curve = {
+        "matched": [True, True, True, True, False],
+        "cls": [0.0, 0.0, 0.0, 0.0, 1.0],
+        "score": [0.01, 0.1, 0.2, 0.35, 0.6],
+        "passed": [True, False, True, False, False],
+    }
+    assert detected(curve, 0.6) == [True, True, True, False, False]
+    assert label_of("detected", levels, curve_passes("detected", curve, 0.6)) == 30
+    assert label_of("monotone", levels, curve_passes("monotone", curve, 0.6)) == 10
+    relabelled = dict(curve, cls=[0.0, 0.0, 1.0, 0.0, 1.0])  # the class flips at QP 30
+    assert detected(relabelled, 0.6) == [True, True, False, False, False]
+    # the margin is the reference's distance to the threshold: a score of 0.31 has almost none
+    assert detected(curve, 0.31) == [True, False, False, False, False]
+
+
 def test_track_linking_and_low_percentile_smoothing():
     from vcmtool.lab.jrd.labels import link_tracks, smooth_track
 

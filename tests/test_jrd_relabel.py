@@ -121,6 +121,27 @@ def test_relabel_monotone_without_encoding(eq1_build, tmp_path):
             assert (out / sub / p.name).read_bytes() == p.read_bytes(), p.name
 
 
+def test_relabel_detected_is_at_least_monotone(eq1_build, tmp_path):
+    """The looser "still detected" pass can only move the first failure up, per instance and on
+    both label sets, and the CTU maps follow."""
+    mono, det = tmp_path / "mono", tmp_path / "det"
+    shutil.copytree(eq1_build, mono)
+    shutil.copytree(eq1_build, det)
+    _relabel_without_ffmpeg(mono, "--label", "monotone", "--track-percentile", "0")
+    res = _relabel_without_ffmpeg(det, "--label", "detected", "--track-percentile", "0")
+    assert res["labels"]["rule"] == "detected"
+    raised = 0
+    for dm, dd in zip(_docs(mono), _docs(det), strict=True):
+        for im, i_d in zip(dm["instances"], dd["instances"], strict=True):
+            for rm, rd in ((im, i_d), (im["lowdelay"], i_d["lowdelay"])):
+                assert rd["label"] >= rm["label"]
+                raised += rd["label"] > rm["label"]
+    assert raised > 0  # the strict pass fails early somewhere in this clip
+    for em, ed in zip(load_dataset(mono).entries(), load_dataset(det).entries(), strict=True):
+        for coding in ("intra", "lowdelay"):
+            assert (load_dataset(det).label(ed, coding) >= load_dataset(mono).label(em, coding)).all()
+
+
 def test_build_dataset_option_relabels_from_cache_and_matches_relabel(eq1_build, clip, tmp_path):
     from vcmtool.lab.jrd.relabel import relabel
 

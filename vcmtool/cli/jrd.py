@@ -37,10 +37,11 @@ def _parse_qps(text: str | None) -> tuple[int, ...]:
 label_rule_option = click.option(
     "--label",
     "label_rule",
-    type=click.Choice(["monotone", "eq1"]),
+    type=click.Choice(["monotone", "eq1", "detected"]),  # labels.LABEL_RULES (not imported: start-up)
     default="monotone",
     show_default=True,
-    help="instance label: monotone = first failing QP - 1; eq1 = the paper's eq. 1",
+    help="instance label: monotone = first failing QP - 1; eq1 = the paper's eq. 1; "
+    "detected = monotone, failing only when the object is no longer detected",
 )
 
 

@@ -35,6 +35,7 @@ from vcmtool.lab.jrd.labels import (
     REF_MIN_SCORE,
     Instance,
     Thresholds,
+    curve_passes,
     distances,
     first_failure,
     l_max,
@@ -54,6 +55,7 @@ WORK = ".work"
 STATE = ".state"
 STATE_LOWDELAY = ".state-lowdelay"
 CODINGS = ("intra", "lowdelay")
+CURVE_KEYS = ("mask", "box", "score", "cls", "matched")  # the stored distances of a curve
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,7 @@ class BuildConfig:
     split_chunk: int = 25  # video frames per split group (no near-duplicates across splits)
     split_seed: int = 0
     # How labels are derived from the stored curves (recomputable without encoding: relabel.py)
-    label: str = "monotone"  # or "eq1"
+    label: str = "monotone"  # or "eq1", "detected"
     track_percentile: float = 20.0  # 0: no track smoothing
     # "intra": per-frame intra labels; "lowdelay": also low-delay P labels of clip chunks
     coding: str = "intra"
@@ -235,8 +237,9 @@ def label_image(payload: dict[str, Any]) -> dict[str, Any]:
     for t, ref in enumerate(refs):
         curve = [distances(ref, cands, h, w, cfg.match_iou) for cands, _ in per_qp]
         passed = [d.within(thr) for d in curve]
+        stored = {k: [d.to_json()[k] for d in curve] for k in CURVE_KEYS} | {"passed": passed}
         lm = l_max(qps, passed, thr.c)
-        lab = label_of(cfg.label, qps, passed, thr.c)
+        lab = label_of(cfg.label, qps, curve_passes(cfg.label, stored, round(ref.score, 6)), thr.c)
         region = ref.region(h, w)
         area = int(np.count_nonzero(region))
         regions.append((region, lab))
@@ -254,10 +257,7 @@ def label_image(payload: dict[str, Any]) -> dict[str, Any]:
                 "l_max": lm,
                 "first_failure": first_failure(qps, passed),
                 "label": lab,  # by cfg.label; relabel.py smooths it along tracks afterwards
-                "curve": {
-                    k: [d.to_json()[k] for d in curve] for k in ("mask", "box", "score", "cls", "matched")
-                }
-                | {"passed": passed},
+                "curve": stored,
             }
         )
     if refs and refs[0].mask is not None:  # the regions a relabel needs (boxes are in the JSON)
@@ -413,14 +413,12 @@ def label_chunk(payload: dict[str, Any]) -> dict[str, Any]:
         for ref, rec in zip(refs[k], doc["instances"], strict=True):
             curve = [distances(ref, cands[k], h, w, cfg.match_iou) for cands, _ in per_qp]
             passed = [d.within(thr) for d in curve]
+            stored = {k2: [d.to_json()[k2] for d in curve] for k2 in CURVE_KEYS} | {"passed": passed}
             rec["lowdelay"] = {
                 "l_max": l_max(qps, passed, thr.c),
                 "first_failure": first_failure(qps, passed),
-                "label": label_of(cfg.label, qps, passed, thr.c),
-                "curve": {
-                    k2: [d.to_json()[k2] for d in curve] for k2 in ("mask", "box", "score", "cls", "matched")
-                }
-                | {"passed": passed},
+                "label": label_of(cfg.label, qps, curve_passes(cfg.label, stored, rec["score"]), thr.c),
+                "curve": stored,
             }
         doc["lowdelay"] = {
             "qps": qps,

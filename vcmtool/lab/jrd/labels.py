@@ -10,6 +10,11 @@
   level l+c is not.
 * The monotone label (vcmtool's default, docs/design.md "Label decision"): the largest level l
   such that every level <= l passes (first failure - 1; the top level when nothing fails).
+* The detected label (``--label detected``): the same monotone rule over a looser pass, "still
+  detected" instead of "detection unchanged": matched (box IoU > the match IoU), same class, and
+  a score that cannot have fallen below the reference threshold (0.3). It asks when the task
+  model stops *recognising* the object, not when its score first moves by 0.05, which on
+  YOLOv3-tiny is mostly flicker (docs/design.md, "What the labels cannot say").
 * Track smoothing: in clips an instance is followed across the sampled frames of its chunk
   (box IoU > 0.75, same class, one-to-one) and every member of a track takes a low percentile
   of the track's labels, so one flickering frame does not set it.
@@ -187,7 +192,26 @@ def first_failure(levels: Sequence[int], passed: Sequence[bool]) -> int | None:
     return next((int(lv) for lv, p in zip(levels, passed, strict=True) if not p), None)
 
 
-LABEL_RULES = ("monotone", "eq1")
+LABEL_RULES = ("monotone", "eq1", "detected")
+
+
+def detected(curve: dict[str, list], ref_score: float, min_score: float = REF_MIN_SCORE) -> list[bool]:
+    """Per level of a stored curve: is the reference instance still detected?
+
+    Matched, same class, and ``ref_score - |score change| >= min_score``. The curves keep only
+    the absolute score change, so a change larger than the margin counts as a loss whether the
+    score fell or rose: conservative, and a rise that large is rare under compression.
+    """
+    margin = ref_score - min_score
+    return [
+        bool(m) and c == 0 and d <= margin + 1e-9
+        for m, c, d in zip(curve["matched"], curve["cls"], curve["score"], strict=True)
+    ]
+
+
+def curve_passes(rule: str, curve: dict[str, list], ref_score: float) -> list[bool]:
+    """The per-level pass list ``rule`` reads from a stored curve (``detected`` recomputes it)."""
+    return detected(curve, ref_score) if rule == "detected" else list(curve["passed"])
 
 
 def monotone_label(levels: Sequence[int], passed: Sequence[bool]) -> int:
@@ -210,8 +234,9 @@ def monotone_label(levels: Sequence[int], passed: Sequence[bool]) -> int:
 
 
 def label_of(rule: str, levels: Sequence[int], passed: Sequence[bool], c: int = 1) -> int:
-    """An instance's label by ``rule``: "monotone" (default) or "eq1" (the paper's eq. 1)."""
-    if rule == "monotone":
+    """An instance's label by ``rule``: "monotone" (default), "eq1" (the paper's eq. 1), or
+    "detected" (monotone over :func:`detected`'s passes, which the caller gives)."""
+    if rule in ("monotone", "detected"):
         return monotone_label(levels, passed)
     if rule == "eq1":
         return l_max(levels, passed, c)

@@ -4,7 +4,8 @@ The builder keeps every instance's per-QP pass/fail curve (intra, and low-delay 
 frames built with ``--coding lowdelay``) precisely so labels can be audited and recomputed.
 :func:`relabel` derives, for each label set,
 
-* ``label_raw``: the rule's label of the curve (``monotone`` or ``eq1``, labels.label_of);
+* ``label_raw``: the rule's label of the curve (``monotone``, ``eq1`` or ``detected``,
+  labels.label_of over labels.curve_passes);
 * ``track``: the instance's track id inside its chunk (clip frames of one split chunk, in frame
   order; labels.link_tracks: box IoU > the build's match IoU, same class);
 * ``label``: with ``track_percentile`` P > 0, the P-th percentile of the track's raw labels
@@ -29,6 +30,7 @@ from vcmtool.lab.jrd.labels import (
     LABEL_RULES,
     MATCH_IOU,
     box_mask,
+    curve_passes,
     label_of,
     link_tracks,
     pixel_label,
@@ -102,7 +104,8 @@ def relabel(root: str | Path, rule: str | None = None, track_percentile: float |
                 for inst, tid in zip(doc["instances"], tids, strict=True):
                     rec = inst if coding == "intra" else inst["lowdelay"]
                     old_label = rec.get("label", rec["l_max"])
-                    rec["label_raw"] = label_of(rule, qps, rec["curve"]["passed"], c)
+                    passed = curve_passes(rule, rec["curve"], float(inst["score"]))
+                    rec["label_raw"] = label_of(rule, qps, passed, c)
                     rec["label"] = rec["label_raw"]
                     inst["track"] = tid
                     members.setdefault(tid, []).append((rec, {"qps": qps, "old": old_label}))
