@@ -155,6 +155,14 @@ def test_roi_map_lowers_qp_on_objects(bus_jpg, tmp_path):
         cy, cx = int((y0 + y1) / 2) // 64, int((x0 + x1) / 2) // 64
         assert m[cy, cx] == 28
     assert (tmp_path / "ov.png").read_bytes()[:4] == b"\x89PNG"
+    # relative deltas follow the base QP; the same CTUs are objects
+    r = run_cli(
+        "qpmap", str(bus_jpg), "--qpmap", "roi", "--qp", "36", "--roi-delta-in", "0",
+        "--roi-delta-out", "12", "-o", str(tmp_path / "rel.qpm"),
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    rel = read_qpm(tmp_path / "rel.qpm").data[0]
+    assert ((rel == 36) == (m == 28)).all() and ((rel == 48) == (m == 38)).all()
 
 
 def test_doctor_json():

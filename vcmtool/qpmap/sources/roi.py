@@ -1,7 +1,8 @@
 """``roi``: detector boxes get a low QP, the background a high one (the VCS paper's ROI baseline).
 
 Options (:class:`RoiOptions`, on the command line ``--roi-qp-in`` / ``--roi-qp-out``,
-absolute QPs, default base-4 and base+6; ``--roi-margin``, pixels added around each box,
+absolute QPs, or ``--roi-delta-in`` / ``--roi-delta-out`` relative to the base QP, which
+follow it across rate points; default base-4 and base+6; ``--roi-margin``, pixels added around each box,
 default 16; ``--roi-classes``, class names to keep, default all; ``--roi-min-score``, default
 0.3; ``roi_qp_in``, ... in ``EncodeJob.map_options``). Maps are streamed frame by frame (one
 detection per predicted frame), so detection overlaps with encoding. Between predicted frames
@@ -34,17 +35,21 @@ class RoiOptions:
     """The options of ``roi`` and ``dets`` (``--roi-*``; ``roi_*`` keys in ``map_options``)."""
 
     qp_in: int | None = option(
-        None, cli="--roi-qp-in", min=0, max=63, help="QP inside objects (default: qp-4)"
+        None, cli="--roi-qp-in", min=0, max=63, help="QP inside objects (default: qp + --roi-delta-in)"
     )
-    qp_out: int | None = option(None, cli="--roi-qp-out", min=0, max=63, help="background QP (default: qp+6)")
+    qp_out: int | None = option(
+        None, cli="--roi-qp-out", min=0, max=63, help="background QP (default: qp + --roi-delta-out)"
+    )
+    delta_in: int = option(-4, cli="--roi-delta-in", min=-51, max=51, help="inside QP relative to the base")
+    delta_out: int = option(6, cli="--roi-delta-out", min=-51, max=51, help="background QP relative to base")
     margin: float = option(16.0, cli="--roi-margin", min=0, max=4096, help="pixels added around each box")
     min_score: float = option(0.3, cli="--roi-min-score", min=0, max=1, help="minimum detection score")
     classes: list[str] | None = option(None, cli="--roi-classes", help="comma-separated class names to keep")
 
     def qps(self, base: int) -> tuple[int, int]:
         """The QPs inside and outside the boxes at base QP ``base``."""
-        q_in = self.qp_in if self.qp_in is not None else base - 4
-        q_out = self.qp_out if self.qp_out is not None else base + 6
+        q_in = self.qp_in if self.qp_in is not None else base + self.delta_in
+        q_out = self.qp_out if self.qp_out is not None else base + self.delta_out
         return int(q_in), int(q_out)
 
 
