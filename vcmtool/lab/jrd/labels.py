@@ -200,7 +200,7 @@ def detected(curve: dict[str, list], ref_score: float, min_score: float = REF_MI
 
     Matched, same class, and ``ref_score - |score change| >= min_score``. The curves keep only
     the absolute score change, so a change larger than the margin counts as a loss whether the
-    score fell or rose: conservative, and a rise that large is rare under compression.
+    score fell or rose (conservative: a label can only come out lower than the exact rule's).
     """
     margin = ref_score - min_score
     return [
