@@ -163,6 +163,11 @@ def test_roi_map_lowers_qp_on_objects(bus_jpg, tmp_path):
     assert r.returncode == 0, r.stderr
     rel = read_qpm(tmp_path / "rel.qpm").data[0]
     assert ((rel == 36) == (m == 28)).all() and ((rel == 48) == (m == 38)).all()
+    # near QP 0 the inside QP stops at 0 instead of failing (base 2 - 4 = -2)
+    r = run_cli("qpmap", str(bus_jpg), "--qpmap", "roi", "--qp", "2", "-o", str(tmp_path / "low.qpm"))
+    assert r.returncode == 0, r.stderr
+    low = read_qpm(tmp_path / "low.qpm").data[0]
+    assert ((low == 0) == (m == 28)).all() and ((low == 8) == (m == 38)).all()
 
 
 def test_doctor_json():

@@ -47,10 +47,12 @@ class RoiOptions:
     classes: list[str] | None = option(None, cli="--roi-classes", help="comma-separated class names to keep")
 
     def qps(self, base: int) -> tuple[int, int]:
-        """The QPs inside and outside the boxes at base QP ``base``."""
+        """The QPs inside and outside the boxes at base QP ``base``, kept in 0..63 like the
+        absolute options (a relative one can leave it at a low or high base; the pipeline then
+        clamps to the codec's own range)."""
         q_in = self.qp_in if self.qp_in is not None else base + self.delta_in
         q_out = self.qp_out if self.qp_out is not None else base + self.delta_out
-        return int(q_in), int(q_out)
+        return min(max(int(q_in), 0), 63), min(max(int(q_out), 0), 63)
 
 
 def boxes_to_map(
