@@ -58,6 +58,13 @@ CODINGS = ("intra", "lowdelay")
 CURVE_KEYS = ("mask", "box", "score", "cls", "matched")  # the stored distances of a curve
 
 
+def stored_curve(curve: list, thr: Thresholds) -> dict[str, list]:
+    """An instance's per-QP distances as the instances JSON keeps them, with the strict passes
+    (``passed``) that relabel.py and labels.curve_passes read back."""
+    rows = [d.to_json() for d in curve]
+    return {k: [r[k] for r in rows] for k in CURVE_KEYS} | {"passed": [d.within(thr) for d in curve]}
+
+
 @dataclass(frozen=True)
 class BuildConfig:
     """Everything a label depends on; a dataset directory is only resumed with the same config."""
@@ -236,8 +243,8 @@ def label_image(payload: dict[str, Any]) -> dict[str, Any]:
     records, regions = [], []
     for t, ref in enumerate(refs):
         curve = [distances(ref, cands, h, w, cfg.match_iou) for cands, _ in per_qp]
-        passed = [d.within(thr) for d in curve]
-        stored = {k: [d.to_json()[k] for d in curve] for k in CURVE_KEYS} | {"passed": passed}
+        stored = stored_curve(curve, thr)
+        passed = stored["passed"]
         lm = l_max(qps, passed, thr.c)
         lab = label_of(cfg.label, qps, curve_passes(cfg.label, stored, round(ref.score, 6)), thr.c)
         region = ref.region(h, w)
@@ -412,8 +419,8 @@ def label_chunk(payload: dict[str, Any]) -> dict[str, Any]:
     for k, (iid, doc) in enumerate(zip(ids, docs, strict=True)):
         for ref, rec in zip(refs[k], doc["instances"], strict=True):
             curve = [distances(ref, cands[k], h, w, cfg.match_iou) for cands, _ in per_qp]
-            passed = [d.within(thr) for d in curve]
-            stored = {k2: [d.to_json()[k2] for d in curve] for k2 in CURVE_KEYS} | {"passed": passed}
+            stored = stored_curve(curve, thr)
+            passed = stored["passed"]
             rec["lowdelay"] = {
                 "l_max": l_max(qps, passed, thr.c),
                 "first_failure": first_failure(qps, passed),
