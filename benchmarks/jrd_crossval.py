@@ -146,33 +146,36 @@ def evaluate(
     chunk = int(manifest.get("build", {}).get("split_chunk", 25))
     chunks = {e["id"]: chunk_of(e, chunk) for e in manifest["images"]}
 
-    def cell_labels(s) -> list[np.ndarray]:
-        return [s.label[instance_cells(i["box"], s.label.shape)].ravel() for i in s.instances]
-
     train = load_samples(data, "train", "yolov3-tiny", cache, coding=coding)
-    median = float(np.median(np.concatenate([v for s in train for v in cell_labels(s)])))
-    sized: dict[str, list[np.ndarray]] = {}
-    for s in train:
-        for inst, labels in zip(s.instances, cell_labels(s), strict=True):
-            sized.setdefault(inst["size"], []).append(labels)
-    by_size = {size: float(np.median(np.concatenate(v))) for size, v in sized.items()}
+    held_out = load_samples(data, "val", "yolov3-tiny", cache, coding=coding)
+    # each instance's CTU labels, per image (E_total's cells; every reference below reads them)
+    cell_labels = {
+        s.id: [s.label[instance_cells(i["box"], s.label.shape)].ravel() for i in s.instances]
+        for s in (*train, *held_out)
+    }
+
+    def medians(groups: dict[str, list[np.ndarray]]) -> dict[str, float]:
+        return {k: float(np.median(np.concatenate(v))) for k, v in groups.items() if v}
+
+    median = float(np.median(np.concatenate([v for s in train for v in cell_labels[s.id]])))
     sources = {e["id"]: e["source"] for e in manifest["images"]}
+    sized: dict[str, list[np.ndarray]] = {}
     per_source: dict[str, list[np.ndarray]] = {}
     for s in train:
-        per_source.setdefault(sources[s.id], []).extend(cell_labels(s))
-    by_source = {k: float(np.median(np.concatenate(v))) for k, v in per_source.items() if v}
-    models = {kind: predictor(load_checkpoint(folds_dir / kind / "last.pt")[0]) for kind in kinds}
-    held_out = load_samples(data, "val", "yolov3-tiny", cache, coding=coding)
+        for inst, labels in zip(s.instances, cell_labels[s.id], strict=True):
+            sized.setdefault(inst["size"], []).append(labels)
+        per_source.setdefault(sources[s.id], []).extend(cell_labels[s.id])
     per_chunk: dict[str, list[np.ndarray]] = {}
     for s in held_out:
-        per_chunk.setdefault(chunks[s.id], []).extend(cell_labels(s))
-    chunk_median = {c: float(np.median(np.concatenate(v))) for c, v in per_chunk.items() if v}
+        per_chunk.setdefault(chunks[s.id], []).extend(cell_labels[s.id])
+    by_size, by_source, chunk_median = medians(sized), medians(per_source), medians(per_chunk)
+    models = {kind: predictor(load_checkpoint(folds_dir / kind / "last.pt")[0]) for kind in kinds}
 
     def per_instance(s, value) -> np.ndarray:
         """A grid with each instance's CTUs at ``value(instance, its labels)``, min-pooled where
         instances overlap (as the labels are)."""
         grid = np.full(s.label.shape, np.inf, np.float32)
-        for inst, labels in zip(s.instances, cell_labels(s), strict=True):
+        for inst, labels in zip(s.instances, cell_labels[s.id], strict=True):
             cells = instance_cells(inst["box"], s.label.shape)
             grid[cells] = np.minimum(grid[cells], value(inst, labels))
         return grid
@@ -185,7 +188,7 @@ def evaluate(
             preds["size"] = per_instance(s, lambda i, _: by_size.get(i["size"], median))
             preds["source"] = np.full(s.label.shape, by_source.get(sources[s.id], median), np.float32)
             preds["chunk_oracle"] = np.full(s.label.shape, chunk_median[chunks[s.id]], np.float32)
-            frame = float(np.median(np.concatenate(cell_labels(s))))
+            frame = float(np.median(np.concatenate(cell_labels[s.id])))
             preds["frame_oracle"] = np.full(s.label.shape, frame, np.float32)
             preds["instance_oracle"] = per_instance(s, lambda _, v: float(np.median(v)))
         elif references:
