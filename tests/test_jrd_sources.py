@@ -105,3 +105,57 @@ def test_jrd_shape_options_reach_the_map(bikes_y4m):
     assert (shaped.data != raw.data).any()
     for s, r in zip(shaped.data, raw.data, strict=True):
         assert len(np.unique(s)) <= len(np.unique(r))
+
+
+def _texture_y4m(path, frames: int = 4, w: int = 256, h: int = 128):
+    """Frames of smooth random texture: nothing a COCO detector finds, bits for an encoder."""
+    import cv2
+
+    rng = np.random.default_rng(7)
+    with open(path, "wb") as f:
+        f.write(f"YUV4MPEG2 W{w} H{h} F30:1 Ip A1:1 C420jpeg\n".encode())
+        for _ in range(frames):
+            y = cv2.GaussianBlur(rng.integers(40, 200, (h, w)).astype(np.uint8), (5, 5), 0)
+            f.write(b"FRAME\n" + y.tobytes() + np.full(h * w // 2, 128, np.uint8).tobytes())
+    return path
+
+
+def test_auto_codes_a_frame_without_objects_at_the_base_qp(tmp_path):
+    """The model finds nothing, so its map is the codec's maximum everywhere: by default the
+    frame is coded at --qp (+ offset), with --jrd-empty max at the maximum, and the bytes say so."""
+    clip = _texture_y4m(tmp_path / "texture.y4m")
+    got = {}
+    for empty in ("base", "max"):
+        qpm, out = tmp_path / f"{empty}.qpm", tmp_path / f"{empty}.hevc"
+        args = (
+            "--qpmap",
+            "auto",
+            "--qp",
+            "30",
+            "--qp-offset",
+            "4",
+            "--jrd-empty",
+            empty,
+            "--map-interval",
+            "1",
+        )
+        r = run_cli("qpmap", str(clip), *args, "-o", str(qpm))
+        assert r.returncode == 0, r.stderr.decode()[-2000:]
+        r = run_cli("encode", str(clip), *args, "-o", str(out))
+        assert r.returncode == 0, r.stderr.decode()[-2000:]
+        got[empty] = (np.unique(read_qpm(qpm).data).tolist(), out.stat().st_size)
+    assert got["base"][0] == [34] and got["max"][0] == [51]
+    assert got["base"][1] > 2 * got["max"][1]  # the frames were really coded at 34, not 51
+
+
+def test_fill_empty_touches_only_a_map_at_the_maximum():
+    from vcmtool.qpmap.sources.auto import fill_empty
+
+    top = np.full((2, 3), 51, np.int16)
+    assert fill_empty(top, (0, 51), 30).tolist() == [[30] * 3] * 2
+    assert fill_empty(top, (0, 51), 70).max() == 51  # the base is clamped into the codec's range
+    mixed = top.copy()
+    mixed[0, 0] = 20
+    assert fill_empty(mixed, (0, 51), 30) is mixed  # an object: the prediction stands
+    vvc = np.full((2, 3), 63, np.int16)
+    assert fill_empty(vvc, (0, 63), 30).max() == 30 and fill_empty(top, (0, 63), 30) is top

@@ -84,6 +84,8 @@ class OptionSpec:
 
     @property
     def metavar(self) -> str:
+        if self.choices:
+            return "[" + "|".join(self.choices) + "]"  # as click shows a Choice
         return {int: "INTEGER", float: "NUMBER", bool: "BOOLEAN", list: "A,B,..."}.get(self.kind, "TEXT")
 
     def span(self) -> str:

@@ -18,9 +18,10 @@ with its objects until then.
   * *empty*: the last prediction's map is uniform (it protects nothing: no object, or none the
     model kept) and ``EMPTY_RECHECK`` frames have passed. An empty prediction is the least
     reliable one (a detector's miss on one frame, or objects about to enter), and held for
-    ``N`` frames it codes all of them as background: ``auto``'s background is the codec's
-    maximum QP. The map, not the boxes, decides: ``auto`` keeps boxes down to score 0.1 that
-    its model may still map to background. Measured on carphone (32 frames from frame 30):
+    ``N`` frames it codes all of them alike: at the base QP under ``auto``'s default
+    (``--jrd-empty base``), at the codec's maximum QP with ``--jrd-empty max``. The map, not
+    the boxes, decides: ``auto`` keeps boxes down to score 0.1 that its model may still map to
+    background. Measured on carphone (32 frames from frame 30):
     YOLOv3-tiny misses the face on frame 0 only, and ``auto:8`` coded frames 0-7 at QP 51, which
     capped its mAP@0.5 near 77% at any rate (``docs/results.md``, "Throughput").
 

@@ -16,6 +16,13 @@ kvazaar. ``--jrd-floor-pct P`` raises each frame's object-CTU QPs below their P-
 it; ``--jrd-background K`` puts the other CTUs at the frame's median object QP + K (at most the
 prediction's). Object CTUs are those a prior detection with score >= 0.3 touches (the labels'
 reference instances); a frame without one keeps its prediction.
+
+A frame in which the model finds no object (its map is the codec's maximum QP everywhere) is
+coded at the base QP (``--qp``, plus ``--qp-offset`` like every map) instead: ``--jrd-empty
+base``, the default. A detector's miss is not evidence that a frame holds nothing a task model
+needs, and at the maximum QP the frame is lost for every receiver (carphone: YOLOv3-tiny misses
+the face on two frames and, at QP 51, so does every judge; docs/results.md, "Throughput").
+``--jrd-empty max`` keeps the prediction (the earlier behaviour).
 """
 
 from __future__ import annotations
@@ -51,6 +58,11 @@ class JrdShape:
     background: int | None = option(
         None, min=0, max=63, help="background QP = the frame's median object QP + this (default: predicted)"
     )
+    empty: str = option(
+        "base",
+        choices=("base", "max"),
+        help="a frame without objects: coded at the base QP (--qp), or at the predicted maximum",
+    )
 
     @property
     def active(self) -> bool:
@@ -69,6 +81,14 @@ def shape_map(grid: np.ndarray, objects: np.ndarray, opts: JrdShape) -> np.ndarr
         cap = int(np.median(out[objects])) + opts.background
         out[~objects] = np.minimum(out[~objects], cap)
     return out
+
+
+def fill_empty(grid: np.ndarray, qp_range: tuple[int, int], base: int) -> np.ndarray:
+    """``grid`` at ``base`` (clamped into ``qp_range``) when it is the codec's maximum everywhere
+    (the model found no object), else ``grid`` itself."""
+    if grid.size and int(grid.min()) == qp_range[1]:
+        return np.full_like(grid, min(max(base, qp_range[0]), qp_range[1]))
+    return grid
 
 
 def _predictor(path: Path):
@@ -134,6 +154,8 @@ class JrdSource(QPMapSource):
             if shape.active:
                 sure = det.boxes[det.scores >= OBJECT_MIN_SCORE]
                 grid = shape_map(grid, boxes_cells(info.height, info.width, ctx.ctu, sure), shape)
+            if shape.empty == "base":
+                grid = fill_empty(grid, ctx.qp_range, ctx.qp)
             return Keyframe(grid, det.boxes, det.classes)
 
         try:
