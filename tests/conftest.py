@@ -120,3 +120,45 @@ def child_processes(pid: int) -> list[str]:
             if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
                 out.append(stat.split("(", 1)[1].split(")", 1)[0])
     return out
+
+
+def write_tfjs_model(folder: Path, nodes: list[dict], weights: list, outputs: list[str]) -> Path:
+    """A TF.js graph model (``m.json`` + ``m.bin``) from GraphDef-style ``nodes`` and ``weights``
+    ``(name, array, quantization)``: ``"float16"``, ``"uint8"`` or None (stored as is)."""
+    import json
+
+    manifest, blob = [], b""
+    for name, arr, q in weights:
+        dtype = "float32" if arr.dtype.kind == "f" else "int32"
+        entry = {"name": name, "shape": list(arr.shape), "dtype": dtype}
+        if q == "float16":
+            blob += arr.astype(np.float16).tobytes()
+            entry["quantization"] = {"dtype": "float16", "original_dtype": "float32"}
+        elif q == "uint8":
+            lo, scale = float(arr.min()), float(arr.max() - arr.min()) / 255
+            blob += np.round((arr - lo) / scale).astype(np.uint8).tobytes()
+            entry["quantization"] = {"dtype": "uint8", "min": lo, "scale": scale, "original_dtype": "float32"}
+        else:
+            blob += arr.tobytes()
+        manifest.append(entry)
+    (folder / "m.bin").write_bytes(blob)
+    spec = {
+        "format": "graph-model",
+        "modelTopology": {"node": nodes},
+        "signature": {"outputs": {f"{o}:0": {"name": f"{o}:0"} for o in outputs}},
+        "weightsManifest": [{"paths": ["m.bin"], "weights": manifest}],
+    }
+    (folder / "m.json").write_text(json.dumps(spec))
+    return folder / "m.json"
+
+
+def tf_ints(v) -> dict:
+    """A GraphDef list-of-ints attribute (strides, ksize...)."""
+    return {"list": {"i": [str(x) for x in v]}}
+
+
+def tf_str(v: str) -> dict:
+    """A GraphDef string attribute (padding, data_format...), base64 as in TF.js JSON."""
+    import base64
+
+    return {"s": base64.b64encode(v.encode()).decode()}

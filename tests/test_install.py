@@ -45,6 +45,8 @@ SHIPPED = (
     "VCS_MODEL_CARD.md",
     "nanodet-g.onnx",
     "NANODET_MODEL_CARD.md",
+    "centernet-mbv3.onnx",
+    "CENTERNET_MODEL_CARD.md",
 )
 FALLBACK_LINE = "vcmtool: building without the C++ extension"
 

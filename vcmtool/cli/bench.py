@@ -111,8 +111,8 @@ def _names(value: str) -> list[str]:
     "--judges",
     help="comma-separated detectors that score every point, each against its own pseudo ground "
     "truth; the task model is always the first [default: the task model plus every built-in "
-    "judge of another family: yolov3-tiny,nanodet]. Adding a judge later re-scores the "
-    "stored streams, it does not re-encode",
+    "judge of another family: yolov3-tiny,nanodet; centernet is a third, opt-in one]. Adding a "
+    "judge later re-scores the stored streams, it does not re-encode",
 )
 @click.option(
     "--gt",

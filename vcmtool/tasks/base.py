@@ -179,7 +179,7 @@ TASK_MODELS: Registry[Callable[..., TaskModel]] = Registry("task model")
 DEFAULT_TASK_MODEL = "yolov3-tiny"
 
 _cache: dict[tuple[str, tuple[tuple[str, Any], ...]], TaskModel] = {}
-_cache_lock = threading.Lock()
+_cache_lock = threading.RLock()  # re-entrant: a factory may build its members (union:A+B)
 
 
 def get_task_model(spec: str = DEFAULT_TASK_MODEL, **options: Any) -> TaskModel:

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from vcmtool.errors import ModelError, UsageError
-from vcmtool.tasks.base import TASK_MODELS, Detections, TaskModel, ort_session_options
+from vcmtool.tasks.base import TASK_MODELS, Detections, TaskModel
 from vcmtool.tasks.postprocess import letterbox, select_and_nms
 
 MODEL_FILE = "nanodet-g.onnx"
@@ -188,10 +188,8 @@ class NanoDetG(TaskModel):
         providers: Sequence[str] | None = None,
         threads: int | None = None,
     ) -> None:
-        import onnxruntime as ort
-
         from vcmtool.modelfiles import md5_file
-        from vcmtool.tasks.onnx_detector import default_providers
+        from vcmtool.tasks.onnx_detector import open_session
 
         if not 0.0 <= score_threshold < 1.0:
             raise UsageError(f"score threshold must be in [0, 1), got {score_threshold}")
@@ -206,12 +204,7 @@ class NanoDetG(TaskModel):
                 f"{path}: cannot read the NanoDet-g model ({e.strerror or e}); reinstall "
                 "vcmtool, or rebuild it with tools/tfjs_to_onnx.py"
             ) from None
-        opts = ort_session_options(threads)
-        try:
-            self._session = ort.InferenceSession(data, opts, providers=list(providers or default_providers()))
-        except Exception as e:  # onnxruntime raises untyped errors on bad files
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ModelError(f"{path.name}: not a loadable ONNX model ({first})") from None
+        self._session = open_session(data, path.name, threads, providers)
         self.provider = self._session.get_providers()[0]
         inp = self._session.get_inputs()[0]
         self._input = inp.name

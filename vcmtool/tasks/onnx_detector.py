@@ -50,6 +50,22 @@ def default_providers() -> list[str]:
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
 
 
+def open_session(
+    data: bytes, source: str, threads: int | None = None, providers: Sequence[str] | None = None
+):
+    """An onnxruntime session on the model bytes ``data`` with vcmtool's session options; a file
+    onnxruntime cannot load is a :class:`ModelError` naming ``source``."""
+    import onnxruntime as ort
+
+    try:
+        return ort.InferenceSession(
+            data, ort_session_options(threads), providers=list(providers or default_providers())
+        )
+    except Exception as e:  # onnxruntime raises its own untyped errors on bad files
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelError(f"{source}: not a loadable ONNX model ({first})") from None
+
+
 class OnnxDetector(TaskModel):
     """An ONNX detector on onnxruntime; see the module docstring for the model contract."""
 
@@ -71,7 +87,6 @@ class OnnxDetector(TaskModel):
         mask_threshold: float = 0.5,
         pad_value: int = LETTERBOX_PAD,
     ) -> None:
-        import onnxruntime as ort
 
         if isinstance(model, bytes):
             data, self.source = model, "<memory>"
@@ -83,12 +98,7 @@ class OnnxDetector(TaskModel):
                 raise ModelError(f"{path}: cannot read ONNX model ({e.strerror or e})") from None
             self.source = path.name
         self.model_md5 = hashlib.md5(data).hexdigest()
-        opts = ort_session_options()
-        try:
-            self._session = ort.InferenceSession(data, opts, providers=list(providers or default_providers()))
-        except Exception as e:  # onnxruntime raises its own untyped errors on bad files
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ModelError(f"{self.source}: not a loadable ONNX model ({first})") from None
+        self._session = open_session(data, self.source, providers=providers)
         self.provider = self._session.get_providers()[0]
         meta = dict(self._session.get_modelmeta().custom_metadata_map)
         inp = self._session.get_inputs()[0]

@@ -19,14 +19,15 @@ reference instances); a frame without one keeps its prediction.
 
 A frame in which the model finds no object (its map is the codec's maximum QP everywhere) is
 coded at the base QP (``--qp``, plus ``--qp-offset`` like every map) instead: ``--jrd-empty
-base``, the default. A detector's miss is not evidence that a frame holds nothing a task model
-needs, and at the maximum QP the frame is lost for every receiver (carphone: YOLOv3-tiny misses
-the face on two frames and, at QP 51, so does every judge; docs/results.md, "Throughput").
-``--jrd-empty max`` keeps the prediction (the earlier behaviour).
+base``, the default; ``base+N`` codes it N QPs above, ``max`` keeps the prediction (the earlier
+behaviour). A detector's miss is not evidence that a frame holds nothing a task model needs, and
+at the maximum QP the frame is lost for every receiver (carphone: YOLOv3-tiny misses the face on
+two frames and, at QP 51, so does every judge; docs/results.md, "Throughput").
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from vcmtool.errors import UsageError
 from vcmtool.io.frame import Frame
 from vcmtool.io.open import Clip
 from vcmtool.plugin_options import option
@@ -60,9 +62,20 @@ class JrdShape:
     )
     empty: str = option(
         "base",
-        choices=("base", "max"),
-        help="a frame without objects: coded at the base QP (--qp), or at the predicted maximum",
+        help="a frame without objects: 'base' (coded at --qp), 'base+N' (N QPs above it) or 'max' "
+        "(the prediction: the codec's maximum)",
     )
+
+    def __post_init__(self) -> None:
+        self.empty_delta  # noqa: B018  (checks the value when the options are made)
+
+    @property
+    def empty_delta(self) -> int | None:
+        """QPs above the base for a frame without objects; None: keep the prediction (max)."""
+        m = re.fullmatch(r"base(?:\+(\d{1,2}))?|max", self.empty)
+        if m is None:
+            raise UsageError(f"--jrd-empty {self.empty!r}: use base, base+N or max")
+        return None if self.empty == "max" else int(m.group(1) or 0)
 
     @property
     def active(self) -> bool:
@@ -154,8 +167,8 @@ class JrdSource(QPMapSource):
             if shape.active:
                 sure = det.boxes[det.scores >= OBJECT_MIN_SCORE]
                 grid = shape_map(grid, boxes_cells(info.height, info.width, ctx.ctu, sure), shape)
-            if shape.empty == "base":
-                grid = fill_empty(grid, ctx.qp_range, ctx.qp)
+            if shape.empty_delta is not None:
+                grid = fill_empty(grid, ctx.qp_range, ctx.qp + shape.empty_delta)
             return Keyframe(grid, det.boxes, det.classes)
 
         try:
