@@ -162,3 +162,19 @@ def tf_str(v: str) -> dict:
     import base64
 
     return {"s": base64.b64encode(v.encode()).decode()}
+
+
+def box_iou(a, b) -> float:
+    """IoU of two xyxy boxes."""
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+@pytest.fixture(scope="session")
+def bus_bgr(bus_jpg):
+    """ultralytics' bus.jpg as a BGR array (810x1080)."""
+    import cv2
+
+    return cv2.imread(str(bus_jpg))

@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import run_cli, tf_ints, tf_str, write_tfjs_model
+from conftest import box_iou, run_cli, tf_ints, tf_str, write_tfjs_model
 
 from vcmtool.modelfiles import md5_file
 from vcmtool.tasks import get_task_model
@@ -20,21 +20,9 @@ from vcmtool.tasks.nanodet import COCO80, INPUT_SIZE, REG_MAX, STRIDES, decode, 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _iou(a, b) -> float:
-    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = iw * ih
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
-
-
 @pytest.fixture(scope="module")
 def nanodet():
     return get_task_model("nanodet")
-
-
-@pytest.fixture(scope="module")
-def bus(bus_jpg):
-    return cv2.imread(str(bus_jpg))
 
 
 def test_shipped_model_and_its_provenance(nanodet):
@@ -51,27 +39,27 @@ def test_shipped_model_and_its_provenance(nanodet):
     assert nanodet.version.startswith(f"nanodet-g+{md5_file(path)[:8]}@416x416/onnxruntime-")
 
 
-def test_finds_the_bus_and_the_people_on_bus_jpg(nanodet, bus):
-    d = nanodet.detect(bus)
+def test_finds_the_bus_and_the_people_on_bus_jpg(nanodet, bus_bgr):
+    d = nanodet.detect(bus_bgr)
     assert d.class_names == COCO80
     good = d.filter(0.3)
     names = [good.class_name(int(c)) for c in good.classes]
     assert names.count("bus") == 1 and names.count("person") >= 3
     (b,) = good.filter(classes=["bus"]).boxes
     # the bus spans the image's width between the road and the roof line (810x1080 image)
-    assert _iou(b, [0, 220, 810, 745]) > 0.85
+    assert box_iou(b, [0, 220, 810, 745]) > 0.85
     for box in good.filter(classes=["person"]).boxes:
         assert box[3] - box[1] > 400 and 0.2 < (box[2] - box[0]) / (box[3] - box[1]) < 0.6  # standing
 
 
-def test_same_classes_as_yolov3_tiny_and_agreement_on_clear_objects(nanodet, bus):
+def test_same_classes_as_yolov3_tiny_and_agreement_on_clear_objects(nanodet, bus_bgr):
     yolo = get_task_model("yolov3-tiny")
     assert nanodet.class_names == yolo.class_names  # ids and names compare one to one
-    y, n = yolo.detect(bus).filter(0.3), nanodet.detect(bus).filter(0.25)
+    y, n = yolo.detect(bus_bgr).filter(0.3), nanodet.detect(bus_bgr).filter(0.25)
     clear = [(box, int(c)) for box, s, c in zip(y.boxes, y.scores, y.classes, strict=True) if s >= 0.3]
     assert len(clear) >= 4
     matched = [
-        max((_iou(box, nb) for nb, nc in zip(n.boxes, n.classes, strict=True) if nc == c), default=0)
+        max((box_iou(box, nb) for nb, nc in zip(n.boxes, n.classes, strict=True) if nc == c), default=0)
         for box, c in clear
     ]
     # every YOLOv3-tiny object but at most one (a small duplicate inside the man on the right edge)

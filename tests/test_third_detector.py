@@ -8,10 +8,9 @@ import json
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
-from conftest import tf_ints, tf_str, write_tfjs_model
+from conftest import box_iou, tf_ints, tf_str, write_tfjs_model
 
 from vcmtool.errors import UsageError
 from vcmtool.modelfiles import md5_file
@@ -22,21 +21,9 @@ from vcmtool.tasks.nanodet import COCO80
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _iou(a, b) -> float:
-    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = iw * ih
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
-
-
 @pytest.fixture(scope="module")
 def centernet():
     return get_task_model("centernet")
-
-
-@pytest.fixture(scope="module")
-def bus(bus_jpg):
-    return cv2.imread(str(bus_jpg))
 
 
 def test_shipped_model_and_its_provenance(centernet):
@@ -53,14 +40,14 @@ def test_shipped_model_and_its_provenance(centernet):
     assert centernet.version.startswith(f"centernet-mbv3+{md5_file(path)[:8]}@512x512/onnxruntime-")
 
 
-def test_finds_the_bus_and_the_people_on_bus_jpg(centernet, bus):
-    d = centernet.detect(bus)
+def test_finds_the_bus_and_the_people_on_bus_jpg(centernet, bus_bgr):
+    d = centernet.detect(bus_bgr)
     assert d.class_names == COCO80 == get_task_model("yolov3-tiny").class_names
     good = d.filter(0.3)
     names = [good.class_name(int(c)) for c in good.classes]
     assert names.count("bus") == 1 and names.count("person") >= 3
     (b,) = good.filter(classes=["bus"]).boxes
-    assert _iou(b, [0, 220, 810, 745]) > 0.85  # the bus between the road and the roof line
+    assert box_iou(b, [0, 220, 810, 745]) > 0.85  # the bus between the road and the roof line
     for box in good.filter(classes=["person"]).boxes:
         assert box[3] - box[1] > 400 and 0.2 < (box[2] - box[0]) / (box[3] - box[1]) < 0.6  # standing
 
@@ -80,19 +67,19 @@ def test_decoding_reads_local_maxima_and_the_four_sides():
     assert boxes.min() >= 0 and boxes.max() <= INPUT_SIZE
 
 
-def test_union_keeps_what_either_member_sees_once(bus):
+def test_union_keeps_what_either_member_sees_once(bus_bgr):
     union = get_task_model("union:yolov3-tiny+centernet", score_threshold=0.3)
     members = [get_task_model(m, score_threshold=0.3) for m in ("yolov3-tiny", "centernet")]
     assert union.version == "union(" + ",".join(m.version for m in members) + ")"
-    u = union.detect(bus)
+    u = union.detect(bus_bgr)
     for m in members:
-        for box, c in zip(m.detect(bus).boxes, m.detect(bus).classes, strict=True):
-            same = [_iou(box, ub) for ub, uc in zip(u.boxes, u.classes, strict=True) if uc == c]
+        for box, c in zip(m.detect(bus_bgr).boxes, m.detect(bus_bgr).classes, strict=True):
+            same = [box_iou(box, ub) for ub, uc in zip(u.boxes, u.classes, strict=True) if uc == c]
             assert max(same, default=0) > 0.5  # every member's object is in the union
     for i in range(len(u)):
         for j in range(i + 1, len(u)):
             if u.classes[i] == u.classes[j]:
-                assert _iou(u.boxes[i], u.boxes[j]) <= 0.5  # and only once
+                assert box_iou(u.boxes[i], u.boxes[j]) <= 0.5  # and only once
     with pytest.raises(UsageError, match="two or more"):
         get_task_model("union:nanodet")
     with pytest.raises(UsageError, match="twice"):
@@ -168,3 +155,16 @@ def test_converter_cuts_the_graph_and_handles_fused_ops(tmp_path):
     assert "TopK" not in ops and ops.count("Conv") == 2 and "ReduceMean" in ops
     assert [o.name for o in m.graph.output] == ["heat"]
     assert [d.dim_value for d in m.graph.output[0].type.tensor_type.shape.dim] == [1, 16, 16, 8]
+
+
+def test_a_missing_or_broken_model_file_is_a_model_error(tmp_path):
+    from vcmtool.errors import ModelError
+    from vcmtool.tasks.centernet import CenterNetMbv3
+
+    with pytest.raises(ModelError, match="cannot read the CenterNet model"):
+        CenterNetMbv3(model=tmp_path / "missing.onnx")
+    (tmp_path / "bad.onnx").write_bytes(b"not onnx" * 100)
+    with pytest.raises(ModelError, match="bad.onnx: not a loadable ONNX model"):
+        CenterNetMbv3(model=tmp_path / "bad.onnx")
+    with pytest.raises(UsageError, match="score threshold"):
+        CenterNetMbv3(score_threshold=1.5)

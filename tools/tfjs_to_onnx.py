@@ -812,35 +812,21 @@ def reference_outputs(graph: TfjsGraph, feeds: dict[str, np.ndarray]) -> dict[st
                 r = [F.pad(t(a[0]), flat, mode="reflect")]
             else:
                 r = [F.pad(t(a[0]), flat, value=float(np.asarray(a[2])) if op == "PadV2" else 0.0)]
-        elif op in ("Conv2D", "DepthwiseConv2dNative"):
+        elif op in ("Conv2D", "DepthwiseConv2dNative", "_FusedConv2D", "FusedDepthwiseConv2dNative"):
             k = t(a[1]).float()
             kh, kw, cin, m = k.shape
             x = window(n, t(a[0]), (kh, kw))
             s, d = _attr(n, "strides"), _attr(n, "dilations", [1, 1, 1, 1])
-            if op == "Conv2D":
-                y = F.conv2d(x, k.permute(3, 2, 0, 1), stride=s[1:3], dilation=d[1:3])
-            else:
-                y = F.conv2d(
-                    x,
-                    k.reshape(kh, kw, 1, cin * m).permute(3, 2, 0, 1),
-                    stride=s[1:3],
-                    dilation=d[1:3],
-                    groups=cin,
-                )
-            r = [y.permute(0, 2, 3, 1)]
-        elif op in ("_FusedConv2D", "FusedDepthwiseConv2dNative"):
-            k = t(a[1]).float()
-            kh, kw, cin, m = k.shape
-            x = window(n, t(a[0]), (kh, kw))
-            s, d = _attr(n, "strides"), _attr(n, "dilations", [1, 1, 1, 1])
-            if op == "_FusedConv2D":
+            if "Depthwise" not in op:
                 y = F.conv2d(x, k.permute(3, 2, 0, 1), stride=s[1:3], dilation=d[1:3])
             else:
                 wk = k.reshape(kh, kw, 1, cin * m).permute(3, 2, 0, 1)
                 y = F.conv2d(x, wk, stride=s[1:3], dilation=d[1:3], groups=cin)
-            y = y.permute(0, 2, 3, 1) + t(a[2])
-            for f in _attr(n, "fused_ops")[1:]:
-                y = {"Relu": F.relu, "Relu6": lambda z: z.clamp(0, 6), "Elu": F.elu}[f](y)
+            y = y.permute(0, 2, 3, 1)
+            if "Fused" in op:  # grappler's fusion: + bias, then the activation
+                y = y + t(a[2])
+                for f in _attr(n, "fused_ops")[1:]:
+                    y = {"Relu": F.relu, "Relu6": lambda z: z.clamp(0, 6), "Elu": F.elu}[f](y)
             r = [y]
         elif op == "Mean":
             dims = [int(d) for d in np.atleast_1d(a[1])]

@@ -35,7 +35,6 @@ NanoDet-g), so the three detectors' class ids compare one to one.
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -45,6 +44,7 @@ import numpy as np
 from vcmtool.errors import ModelError, UsageError
 from vcmtool.tasks.base import TASK_MODELS, Detections, TaskModel
 from vcmtool.tasks.nanodet import COCO80
+from vcmtool.tasks.onnx_detector import ShippedDetector
 from vcmtool.tasks.postprocess import letterbox, nms
 
 MODEL_FILE = "centernet-mbv3.onnx"
@@ -82,7 +82,7 @@ def decode(heatmap: np.ndarray, wh: np.ndarray, top_k: int = TOP_K) -> tuple[np.
     return np.clip(boxes, 0, INPUT_SIZE), peaks[idx].astype(np.float32), cls.astype(np.int64)
 
 
-class CenterNetMbv3(TaskModel):
+class CenterNetMbv3(ShippedDetector):
     """CenterNet-MobileNetV3 COCO-80 on onnxruntime; see the module docstring.
 
     ``score_threshold`` 0.25 as NanoDet-g's default for maps; the bench scores with 0.05 like
@@ -90,6 +90,11 @@ class CenterNetMbv3(TaskModel):
     """
 
     name = "centernet"
+    label, what = "centernet-mbv3", "CenterNet"
+    input_size = INPUT_SIZE
+    input_shape = (1, INPUT_SIZE, INPUT_SIZE, 3)
+    outputs = ("heatmap", "wh")
+    model_file = staticmethod(model_file)
 
     def __init__(
         self,
@@ -101,56 +106,15 @@ class CenterNetMbv3(TaskModel):
         providers: Sequence[str] | None = None,
         threads: int | None = None,
     ) -> None:
-        from vcmtool.modelfiles import md5_file
-        from vcmtool.tasks.onnx_detector import open_session
-
-        if not 0.0 <= score_threshold < 1.0:
-            raise UsageError(f"score threshold must be in [0, 1), got {score_threshold}")
-        if not 0.0 < nms_threshold <= 1.0:
-            raise UsageError(f"NMS IoU threshold must be in (0, 1], got {nms_threshold}")
-        path = Path(model) if model is not None else model_file()
-        try:
-            self.model_md5 = md5_file(path)
-            data = path.read_bytes()
-        except OSError as e:
-            raise ModelError(
-                f"{path}: cannot read the CenterNet model ({e.strerror or e}); reinstall "
-                "vcmtool, or rebuild it with tools/tfjs_to_onnx.py"
-            ) from None
-        self._session = open_session(data, path.name, threads, providers)
-        self.provider = self._session.get_providers()[0]
-        inp = self._session.get_inputs()[0]
-        self._input = inp.name
-        if list(inp.shape) != [1, INPUT_SIZE, INPUT_SIZE, 3]:
-            raise ModelError(
-                f"{path.name}: expected input (1, {INPUT_SIZE}, {INPUT_SIZE}, 3), got {inp.shape}"
-            )
-        names = {o.name for o in self._session.get_outputs()}
-        if not {"heatmap", "wh"} <= names:
-            raise ModelError(f"{path.name}: outputs {sorted(names)}, expected heatmap and wh")
+        super().__init__(score_threshold, nms_threshold, max_detections, model, providers, threads)
         self.class_names = list(COCO80)
-        self.score_threshold = score_threshold
-        self.nms_threshold = nms_threshold
-        self.max_detections = max_detections
-        self._lock = threading.Lock()
-
-    @property
-    def version(self) -> str:
-        import onnxruntime as ort
-
-        provider = self.provider.removesuffix("ExecutionProvider").lower()
-        return (
-            f"centernet-mbv3+{self.model_md5[:8]}@{INPUT_SIZE}x{INPUT_SIZE}"
-            f"/onnxruntime-{ort.__version__}-{provider}"
-        )
 
     def detect_batch(self, images: Sequence[np.ndarray]) -> list[Detections]:
         results = []
         for bgr in images:
             canvas, lb = letterbox(bgr, (INPUT_SIZE, INPUT_SIZE), PAD_VALUE)
             blob = np.ascontiguousarray(canvas[None, :, :, ::-1], dtype=np.float32)  # RGB 0..255
-            with self._lock:
-                heatmap, wh = self._session.run(["heatmap", "wh"], {self._input: blob})
+            heatmap, wh = self.run(blob)
             boxes, scores, cls = decode(heatmap[0], wh[0])
             sel = scores > self.score_threshold
             boxes, scores, cls = boxes[sel], scores[sel], cls[sel]

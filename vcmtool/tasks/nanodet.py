@@ -29,7 +29,6 @@ two detectors compare one to one.
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ import numpy as np
 
 from vcmtool.errors import ModelError, UsageError
 from vcmtool.tasks.base import TASK_MODELS, Detections, TaskModel
+from vcmtool.tasks.onnx_detector import ShippedDetector
 from vcmtool.tasks.postprocess import letterbox, select_and_nms
 
 MODEL_FILE = "nanodet-g.onnx"
@@ -168,7 +168,7 @@ def decode(
     return np.concatenate(boxes), np.concatenate([np.asarray(c, np.float32) for c in cls])
 
 
-class NanoDetG(TaskModel):
+class NanoDetG(ShippedDetector):
     """NanoDet-g COCO-80 on onnxruntime; see the module docstring.
 
     ``score_threshold`` 0.25 matches YOLOv3-tiny's default for maps; the bench uses 0.05 for
@@ -176,6 +176,11 @@ class NanoDetG(TaskModel):
     """
 
     name = "nanodet"
+    label, what = "nanodet-g", "NanoDet-g"
+    input_size = INPUT_SIZE
+    input_shape = (1, 3, INPUT_SIZE, INPUT_SIZE)
+    outputs = tuple(f"cls_s{s}" for s in STRIDES) + tuple(f"reg_s{s}" for s in STRIDES)
+    model_file = staticmethod(model_file)
 
     def __init__(
         self,
@@ -188,50 +193,9 @@ class NanoDetG(TaskModel):
         providers: Sequence[str] | None = None,
         threads: int | None = None,
     ) -> None:
-        from vcmtool.modelfiles import md5_file
-        from vcmtool.tasks.onnx_detector import open_session
-
-        if not 0.0 <= score_threshold < 1.0:
-            raise UsageError(f"score threshold must be in [0, 1), got {score_threshold}")
-        if not 0.0 < nms_threshold <= 1.0:
-            raise UsageError(f"NMS IoU threshold must be in (0, 1], got {nms_threshold}")
-        path = Path(model) if model is not None else model_file()
-        try:
-            self.model_md5 = md5_file(path)
-            data = path.read_bytes()
-        except OSError as e:
-            raise ModelError(
-                f"{path}: cannot read the NanoDet-g model ({e.strerror or e}); reinstall "
-                "vcmtool, or rebuild it with tools/tfjs_to_onnx.py"
-            ) from None
-        self._session = open_session(data, path.name, threads, providers)
-        self.provider = self._session.get_providers()[0]
-        inp = self._session.get_inputs()[0]
-        self._input = inp.name
-        if list(inp.shape) != [1, 3, INPUT_SIZE, INPUT_SIZE]:
-            raise ModelError(
-                f"{path.name}: expected input (1, 3, {INPUT_SIZE}, {INPUT_SIZE}), got {inp.shape}"
-            )
-        names = {o.name for o in self._session.get_outputs()}
-        self._outputs = [f"cls_s{s}" for s in STRIDES] + [f"reg_s{s}" for s in STRIDES]
-        if not set(self._outputs) <= names:
-            raise ModelError(f"{path.name}: outputs {sorted(names)}, expected {self._outputs}")
+        super().__init__(score_threshold, nms_threshold, max_detections, model, providers, threads)
         self.class_names = list(COCO80)
-        self.score_threshold = score_threshold
-        self.nms_threshold = nms_threshold
-        self.max_detections = max_detections
         self.multi_label = multi_label
-        self._lock = threading.Lock()
-
-    @property
-    def version(self) -> str:
-        import onnxruntime as ort
-
-        provider = self.provider.removesuffix("ExecutionProvider").lower()
-        return (
-            f"nanodet-g+{self.model_md5[:8]}@{INPUT_SIZE}x{INPUT_SIZE}"
-            f"/onnxruntime-{ort.__version__}-{provider}"
-        )
 
     def preprocess(self, bgr: np.ndarray):
         canvas, lb = letterbox(bgr, (INPUT_SIZE, INPUT_SIZE), PAD_VALUE)
@@ -240,8 +204,7 @@ class NanoDetG(TaskModel):
 
     def raw_outputs(self, blob: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Per-level class scores (N, 80) and box distributions (N, 44) of one (1, 3, 416, 416) blob."""
-        with self._lock:
-            outs = self._session.run(self._outputs, {self._input: blob})
+        outs = self.run(blob)
         k = len(STRIDES)
         return [o[0] for o in outs[:k]], [o[0] for o in outs[k:]]
 

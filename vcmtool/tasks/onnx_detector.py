@@ -31,9 +31,10 @@ import ast
 import hashlib
 import json
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -64,6 +65,71 @@ def open_session(
     except Exception as e:  # onnxruntime raises its own untyped errors on bad files
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelError(f"{source}: not a loadable ONNX model ({first})") from None
+
+
+class ShippedDetector(TaskModel):
+    """A COCO-80 detector whose ONNX file ships with vcmtool (NanoDet-g, CenterNet): the
+    thresholds, the file, the session, the input and output checks and the version string,
+    alike for each. A subclass names its ``label`` (version), ``what`` (errors), square
+    ``input_size``, ``input_shape`` and ``outputs``, and its ``model_file()``."""
+
+    label: ClassVar[str] = ""
+    what: ClassVar[str] = ""
+    input_size: ClassVar[int] = 0
+    input_shape: ClassVar[tuple[int, ...]] = ()
+    outputs: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(
+        self,
+        score_threshold: float,
+        nms_threshold: float,
+        max_detections: int,
+        model: str | os.PathLike[str] | None,
+        providers: Sequence[str] | None,
+        threads: int | None,
+    ) -> None:
+        if not 0.0 <= score_threshold < 1.0:
+            raise UsageError(f"score threshold must be in [0, 1), got {score_threshold}")
+        if not 0.0 < nms_threshold <= 1.0:
+            raise UsageError(f"NMS IoU threshold must be in (0, 1], got {nms_threshold}")
+        path = Path(model) if model is not None else self.model_file()
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise ModelError(
+                f"{path}: cannot read the {self.what} model ({e.strerror or e}); reinstall vcmtool, "
+                "or rebuild it with tools/tfjs_to_onnx.py"
+            ) from None
+        self.model_md5 = hashlib.md5(data).hexdigest()
+        self._session = open_session(data, path.name, threads, providers)
+        self.provider = self._session.get_providers()[0]
+        inp = self._session.get_inputs()[0]
+        self._input = inp.name
+        if tuple(inp.shape) != self.input_shape:
+            raise ModelError(f"{path.name}: expected input {self.input_shape}, got {tuple(inp.shape)}")
+        names = {o.name for o in self._session.get_outputs()}
+        if not set(self.outputs) <= names:
+            raise ModelError(f"{path.name}: outputs {sorted(names)}, expected {list(self.outputs)}")
+        self.score_threshold = score_threshold
+        self.nms_threshold = nms_threshold
+        self.max_detections = max_detections
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def model_file() -> Path:
+        raise NotImplementedError
+
+    @property
+    def version(self) -> str:
+        import onnxruntime as ort
+
+        n, provider = self.input_size, self.provider.removesuffix("ExecutionProvider").lower()
+        return f"{self.label}+{self.model_md5[:8]}@{n}x{n}/onnxruntime-{ort.__version__}-{provider}"
+
+    def run(self, blob: np.ndarray) -> list[np.ndarray]:
+        """The network's ``outputs`` for one input blob (sessions are not re-entrant)."""
+        with self._lock:
+            return self._session.run(list(self.outputs), {self._input: blob})
 
 
 class OnnxDetector(TaskModel):
