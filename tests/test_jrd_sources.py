@@ -159,3 +159,14 @@ def test_fill_empty_touches_only_a_map_at_the_maximum():
     assert fill_empty(mixed, (0, 51), 30) is mixed  # an object: the prediction stands
     vvc = np.full((2, 3), 63, np.int16)
     assert fill_empty(vvc, (0, 63), 30).max() == 30 and fill_empty(top, (0, 63), 30) is top
+
+
+def test_jrd_empty_values():
+    from vcmtool.errors import UsageError
+    from vcmtool.qpmap.sources.auto import JrdShape
+
+    assert JrdShape().empty_delta == 0 and JrdShape(empty="base+6").empty_delta == 6
+    assert JrdShape(empty="max").empty_delta is None
+    for bad in ("base6", "base+", "base-2", "min", "base+100"):
+        with pytest.raises(UsageError, match="--jrd-empty"):
+            JrdShape(empty=bad)
