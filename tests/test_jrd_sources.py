@@ -120,32 +120,25 @@ def _texture_y4m(path, frames: int = 4, w: int = 256, h: int = 128):
     return path
 
 
-def test_auto_codes_a_frame_without_objects_at_the_base_qp(tmp_path):
+def test_auto_codes_a_frame_without_objects_above_the_base_qp(tmp_path):
     """The model finds nothing, so its map is the codec's maximum everywhere: by default the
-    frame is coded at --qp (+ offset), with --jrd-empty max at the maximum, and the bytes say so."""
+    frame is coded 6 above --qp (+ offset), with --jrd-empty base at it, with max at the
+    maximum, and the bytes say so."""
     clip = _texture_y4m(tmp_path / "texture.y4m")
     got = {}
-    for empty in ("base", "max"):
+    for empty in ("default", "base", "max"):
         qpm, out = tmp_path / f"{empty}.qpm", tmp_path / f"{empty}.hevc"
-        args = (
-            "--qpmap",
-            "auto",
-            "--qp",
-            "30",
-            "--qp-offset",
-            "4",
-            "--jrd-empty",
-            empty,
-            "--map-interval",
-            "1",
-        )
+        args = ["--qpmap", "auto", "--qp", "30", "--qp-offset", "4", "--map-interval", "1"]
+        if empty != "default":
+            args += ["--jrd-empty", empty]
         r = run_cli("qpmap", str(clip), *args, "-o", str(qpm))
         assert r.returncode == 0, r.stderr.decode()[-2000:]
         r = run_cli("encode", str(clip), *args, "-o", str(out))
         assert r.returncode == 0, r.stderr.decode()[-2000:]
         got[empty] = (np.unique(read_qpm(qpm).data).tolist(), out.stat().st_size)
-    assert got["base"][0] == [34] and got["max"][0] == [51]
-    assert got["base"][1] > 2 * got["max"][1]  # the frames were really coded at 34, not 51
+    assert got["default"][0] == [40] and got["base"][0] == [34] and got["max"][0] == [51]
+    # the frames were really coded at those QPs: fewer bytes as the QP rises
+    assert got["base"][1] > got["default"][1] > got["max"][1]
 
 
 def test_fill_empty_touches_only_a_map_at_the_maximum():
@@ -165,7 +158,7 @@ def test_jrd_empty_values():
     from vcmtool.errors import UsageError
     from vcmtool.qpmap.sources.auto import JrdShape
 
-    assert JrdShape().empty_delta == 0 and JrdShape(empty="base+6").empty_delta == 6
+    assert JrdShape().empty_delta == 6 and JrdShape(empty="base").empty_delta == 0
     assert JrdShape(empty="max").empty_delta is None
     for bad in ("base6", "base+", "base-2", "min", "base+100"):
         with pytest.raises(UsageError, match="--jrd-empty"):
