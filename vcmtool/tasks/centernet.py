@@ -94,7 +94,7 @@ class CenterNetMbv3(ShippedDetector):
     input_size = INPUT_SIZE
     input_shape = (1, INPUT_SIZE, INPUT_SIZE, 3)
     outputs = ("heatmap", "wh")
-    model_file = staticmethod(model_file)
+    model_name = MODEL_FILE
 
     def __init__(
         self,

@@ -180,7 +180,7 @@ class NanoDetG(ShippedDetector):
     input_size = INPUT_SIZE
     input_shape = (1, 3, INPUT_SIZE, INPUT_SIZE)
     outputs = tuple(f"cls_s{s}" for s in STRIDES) + tuple(f"reg_s{s}" for s in STRIDES)
-    model_file = staticmethod(model_file)
+    model_name = MODEL_FILE
 
     def __init__(
         self,

@@ -71,13 +71,15 @@ class ShippedDetector(TaskModel):
     """A COCO-80 detector whose ONNX file ships with vcmtool (NanoDet-g, CenterNet): the
     thresholds, the file, the session, the input and output checks and the version string,
     alike for each. A subclass names its ``label`` (version), ``what`` (errors), square
-    ``input_size``, ``input_shape`` and ``outputs``, and its ``model_file()``."""
+    ``input_size``, ``input_shape`` and ``outputs``, and ``model_name``, its file in
+    ``vcmtool/models/``."""
 
     label: ClassVar[str] = ""
     what: ClassVar[str] = ""
     input_size: ClassVar[int] = 0
     input_shape: ClassVar[tuple[int, ...]] = ()
     outputs: ClassVar[tuple[str, ...]] = ()
+    model_name: ClassVar[str] = ""
 
     def __init__(
         self,
@@ -92,7 +94,9 @@ class ShippedDetector(TaskModel):
             raise UsageError(f"score threshold must be in [0, 1), got {score_threshold}")
         if not 0.0 < nms_threshold <= 1.0:
             raise UsageError(f"NMS IoU threshold must be in (0, 1], got {nms_threshold}")
-        path = Path(model) if model is not None else self.model_file()
+        from vcmtool.modelfiles import model_path
+
+        path = Path(model) if model is not None else model_path(self.model_name)
         try:
             data = path.read_bytes()
         except OSError as e:
@@ -114,10 +118,6 @@ class ShippedDetector(TaskModel):
         self.nms_threshold = nms_threshold
         self.max_detections = max_detections
         self._lock = threading.Lock()
-
-    @staticmethod
-    def model_file() -> Path:
-        raise NotImplementedError
 
     @property
     def version(self) -> str:
