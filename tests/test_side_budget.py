@@ -1,5 +1,6 @@
-"""--side-stream-budget: the sender skips payloads that do not fit, the receiver falls back to
-the plain detector on those frames, and every report counts what was sent."""
+"""--side-stream-budget: the sender skips payloads that do not fit, the receiver embeds the last
+payload it received on those frames (or, with --missing plain, falls back to the plain detector),
+and every report counts what was sent."""
 
 from __future__ import annotations
 
@@ -84,19 +85,41 @@ def test_budget_skips_payloads_and_counts_only_what_was_sent(budget_encodes):
     assert [int(r["side_bits"]) for r in rows] == side["frame_bits"]
 
 
-def test_receiver_detects_plainly_where_no_payload_was_sent(budget_encodes):
+def test_receiver_holds_the_last_payload_or_detects_plainly_where_none_was_sent(budget_encodes):
     stream, rep, _ = budget_encodes["tight"]
-    r = run_cli("cdre", "detect", str(stream))
-    assert r.returncode == 0, r.stderr.decode()
-    lines = [json.loads(x) for x in r.stdout.decode().splitlines()]
-    assert [x["frame"] for x in lines] == list(range(8))
-    assert [x["side"] for x in lines] == [b > 0 for b in rep["side_stream"]["frame_bits"]]
-    plain = run_cli("cdre", "detect", str(stream), "--plain")
-    plain_lines = [json.loads(x) for x in plain.stdout.decode().splitlines()]
-    for a, b in zip(lines, plain_lines, strict=True):
-        if not a["side"]:  # the fallback is the anchor detector itself
-            assert a["detections"] == b["detections"]
+    sent = [b > 0 for b in rep["side_stream"]["frame_bits"]]
+    first = sent.index(True)
+    assert not all(sent[first:])  # the test needs a skipped frame after a sent one
+
+    def lines(*extra):
+        r = run_cli("cdre", "detect", str(stream), *extra)
+        assert r.returncode == 0, r.stderr.decode()
+        return [json.loads(x) for x in r.stdout.decode().splitlines()]
+
+    held, fallback, plain = lines(), lines("--missing", "plain"), lines("--plain")
+    assert [x["frame"] for x in held] == list(range(8))
+    assert [x["side"] for x in held] == [x["side"] for x in fallback] == sent
+    assert [bool(x.get("held")) for x in held] == [not s and i > first for i, s in enumerate(sent)]
+    for h, f, p, s in zip(held, fallback, plain, sent, strict=True):
+        if s:  # a frame's own payload: both policies embed it
+            assert h["detections"] == f["detections"]
+        else:  # --missing plain: the anchor detector itself
+            assert f["detections"] == p["detections"] and "held" not in f
     assert len(extract_from_bitstream(stream, "hevc")) == 8 - rep["side_stream"]["skipped"]
+
+
+def test_hold_embeds_the_last_payload_received():
+    import numpy as np
+
+    from vcmtool.sidestreams.cdre import fill_missing
+
+    a, b = np.zeros((6, 2, 3), np.uint8), np.ones((6, 2, 3), np.uint8)
+    got = fill_missing({1: a, 4: b}, 7)
+    assert sorted(got) == [1, 2, 3, 4, 5, 6]  # frame 0 precedes every payload: plain
+    assert all(got[i] is a for i in (1, 2, 3)) and all(got[i] is b for i in (4, 5, 6))
+    assert fill_missing({1: a, 4: b}, 7, "plain") == {1: a, 4: b}
+    with pytest.raises(UsageError, match="hold, plain"):
+        fill_missing({}, 3, "nearest")
 
 
 def test_budget_without_a_side_stream_is_refused(bikes_y4m, tmp_path):

@@ -69,6 +69,7 @@ class BenchConfig:
     # spatial scales ("1", "0.75", "auto"): each method runs at each; scale != 1 is method@scale
     scales: list[str] = field(default_factory=lambda: ["1"])
     side_stream_budget: str | None = None  # cap of the side-stream methods (sidestreams.budget)
+    side_stream_missing: str = "hold"  # the cdre receiver on frames without a payload (sidestreams.cdre)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -127,7 +128,8 @@ def encode_settings_key(cfg: BenchConfig) -> str:
             cfg.task_model,
             sorted(cfg.map_options.items()),
             sorted(cfg.encoder_params.items()),
-            *([cfg.side_stream_budget] if cfg.side_stream_budget else []),  # old keys stay valid
+            # old keys stay valid; the policy only matters where the budget skips payloads
+            *([cfg.side_stream_budget, cfg.side_stream_missing] if cfg.side_stream_budget else []),
         )
     )
 

@@ -40,7 +40,8 @@ from vcmtool.registry import parse_spec
 ANCHOR = "none"
 
 # detections on decoded BGR frames, given the bitstream (for what it carries beside the video)
-Receive = Callable[[Path, str, Sequence[np.ndarray], float], tuple[list, str]]
+# (stream, codec, decoded BGR frames, score threshold, policy for frames without a payload)
+Receive = Callable[[Path, str, Sequence[np.ndarray], float, str], tuple[list, str]]
 # the frames a receiver hands any task model, given the bitstream and its codec
 Present = Callable[[Path, str], Iterator[Frame]]
 
@@ -84,11 +85,11 @@ def _cdre_detector(decoder: str, score_threshold: float):
 
 
 def _cdre_receive(decoder: Path) -> Receive:
-    def receive(stream: Path, codec: str, frames: Sequence[np.ndarray], score_threshold: float):
+    def receive(stream: Path, codec: str, frames: Sequence[np.ndarray], score_threshold: float, missing: str):
         from vcmtool.sidestreams.cdre_receiver import detect_with_side_stream
 
         det = _cdre_detector(str(decoder), score_threshold)
-        return detect_with_side_stream(det, stream, codec, frames), det.version
+        return detect_with_side_stream(det, stream, codec, frames, missing=missing), det.version
 
     return receive
 

@@ -128,7 +128,8 @@ def encode_point(payload: dict) -> dict:
         dets, task_version = detect_frames(model, frames, w, h), model.version
     else:
         bgrs = [_crop(fr, w, h).to_bit_depth(8).to_bgr() for fr in decoded_frames(out, 8)]
-        found, task_version = method.receiver(out, report["codec"], bgrs, EVAL_MIN_SCORE)
+        missing = cfg.get("side_stream_missing", "hold")
+        found, task_version = method.receiver(out, report["codec"], bgrs, EVAL_MIN_SCORE, missing)
         dets = [_rows(d) for d in found]
     t_eval = time.perf_counter() - t0
     if len(dets) != report["frames"]:

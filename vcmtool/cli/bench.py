@@ -17,6 +17,7 @@ from vcmtool.cli.options import (
 from vcmtool.cli.summary import console
 from vcmtool.errors import UsageError
 from vcmtool.eval.coco import EVAL_MIN_SCORE, PSEUDO_GT_MIN_SCORE
+from vcmtool.sidestreams.cdre import DEFAULT_MISSING, MISSING_POLICIES
 
 
 def _int_list(ctx, param, value: str | None) -> list[int] | None:
@@ -87,6 +88,13 @@ def _names(value: str) -> list[str]:
     metavar="PCT%|Nkbps",
     help="cap the side stream of the cdre methods (as encode --side-stream-budget); its bits "
     "stay counted in the rate",
+)
+@click.option(
+    "--side-stream-missing",
+    type=click.Choice(MISSING_POLICIES),
+    default=DEFAULT_MISSING,
+    show_default=True,
+    help="the cdre receiver on frames the budget left without a payload (as cdre detect --missing)",
 )
 @source_options
 @input_options
@@ -225,6 +233,7 @@ def bench(
         address=kw["address"],
         scales=_names(scales) or ["1"],
         side_stream_budget=kw["side_stream_budget"],
+        side_stream_missing=kw["side_stream_missing"],
     )
     from vcmtool.encoders import EncodeSettings, get_encoder
 

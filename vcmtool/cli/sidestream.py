@@ -10,6 +10,7 @@ from vcmtool.cli import main
 from vcmtool.cli.options import emit_json
 from vcmtool.cli.summary import console
 from vcmtool.errors import InputError, UsageError
+from vcmtool.sidestreams.cdre import DEFAULT_MISSING, MISSING_POLICIES
 
 _CODEC_OF_EXT = {
     ".hevc": "hevc",
@@ -263,14 +264,27 @@ def export(checkpoint: str, output: str, prefix: str) -> None:
     help="the receiver that matches the sender (encode --side-stream cdre:MODEL)",
 )
 @click.option("--plain", is_flag=True, help="ignore the side stream (the anchor detector)")
+@click.option(
+    "--missing",
+    type=click.Choice(MISSING_POLICIES),
+    default=DEFAULT_MISSING,
+    show_default=True,
+    help="frames sent without a payload: embed the last payload received, or detect them plainly",
+)
 @click.option("--min-score", type=click.FloatRange(0, 1), default=0.25, show_default=True)
 def detect(
-    bitstream: str, side_file: str | None, codec: str | None, model: str, plain: bool, min_score: float
+    bitstream: str,
+    side_file: str | None,
+    codec: str | None,
+    model: str,
+    plain: bool,
+    missing: str,
+    min_score: float,
 ) -> None:
     """Receiver: YOLOv3-tiny on the decoded frames with the CDRE embedding; JSON lines on stdout.
 
-    Frames without a payload (skipped under --side-stream-budget) are detected plainly; their
-    line says "side": false."""
+    A frame's line says "side": true when its own payload arrived; frames skipped under
+    --side-stream-budget follow --missing ("held": true when an earlier payload was used)."""
     import json
 
     from vcmtool.decode import decoded_frames
@@ -290,7 +304,13 @@ def detect(
         if not bits:
             raise InputError(f"{side_file or path}: no CDRE side stream; pass --plain to detect without it")
     det = CdreDetector(cdre_model(model).decoder, score_threshold=min_score)
+    carried = None  # the last payload received (display order), for --missing hold
     for f in decoded_frames(path):
-        side = f.index in bits
-        d = det.process([f.to_bgr()], [bits[f.index]] if side else None)[0]
-        click.echo(json.dumps({"frame": f.index, "side": side, "detections": d.to_json()}))
+        own = bits.get(f.index)
+        carried = own if own is not None else carried
+        use = own if missing == "plain" else carried
+        d = det.process([f.to_bgr()], None if use is None else [use])[0]
+        line = {"frame": f.index, "side": own is not None, "detections": d.to_json()}
+        if own is None and use is not None:
+            line["held"] = True
+        click.echo(json.dumps(line))

@@ -27,14 +27,14 @@ from __future__ import annotations
 import lzma
 import struct
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from vcmtool.errors import InputError
+from vcmtool.errors import InputError, UsageError
 from vcmtool.modelfiles import model_path
 from vcmtool.sidestreams import transport
 from vcmtool.sidestreams.bits import pack_bits, unpack_bits
@@ -254,6 +254,31 @@ def bits_by_frame(payloads: Sequence[bytes]) -> dict[int, np.ndarray]:
     for p in mine:
         ref = reference_index(p)
         out[payload_index(p)] = parse_payload(p, out.get(ref) if ref is not None else None)[1]
+    return out
+
+
+# What the receiver does with a frame sent without a payload (skipped by --side-stream-budget):
+# "hold" embeds the last payload received before it (display order), "plain" runs the plain
+# detector, as a receiver without the side stream would. Frames before the first payload are
+# always plain.
+MISSING_POLICIES = ("hold", "plain")
+DEFAULT_MISSING = "hold"
+
+
+def fill_missing(
+    bits: Mapping[int, np.ndarray], frames: int, missing: str = DEFAULT_MISSING
+) -> dict[int, np.ndarray]:
+    """The bits the receiver embeds per frame under the ``missing`` policy."""
+    if missing not in MISSING_POLICIES:
+        raise UsageError(f"missing-payload policy {missing!r}: use one of {', '.join(MISSING_POLICIES)}")
+    if missing == "plain":
+        return dict(bits)
+    out: dict[int, np.ndarray] = {}
+    last = None
+    for i in range(frames):
+        last = bits.get(i, last)
+        if last is not None:
+            out[i] = last
     return out
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vcmtool.sidestreams.cdre import DECODER_PT
+from vcmtool.sidestreams.cdre import DECODER_PT, DEFAULT_MISSING
 from vcmtool.sidestreams.cdre_model import CdreConfig, CdreReceiver, Placement
 from vcmtool.tasks.base import Detections
 from vcmtool.tasks.darknet_torch import DarknetYolo
@@ -91,16 +91,20 @@ class CdreDetector:
 
 
 def detect_with_side_stream(
-    detector: CdreDetector, bitstream: Path, codec: str, decoded_bgrs: Sequence[np.ndarray], batch: int = 4
+    detector: CdreDetector,
+    bitstream: Path,
+    codec: str,
+    decoded_bgrs: Sequence[np.ndarray],
+    batch: int = 4,
+    missing: str = DEFAULT_MISSING,
 ) -> list[Detections]:
     """What a receiver does: the CDRE bits from ``bitstream``'s SEI messages (display order),
-    then the embedded detector on the decoded frames. Frames sent without a payload (skipped by
-    ``--side-stream-budget``) go through the plain detector, as a receiver without the side
-    stream would."""
-    from vcmtool.sidestreams.cdre import bits_by_frame, extract_from_bitstream
+    then the embedded detector on the decoded frames; frames without a payload follow the
+    ``missing`` policy (:data:`MISSING_POLICIES`)."""
+    from vcmtool.sidestreams.cdre import bits_by_frame, extract_from_bitstream, fill_missing
 
     bits = bits_by_frame(extract_from_bitstream(Path(bitstream), codec))
-    return detect_frames(detector, decoded_bgrs, bits, batch)
+    return detect_frames(detector, decoded_bgrs, fill_missing(bits, len(decoded_bgrs), missing), batch)
 
 
 def detect_frames(
