@@ -11,13 +11,13 @@ from vcmtool.cli.options import (
     collect_map_options,
     emit_json,
     input_options,
+    missing_payload_option,
     parse_params,
     source_options,
 )
 from vcmtool.cli.summary import console
 from vcmtool.errors import UsageError
 from vcmtool.eval.coco import EVAL_MIN_SCORE, PSEUDO_GT_MIN_SCORE
-from vcmtool.sidestreams.cdre import DEFAULT_MISSING, MISSING_POLICIES
 
 
 def _int_list(ctx, param, value: str | None) -> list[int] | None:
@@ -89,12 +89,9 @@ def _names(value: str) -> list[str]:
     help="cap the side stream of the cdre methods (as encode --side-stream-budget); its bits "
     "stay counted in the rate",
 )
-@click.option(
+@missing_payload_option(
     "--side-stream-missing",
-    type=click.Choice(MISSING_POLICIES),
-    default=DEFAULT_MISSING,
-    show_default=True,
-    help="the cdre receiver on frames the budget left without a payload (as cdre detect --missing)",
+    "the cdre receiver on frames the budget left without a payload (as cdre detect --missing)",
 )
 @source_options
 @input_options

@@ -16,6 +16,15 @@ import click
 log = logging.getLogger(__name__)
 
 
+def missing_payload_option(flag: str, help: str) -> Callable:
+    """The CDRE receiver's policy for frames sent without a payload (``cdre detect``, ``bench``)."""
+    from vcmtool.sidestreams.cdre import DEFAULT_MISSING, MISSING_POLICIES
+
+    return click.option(
+        flag, type=click.Choice(MISSING_POLICIES), default=DEFAULT_MISSING, show_default=True, help=help
+    )
+
+
 def input_options(f: Callable) -> Callable:
     opts = [
         click.option("--size", help="WxH, required for raw .yuv input"),

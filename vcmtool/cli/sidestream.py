@@ -7,10 +7,9 @@ from pathlib import Path
 import click
 
 from vcmtool.cli import main
-from vcmtool.cli.options import emit_json
+from vcmtool.cli.options import emit_json, missing_payload_option
 from vcmtool.cli.summary import console
 from vcmtool.errors import InputError, UsageError
-from vcmtool.sidestreams.cdre import DEFAULT_MISSING, MISSING_POLICIES
 
 _CODEC_OF_EXT = {
     ".hevc": "hevc",
@@ -264,12 +263,8 @@ def export(checkpoint: str, output: str, prefix: str) -> None:
     help="the receiver that matches the sender (encode --side-stream cdre:MODEL)",
 )
 @click.option("--plain", is_flag=True, help="ignore the side stream (the anchor detector)")
-@click.option(
-    "--missing",
-    type=click.Choice(MISSING_POLICIES),
-    default=DEFAULT_MISSING,
-    show_default=True,
-    help="frames sent without a payload: embed the last payload received, or detect them plainly",
+@missing_payload_option(
+    "--missing", "frames sent without a payload: embed the last payload received, or detect them plainly"
 )
 @click.option("--min-score", type=click.FloatRange(0, 1), default=0.25, show_default=True)
 def detect(
