@@ -283,7 +283,7 @@ def detect(
     import json
 
     from vcmtool.decode import decoded_frames
-    from vcmtool.sidestreams.cdre import bits_by_frame, cdre_model, extract_from_bitstream
+    from vcmtool.sidestreams.cdre import bits_by_frame, cdre_model, embedded_bits, extract_from_bitstream
     from vcmtool.sidestreams.cdre_receiver import CdreDetector
     from vcmtool.sidestreams.transport import read_side_file
 
@@ -299,11 +299,8 @@ def detect(
         if not bits:
             raise InputError(f"{side_file or path}: no CDRE side stream; pass --plain to detect without it")
     det = CdreDetector(cdre_model(model).decoder, score_threshold=min_score)
-    carried = None  # the last payload received (display order), for --missing hold
-    for f in decoded_frames(path):
+    for f, use in embedded_bits(bits, decoded_frames(path), missing, index=lambda f: f.index):
         own = bits.get(f.index)
-        carried = own if own is not None else carried
-        use = own if missing == "plain" else carried
         d = det.process([f.to_bgr()], None if use is None else [use])[0]
         line = {"frame": f.index, "side": own is not None, "detections": d.to_json()}
         if own is None and use is not None:

@@ -27,10 +27,11 @@ from __future__ import annotations
 import lzma
 import struct
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -262,24 +263,29 @@ def bits_by_frame(payloads: Sequence[bytes]) -> dict[int, np.ndarray]:
 # detector, as a receiver without the side stream would. Frames before the first payload are
 # always plain.
 MISSING_POLICIES = ("hold", "plain")
+T = TypeVar("T")
 DEFAULT_MISSING = "hold"
+
+
+def embedded_bits(
+    bits: Mapping[int, np.ndarray], frames: Iterable[T], missing: str = DEFAULT_MISSING, index=lambda f: f
+) -> Iterator[tuple[T, np.ndarray | None]]:
+    """Each of ``frames`` (display order; ``index(frame)`` its display index) with the bits the
+    receiver embeds on it under the ``missing`` policy; None: the plain detector."""
+    if missing not in MISSING_POLICIES:
+        raise UsageError(f"missing-payload policy {missing!r}: use one of {', '.join(MISSING_POLICIES)}")
+    last = None
+    for f in frames:
+        own = bits.get(index(f))
+        last = own if own is not None else last
+        yield f, own if missing == "plain" else last
 
 
 def fill_missing(
     bits: Mapping[int, np.ndarray], frames: int, missing: str = DEFAULT_MISSING
 ) -> dict[int, np.ndarray]:
     """The bits the receiver embeds per frame under the ``missing`` policy."""
-    if missing not in MISSING_POLICIES:
-        raise UsageError(f"missing-payload policy {missing!r}: use one of {', '.join(MISSING_POLICIES)}")
-    if missing == "plain":
-        return dict(bits)
-    out: dict[int, np.ndarray] = {}
-    last = None
-    for i in range(frames):
-        last = bits.get(i, last)
-        if last is not None:
-            out[i] = last
-    return out
+    return {i: b for i, b in embedded_bits(bits, range(frames), missing) if b is not None}
 
 
 def frame_rgb(bgr: np.ndarray) -> np.ndarray:
