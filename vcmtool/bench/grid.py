@@ -29,6 +29,7 @@ from pathlib import Path
 from vcmtool.bench.methods import ANCHOR, resolve
 from vcmtool.eval.coco import PSEUDO_GT_MIN_SCORE
 from vcmtool.runner import Item, safe_key
+from vcmtool.sidestreams.cdre import DEFAULT_MISSING
 
 IMAGES_GROUP = "images"
 POOL_GROUP = "all"
@@ -69,7 +70,9 @@ class BenchConfig:
     # spatial scales ("1", "0.75", "auto"): each method runs at each; scale != 1 is method@scale
     scales: list[str] = field(default_factory=lambda: ["1"])
     side_stream_budget: str | None = None  # cap of the side-stream methods (sidestreams.budget)
-    side_stream_missing: str = "hold"  # the cdre receiver on frames without a payload (sidestreams.cdre)
+    side_stream_missing: str = (
+        DEFAULT_MISSING  # the cdre receiver on frames without a payload (sidestreams.cdre)
+    )
 
     def to_json(self) -> dict:
         return asdict(self)

@@ -20,6 +20,7 @@ from vcmtool.decode import decoded_frames
 from vcmtool.eval.coco import EVAL_MIN_SCORE
 from vcmtool.io.frame import Frame
 from vcmtool.io.open import open_video
+from vcmtool.sidestreams.cdre import DEFAULT_MISSING
 
 
 def _model(spec: str):
@@ -128,7 +129,7 @@ def encode_point(payload: dict) -> dict:
         dets, task_version = detect_frames(model, frames, w, h), model.version
     else:
         bgrs = [_crop(fr, w, h).to_bit_depth(8).to_bgr() for fr in decoded_frames(out, 8)]
-        missing = cfg.get("side_stream_missing", "hold")
+        missing = cfg.get("side_stream_missing", DEFAULT_MISSING)
         found, task_version = method.receiver(out, report["codec"], bgrs, EVAL_MIN_SCORE, missing)
         dets = [_rows(d) for d in found]
     t_eval = time.perf_counter() - t0

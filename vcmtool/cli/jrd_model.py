@@ -169,7 +169,7 @@ def export_cmd(checkpoint: str, output: str, unrolled: bool, as_json: bool) -> N
     "--model",
     "model_path",
     type=click.Path(dir_okay=False),
-    help="ONNX model [the shipped vcmtool/models/snn_jrd.onnx]",
+    help="ONNX model [the shipped SNN-JRD trained on --coding's labels, intra by default]",
 )
 @click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True)
 @click.option("--task-model", default="yolov3-tiny", show_default=True)
@@ -185,9 +185,9 @@ def eval_cmd(
     """Mean absolute QP error per instance size (E_s/E_m/E_l/E_total) of an ONNX model."""
     from vcmtool.errors import InputError
     from vcmtool.lab.jrd.metrics import default_cache, evaluate, load_samples
-    from vcmtool.qpmap.jrd_model import DEFAULT_MODELS, JrdPredictor
+    from vcmtool.qpmap.jrd_model import SHIPPED_MODELS, JrdPredictor
 
-    path = Path(model_path) if model_path else DEFAULT_MODELS["snn"]
+    path = Path(model_path) if model_path else SHIPPED_MODELS[coding or "intra"]["snn"]
     pred = JrdPredictor(path)
     coding = coding or pred.meta.get("label_coding", "intra")
     samples = load_samples(dataset, split, task_model, default_cache(task_model), coding=coding)

@@ -27,6 +27,7 @@ def map_context(job: EncodeJob, qp_range: tuple[int, int], src: QPMapSource | No
         qp_range=qp_range,
         task_model=job.task_model,
         map_interval=job.map_interval,
+        intra_period=job.intra_period,
         options=job.map_options,
         source_options=src.options if src is not None else None,
     )

@@ -17,7 +17,19 @@ from vcmtool.errors import ModelError
 from vcmtool.modelfiles import model_path
 from vcmtool.tasks.base import ort_session_options
 
+# The shipped models per kind, by the coding their labels came from (docs/design.md, "JRD
+# labels"): "intra" labels code each frame alone; "lowdelay" labels code whole chunks as P frames
+# after one I frame, as `vcmtool encode` does by default. A model records its label coding in its
+# metadata (``label_coding``); ``auto`` picks the one matching the encode (:func:`label_coding`).
 DEFAULT_MODELS = {"snn": model_path("snn_jrd.onnx"), "eljrd": model_path("eljrd.onnx")}
+LOWDELAY_MODELS = {"snn": model_path("snn_jrd_lowdelay.onnx"), "eljrd": model_path("eljrd_lowdelay.onnx")}
+SHIPPED_MODELS = {"intra": DEFAULT_MODELS, "lowdelay": LOWDELAY_MODELS}
+
+
+def label_coding(intra_period: int) -> str:
+    """The label set that matches an encode with this intra period: "intra" for all-intra
+    coding (1), "lowdelay" otherwise (0: one I frame; N > 1: mostly P frames between I frames)."""
+    return "intra" if intra_period == 1 else "lowdelay"
 
 
 def providers() -> list[str]:

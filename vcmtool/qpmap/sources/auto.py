@@ -1,7 +1,11 @@
 """``auto``: task-model prior + SNN-JRD (ONNX, onnxruntime) -> per-CTU JRD QP map.
 
-``--qpmap auto`` uses ``vcmtool/models/snn_jrd.onnx``; ``auto:PATH`` another exported JRD model. Each
-predicted frame costs one task-model detection (the PIA prior) and one SNN-JRD run; with
+``--qpmap auto`` uses the shipped SNN-JRD trained on labels of the encode's coding: for a
+low-delay encode (``--intra-period 0``, the default, or N > 1) ``vcmtool/models/snn_jrd_lowdelay.onnx``,
+whose labels come from coding whole chunks as P frames; for all-intra coding (``--intra-period 1``)
+``vcmtool/models/snn_jrd.onnx``, whose labels code each frame alone (docs/design.md, "JRD labels").
+``--jrd-labels intra|lowdelay`` picks one regardless; ``auto:PATH`` uses another exported JRD model.
+Each predicted frame costs one task-model detection (the PIA prior) and one SNN-JRD run; with
 ``--map-interval`` (default ``auto``) only some frames are predicted, and in between each
 object's CTU region moves with the object's tracked box (the prior's detections,
 :mod:`vcmtool.qpmap.propagate`). The map
@@ -63,6 +67,12 @@ class JrdShape:
     )
     background: int | None = option(
         None, min=0, max=63, help="background QP = the frame's median object QP + this (default: predicted)"
+    )
+    labels: str = option(
+        "match",
+        choices=("match", "intra", "lowdelay"),
+        help="which shipped model: the one trained on labels of the encode's coding ('match': "
+        "low-delay labels unless --intra-period 1), or the 'intra' / 'lowdelay' one",
     )
     empty: str = option(
         "base+6",
@@ -130,13 +140,24 @@ class JrdSource(QPMapSource):
         self._versions: dict[str, str] = {}
         self.timings: dict[str, float] = {}
 
-    def model_path(self) -> Path:
-        from vcmtool.qpmap.jrd_model import DEFAULT_MODELS
+    def model_path(self, ctx: MapContext | None = None) -> Path:
+        """``auto:PATH``'s file, else the shipped model whose labels match the encode's coding
+        (``ctx.intra_period``; without a context, low delay like ``vcmtool encode``'s default)."""
+        from vcmtool.qpmap.jrd_model import SHIPPED_MODELS, label_coding
 
-        return Path(self.arg) if self.arg else DEFAULT_MODELS[self.kind]
+        if self.arg:
+            return Path(self.arg)
+        labels = self.opts(ctx).labels if ctx is not None else self.options.labels
+        coding = label_coding(ctx.intra_period if ctx is not None else 0) if labels == "match" else labels
+        return SHIPPED_MODELS[coding][self.kind]
 
     def model_files(self) -> list[Path]:
-        return [self.model_path()]
+        """Every file the source may load: a changed one invalidates stored bench points."""
+        from vcmtool.qpmap.jrd_model import SHIPPED_MODELS
+
+        if self.arg:
+            return [Path(self.arg)]
+        return [models[self.kind] for models in SHIPPED_MODELS.values()]
 
     def process(self, clip: Clip, ctx: MapContext) -> QPMaps:
         return QPMaps(np.stack(list(self.stream(clip, ctx))), ctx.ctu)
@@ -146,10 +167,11 @@ class JrdSource(QPMapSource):
         from vcmtool.qpmap.prior import MIN_SCORE, model_input
         from vcmtool.tasks import get_task_model
 
-        predictor = _predictor(self.model_path())
+        predictor = _predictor(self.model_path(ctx))
         task = get_task_model(ctx.task_model, score_threshold=MIN_SCORE)
         self._versions = {
             "jrd_model": predictor.version(),
+            "jrd_labels": predictor.meta.get("label_coding", "intra"),
             "task_model": task.version,
             "jrd_provider": predictor.provider,
         }

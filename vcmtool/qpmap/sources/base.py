@@ -56,6 +56,7 @@ class MapContext:
     qp_range: tuple[int, int] = (0, 51)
     task_model: str = "yolov3-tiny"
     map_interval: int | str = 1  # predict every N frames, or "auto"/"auto:N" (qpmap.propagate)
+    intra_period: int = 0  # the encode's coding: 0 low delay, 1 all intra (picks JRD models)
     options: dict = field(default_factory=dict)  # EncodeJob.map_options: flat keys (roi_qp_in)
     source_options: Any = None  # the source's typed options (its Options), see QPMapSource.opts
 

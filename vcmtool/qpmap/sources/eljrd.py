@@ -1,4 +1,5 @@
-"""``eljrd``: the EL-JRD baseline predictor (``vcmtool/models/eljrd.onnx``), used like ``auto``."""
+"""``eljrd``: the EL-JRD baseline predictor, used like ``auto``: ``vcmtool/models/eljrd_lowdelay.onnx``
+for low-delay encodes, ``vcmtool/models/eljrd.onnx`` for all-intra ones (``--jrd-labels``)."""
 
 from __future__ import annotations
 
