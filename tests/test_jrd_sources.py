@@ -36,14 +36,14 @@ def test_encode_auto_end_to_end_gives_a_non_uniform_map(bikes_y4m, tmp_path):
     assert maps.data.shape == (8, 2, 4)  # 256x128 -> ceil(128/64) x ceil(256/64)
     assert maps.data.min() < maps.data.max()  # objects and background differ
     assert rep["qpmap"]["uniform"] is False
-    # the default encode is low delay: the model trained on low-delay labels predicted the map
-    assert rep["qpmap"]["jrd_labels"] == "lowdelay" and "snn_jrd_lowdelay.onnx" in rep["qpmap"]["jrd_model"]
+    assert rep["qpmap"]["jrd_labels"] == "intra" and "snn_jrd.onnx" in rep["qpmap"]["jrd_model"]
+    # on a low-delay encode, --jrd-labels match runs the model trained on low-delay labels
     r = run_cli(
-        "encode", str(bikes_y4m), "--qpmap", "auto", "--intra-period", "1", "-o", str(out), "-y", "--json"
+        "encode", str(bikes_y4m), "--qpmap", "auto", "--jrd-labels", "match", "-o", str(out), "-y", "--json"
     )
     assert r.returncode == 0, r.stderr.decode()[-2000:]
     rep = json.loads(r.stdout)
-    assert rep["qpmap"]["jrd_labels"] == "intra" and "snn_jrd.onnx" in rep["qpmap"]["jrd_model"]
+    assert rep["qpmap"]["jrd_labels"] == "lowdelay" and "snn_jrd_lowdelay.onnx" in rep["qpmap"]["jrd_model"]
 
 
 def test_qpmap_eljrd_with_map_interval_reuses_maps(bikes_y4m, tmp_path):
@@ -79,19 +79,23 @@ def test_shipped_models_carry_their_domain():
             assert p.meta.get("label_coding", "intra") == coding, path
 
 
-def test_auto_picks_the_model_of_the_encodes_coding():
-    """Low-delay encodes (intra period 0 or N > 1) get the model trained on low-delay labels,
-    all-intra ones the intra model; --jrd-labels forces one and auto:PATH wins over both."""
+def test_auto_picks_the_model_by_label_coding():
+    """The intra models by default (the low-delay ones measured worse); --jrd-labels lowdelay
+    forces the low-delay ones, match picks by the encode's coding (low delay for intra period 0
+    or N > 1), and auto:PATH wins over all of them."""
     from vcmtool.qpmap.sources import MapContext, get_source
 
     auto, el = get_source("auto"), get_source("eljrd")
-    assert auto.model_path(MapContext(intra_period=0)) == LOWDELAY_MODELS["snn"]
-    assert auto.model_path(MapContext(intra_period=16)) == LOWDELAY_MODELS["snn"]
-    assert auto.model_path(MapContext(intra_period=1)) == DEFAULT_MODELS["snn"]
-    assert el.model_path(MapContext(intra_period=1)) == DEFAULT_MODELS["eljrd"]
-    assert el.model_path(MapContext(intra_period=0)) == LOWDELAY_MODELS["eljrd"]
-    forced = MapContext(intra_period=0, options={"jrd_labels": "intra"})
-    assert auto.model_path(forced) == DEFAULT_MODELS["snn"]
+    for period in (0, 1, 16):
+        assert auto.model_path(MapContext(intra_period=period)) == DEFAULT_MODELS["snn"]
+        assert el.model_path(MapContext(intra_period=period)) == DEFAULT_MODELS["eljrd"]
+        low = MapContext(intra_period=period, options={"jrd_labels": "lowdelay"})
+        assert auto.model_path(low) == LOWDELAY_MODELS["snn"]
+    match = {"jrd_labels": "match"}
+    assert auto.model_path(MapContext(intra_period=0, options=match)) == LOWDELAY_MODELS["snn"]
+    assert auto.model_path(MapContext(intra_period=16, options=match)) == LOWDELAY_MODELS["snn"]
+    assert auto.model_path(MapContext(intra_period=1, options=match)) == DEFAULT_MODELS["snn"]
+    assert el.model_path(MapContext(intra_period=0, options=match)) == LOWDELAY_MODELS["eljrd"]
     assert get_source("auto:/x/m.onnx").model_path(MapContext(intra_period=1)) == Path("/x/m.onnx")
     assert set(auto.model_files()) == {DEFAULT_MODELS["snn"], LOWDELAY_MODELS["snn"]}
 

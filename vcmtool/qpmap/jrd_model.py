@@ -20,7 +20,8 @@ from vcmtool.tasks.base import ort_session_options
 # The shipped models per kind, by the coding their labels came from (docs/design.md, "JRD
 # labels"): "intra" labels code each frame alone; "lowdelay" labels code whole chunks as P frames
 # after one I frame, as `vcmtool encode` does by default. A model records its label coding in its
-# metadata (``label_coding``); ``auto`` picks the one matching the encode (:func:`label_coding`).
+# metadata (``label_coding``); ``auto`` uses the intra one unless ``--jrd-labels`` says otherwise
+# (``match``: the one of the encode's coding, :func:`label_coding`).
 DEFAULT_MODELS = {"snn": model_path("snn_jrd.onnx"), "eljrd": model_path("eljrd.onnx")}
 LOWDELAY_MODELS = {"snn": model_path("snn_jrd_lowdelay.onnx"), "eljrd": model_path("eljrd_lowdelay.onnx")}
 SHIPPED_MODELS = {"intra": DEFAULT_MODELS, "lowdelay": LOWDELAY_MODELS}

@@ -1,10 +1,15 @@
 """``auto``: task-model prior + SNN-JRD (ONNX, onnxruntime) -> per-CTU JRD QP map.
 
-``--qpmap auto`` uses the shipped SNN-JRD trained on labels of the encode's coding: for a
-low-delay encode (``--intra-period 0``, the default, or N > 1) ``vcmtool/models/snn_jrd_lowdelay.onnx``,
-whose labels come from coding whole chunks as P frames; for all-intra coding (``--intra-period 1``)
-``vcmtool/models/snn_jrd.onnx``, whose labels code each frame alone (docs/design.md, "JRD labels").
-``--jrd-labels intra|lowdelay`` picks one regardless; ``auto:PATH`` uses another exported JRD model.
+``--qpmap auto`` uses the shipped SNN-JRD ``vcmtool/models/snn_jrd.onnx``, trained on intra
+labels (each frame coded alone); ``--jrd-labels lowdelay`` uses ``snn_jrd_lowdelay.onnx``, trained
+on labels from coding whole chunks as P frames after one I frame, and ``--jrd-labels match`` picks
+by the encode's coding (low delay unless ``--intra-period 1``; docs/design.md, "JRD labels").
+``auto:PATH`` uses another exported JRD model. The default is the intra model because the low-delay
+one measured worse: it puts objects near QP 20 and the background near 44 whatever the base
+QP (4.5x the bits of the intra model's maps at the same offsets), and at offsets where the
+curves overlap (+8..+24, five development segments, kvazaar) it scores +32.4% / +131.5% /
+-23.2% BD-rate on mAP@0.5 (YOLOv3-tiny / NanoDet-g / CenterNet) against +10.4% / +2.1% /
+-19.8% for the intra model (docs/results.md, "Labels from low-delay coding").
 Each predicted frame costs one task-model detection (the PIA prior) and one SNN-JRD run; with
 ``--map-interval`` (default ``auto``) only some frames are predicted, and in between each
 object's CTU region moves with the object's tracked box (the prior's detections,
@@ -69,10 +74,11 @@ class JrdShape:
         None, min=0, max=63, help="background QP = the frame's median object QP + this (default: predicted)"
     )
     labels: str = option(
-        "match",
-        choices=("match", "intra", "lowdelay"),
-        help="which shipped model: the one trained on labels of the encode's coding ('match': "
-        "low-delay labels unless --intra-period 1), or the 'intra' / 'lowdelay' one",
+        "intra",
+        choices=("intra", "lowdelay", "match"),
+        help="which shipped model: trained on 'intra' labels (default) or on 'lowdelay' ones, or "
+        "'match' the encode's coding (low delay unless --intra-period 1); the low-delay model "
+        "measured worse (docs/results.md)",
     )
     empty: str = option(
         "base+6",
@@ -141,8 +147,9 @@ class JrdSource(QPMapSource):
         self.timings: dict[str, float] = {}
 
     def model_path(self, ctx: MapContext | None = None) -> Path:
-        """``auto:PATH``'s file, else the shipped model whose labels match the encode's coding
-        (``ctx.intra_period``; without a context, low delay like ``vcmtool encode``'s default)."""
+        """``auto:PATH``'s file, else the shipped model trained on the labels ``--jrd-labels``
+        names; ``match``: those of the encode's coding (``ctx.intra_period``; without a context,
+        low delay like ``vcmtool encode``'s default)."""
         from vcmtool.qpmap.jrd_model import SHIPPED_MODELS, label_coding
 
         if self.arg:

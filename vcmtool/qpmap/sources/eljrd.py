@@ -1,5 +1,5 @@
-"""``eljrd``: the EL-JRD baseline predictor, used like ``auto``: ``vcmtool/models/eljrd_lowdelay.onnx``
-for low-delay encodes, ``vcmtool/models/eljrd.onnx`` for all-intra ones (``--jrd-labels``)."""
+"""``eljrd``: the EL-JRD baseline predictor, used like ``auto``: ``vcmtool/models/eljrd.onnx`` (intra
+labels), or ``eljrd_lowdelay.onnx`` with ``--jrd-labels lowdelay`` (or ``match`` on a low-delay encode)."""
 
 from __future__ import annotations
 
