@@ -70,9 +70,8 @@ class BenchConfig:
     # spatial scales ("1", "0.75", "auto"): each method runs at each; scale != 1 is method@scale
     scales: list[str] = field(default_factory=lambda: ["1"])
     side_stream_budget: str | None = None  # cap of the side-stream methods (sidestreams.budget)
-    side_stream_missing: str = (
-        DEFAULT_MISSING  # the cdre receiver on frames without a payload (sidestreams.cdre)
-    )
+    # the cdre receiver on frames without a payload (sidestreams.cdre)
+    side_stream_missing: str = DEFAULT_MISSING
 
     def to_json(self) -> dict:
         return asdict(self)
