@@ -78,7 +78,7 @@ class JrdShape:
         choices=("intra", "lowdelay", "match"),
         help="which shipped model: trained on 'intra' labels (default) or on 'lowdelay' ones, or "
         "'match' the encode's coding (low delay unless --intra-period 1); the low-delay model "
-        "measured worse (docs/results.md)",
+        "measured worse (docs/results.md); auto:PATH ignores it",
     )
     empty: str = option(
         "base+6",
