@@ -210,3 +210,36 @@ def test_low_delay_labels_train_and_export_metadata(eq1_build, tmp_path):
     train(data, tmp_path / "run", opts, log=lambda s: None)
     res = export_onnx(tmp_path / "run" / "last.pt", tmp_path / "m.onnx")
     assert res["label_coding"] == "lowdelay" and res["label_rule"] == "eq1"
+
+
+def test_label_failures_summary_reads_both_label_sets(eq1_build):
+    """benchmarks/jrd_label_failures.py on a real low-delay build: it counts every clip instance,
+    its means are those of the stored labels, and its failure reasons are a distribution."""
+    script = Path(__file__).parents[1] / "benchmarks" / "jrd_label_failures.py"
+    r = subprocess.run([sys.executable, str(script), str(eq1_build)], capture_output=True, timeout=300)
+    assert r.returncode == 0, r.stderr.decode()[-2000:]
+    out = json.loads(r.stdout)
+    insts = [i for d in _docs(eq1_build) for i in d["instances"]]
+    assert out["instances"] == len(insts) >= 4
+    for coding in ("intra", "lowdelay"):
+        labels = [i["label"] if coding == "intra" else i["lowdelay"]["label"] for i in insts]
+        assert out[coding]["mean_label"] == pytest.approx(np.mean(labels), abs=0.005)
+        assert sum(out[coding]["first_failure_reason"].values()) == pytest.approx(1.0, abs=0.01)
+        assert 0 <= out[coding]["share_failing_at_20_or_below"] <= 1
+
+
+def test_label_failure_reason_follows_the_thresholds():
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    from jrd_label_failures import failure_reason
+
+    from vcmtool.lab.jrd.labels import Thresholds
+
+    curve = {
+        "matched": [True, True, True, False],
+        "cls": [0, 0, 0, 0],
+        "score": [0.01, 0.2, 0.01, 0.0],
+        "box": [0.5, 0.0, 0.0, 0.0],
+        "mask": [0.0, 0.0, 0.3, 0.0],
+    }
+    thr = Thresholds()
+    assert [failure_reason(curve, k, thr) for k in range(4)] == ["box", "score", "region", "lost"]
