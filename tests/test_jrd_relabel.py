@@ -228,8 +228,8 @@ def test_label_failures_summary_reads_both_label_sets(eq1_build):
         assert 0 <= out[coding]["share_failing_at_20_or_below"] <= 1
 
 
-def test_label_failure_reason_follows_the_thresholds():
-    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+def test_label_failure_reason_follows_the_thresholds(monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "benchmarks"))
     from jrd_label_failures import failure_reason
 
     from vcmtool.lab.jrd.labels import Thresholds

@@ -263,8 +263,8 @@ def bits_by_frame(payloads: Sequence[bytes]) -> dict[int, np.ndarray]:
 # detector, as a receiver without the side stream would. Frames before the first payload are
 # always plain.
 MISSING_POLICIES = ("hold", "plain")
-T = TypeVar("T")
 DEFAULT_MISSING = "hold"
+T = TypeVar("T")  # a frame of any kind (embedded_bits)
 
 
 def embedded_bits(

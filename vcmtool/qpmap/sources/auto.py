@@ -154,8 +154,9 @@ class JrdSource(QPMapSource):
 
         if self.arg:
             return Path(self.arg)
-        labels = self.opts(ctx).labels if ctx is not None else self.options.labels
-        coding = label_coding(ctx.intra_period if ctx is not None else 0) if labels == "match" else labels
+        ctx = ctx or MapContext()  # its defaults: this source's own options, low delay
+        labels = self.opts(ctx).labels
+        coding = label_coding(ctx.intra_period) if labels == "match" else labels
         return SHIPPED_MODELS[coding][self.kind]
 
     def model_files(self) -> list[Path]:
