@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -416,3 +417,55 @@ def test_every_frame_predicts_every_nth_frame_and_counts(bikes_y4m):
     next(gen), next(gen)
     gen.close()  # a consumer that stops early: the counts so far stay
     assert src.predicted == 2
+
+
+class _TwoStage(QPMapSource):
+    """A source whose prediction has a first stage (``ahead``) that records its thread."""
+
+    name = "two-stage"
+    streams = True
+
+    def __init__(self, fail_at: int | None = None) -> None:
+        super().__init__()
+        self.threads: list[str] = []
+        self.fail_at = fail_at
+
+    def process(self, clip, ctx):  # pragma: no cover - streamed
+        raise AssertionError
+
+    def stream(self, clip, ctx):
+        def ahead(fr):
+            self.threads.append(threading.current_thread().name)
+            if fr.index == self.fail_at:
+                raise UsageError(f"frame {fr.index}: bad frame")
+            return int(fr.y.astype(np.int64).sum() % 97), fr.index
+
+        def predict(early):
+            checksum, index = early
+            return np.full((2, 4), checksum + 100 * index, np.int16)
+
+        return self.every_frame(clip, ctx, predict, ahead=ahead)
+
+
+def test_every_frame_runs_the_first_stage_ahead_in_a_thread_under_a_fixed_interval(bikes_y4m):
+    clip = open_video(str(bikes_y4m), frames=6)
+    inline, staged = _TwoStage(), _TwoStage()
+    adaptive = list(inline.stream(clip, MapContext(map_interval="auto:1")))  # every frame, in turn
+    fixed = list(staged.stream(clip, MapContext(map_interval=1)))
+    assert len(fixed) == 6 and all(np.array_equal(a, b) for a, b in zip(adaptive, fixed, strict=True))
+    assert set(inline.threads) == {threading.current_thread().name}
+    assert set(staged.threads) == {"vcmtool-two-stage-ahead"} and staged.predicted == 6
+    every2 = _TwoStage()
+    maps = list(every2.stream(clip, MapContext(map_interval=2)))
+    assert [int(m[0, 0]) // 100 for m in maps] == [0, 0, 2, 2, 4, 4] and len(every2.threads) == 3
+
+
+def test_every_frame_first_stage_errors_reach_the_consumer_and_close_stops_the_thread(bikes_y4m):
+    clip = open_video(str(bikes_y4m), frames=8)
+    src = _TwoStage(fail_at=3)
+    with pytest.raises(UsageError, match="frame 3: bad frame"):
+        list(src.stream(clip, MapContext(map_interval=1)))
+    gen = _TwoStage().stream(clip, MapContext(map_interval=1))
+    next(gen)
+    gen.close()  # the consumer stops early: the first stage's thread ends with it
+    assert not any(t.name == "vcmtool-two-stage-ahead" for t in threading.enumerate())

@@ -10,10 +10,13 @@ QP (4.5x the bits of the intra model's maps at the same offsets), and at offsets
 curves overlap (+8..+24, five development segments, kvazaar) it scores +32.4% / +131.5% /
 -23.2% BD-rate on mAP@0.5 (YOLOv3-tiny / NanoDet-g / CenterNet) against +10.4% / +2.1% /
 -19.8% for the intra model (docs/results.md, "Labels from low-delay coding").
-Each predicted frame costs one task-model detection (the PIA prior) and one SNN-JRD run; with
-``--map-interval`` (default ``auto``) only some frames are predicted, and in between each
-object's CTU region moves with the object's tracked box (the prior's detections,
-:mod:`vcmtool.qpmap.propagate`). The map
+Each predicted frame costs one task-model detection (the PIA prior) and one SNN-JRD run. By
+default every frame is predicted (``--map-interval 1``), the detector of the next frame running
+in a second thread while SNN-JRD runs on this one, which keeps 720p at 0.63x the bare kvazaar's
+fps on 2 cores (0.45x one after the other; docs/results.md, "Throughput"). With ``--map-interval
+N`` or ``auto`` only some frames are predicted, and in between each object's CTU region moves
+with the object's tracked box (the prior's detections, :mod:`vcmtool.qpmap.propagate`): faster,
+but it measured 6.1 BD-rate points worse than per-frame maps under YOLOv3-tiny. The map
 holds absolute QPs in the target codec's range (the model's domain converted, see
 :func:`vcmtool.qpmap.jrd_model.to_codec_domain`); ``--qp-offset`` shifts it for rate points. Maps are
 streamed frame by frame, so the pipeline predicts them while the encoder runs.
@@ -57,6 +60,7 @@ from vcmtool.qpmap.maps import QPMaps
 from vcmtool.qpmap.propagate import Keyframe
 from vcmtool.qpmap.raster import boxes_cells
 from vcmtool.qpmap.sources.base import QPMAP_SOURCES, MapContext, QPMapSource
+from vcmtool.tasks.base import Detections
 
 _SESSIONS: dict[str, object] = {}
 OBJECT_MIN_SCORE = 0.3  # the JRD labels' reference instances
@@ -124,13 +128,24 @@ def fill_empty(grid: np.ndarray, qp_range: tuple[int, int], base: int) -> np.nda
     return grid
 
 
-def _predictor(path: Path):
+def _predictor(path: Path, threads: int | None = None):
     from vcmtool.qpmap.jrd_model import JrdPredictor
 
-    key = str(path.resolve())
+    key = f"{path.resolve()}|{threads}"
     if key not in _SESSIONS:
-        _SESSIONS[key] = JrdPredictor(path)
+        _SESSIONS[key] = JrdPredictor(path, threads)
     return _SESSIONS[key]
+
+
+def predictor_threads(map_interval: object) -> int | None:
+    """SNN-JRD's intra-op threads: under a fixed ``--map-interval`` the detector runs beside it
+    (:meth:`QPMapSource.every_frame`'s ``ahead``), so each takes half the cores (measured on 2
+    cores, bigbuckbunny 720p, every frame predicted: 6.3-6.8 s end to end against 7.1 s with
+    both models on both cores, 8.8 s one after the other); None (all cores) otherwise."""
+    from vcmtool.qpmap.propagate import parse_map_interval
+    from vcmtool.tasks.base import cpu_cores
+
+    return None if parse_map_interval(map_interval).adaptive else max(1, cpu_cores() // 2)
 
 
 @QPMAP_SOURCES.register("auto")
@@ -175,7 +190,7 @@ class JrdSource(QPMapSource):
         from vcmtool.qpmap.prior import MIN_SCORE, model_input
         from vcmtool.tasks import get_task_model
 
-        predictor = _predictor(self.model_path(ctx))
+        predictor = _predictor(self.model_path(ctx), predictor_threads(ctx.map_interval))
         task = get_task_model(ctx.task_model, score_threshold=MIN_SCORE)
         self._versions = {
             "jrd_model": predictor.version(),
@@ -187,13 +202,17 @@ class JrdSource(QPMapSource):
         shape: JrdShape = self.opts(ctx)
         spent = {"detect_s": 0.0, "predict_s": 0.0}
 
-        def predict(fr: Frame) -> Keyframe:
+        def detect(fr: Frame) -> tuple[np.ndarray, Detections]:
             bgr = fr.to_bgr()
             t0 = time.perf_counter()
             det = task.detect(bgr)  # one detection per frame: the prior and the tracker share it
+            spent["detect_s"] += time.perf_counter() - t0
+            return bgr, det
+
+        def predict(detected: tuple[np.ndarray, Detections]) -> Keyframe:
+            bgr, det = detected
             t1 = time.perf_counter()
             qp = predictor.predict(model_input(bgr, det))
-            spent["detect_s"] += t1 - t0
             spent["predict_s"] += time.perf_counter() - t1
             grid = regrid(
                 to_codec_domain(qp, predictor.qp_max, ctx.qp_range), info.height, info.width, ctx.ctu
@@ -206,7 +225,8 @@ class JrdSource(QPMapSource):
             return Keyframe(grid, det.boxes, det.classes)
 
         try:
-            yield from self.every_frame(clip, ctx, predict)
+            # The detector of the next predicted frame runs while SNN-JRD runs on this one.
+            yield from self.every_frame(clip, ctx, predict, ahead=detect)
         finally:
             # Also on early close, so a failed encode still reports what the models cost.
             self.timings = {k: round(v, 3) for k, v in spent.items()}

@@ -24,10 +24,10 @@ from __future__ import annotations
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from tqdm import tqdm
@@ -43,6 +43,9 @@ from vcmtool.plugin_options import (
 )
 from vcmtool.qpmap.maps import QPMaps
 from vcmtool.registry import Registry, Spec, parse_spec
+
+if TYPE_CHECKING:
+    from vcmtool.qpmap.propagate import Propagator
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +121,12 @@ class QPMapSource(ABC):
     # -- maps ----------------------------------------------------------------------------------
 
     def every_frame(
-        self, clip: Clip, ctx: MapContext, predict: Callable[[Any], Any], decode: bool = True
+        self,
+        clip: Clip,
+        ctx: MapContext,
+        predict: Callable[[Any], Any],
+        decode: bool = True,
+        ahead: Callable[[Any], Any] | None = None,
     ) -> Iterator[np.ndarray]:
         """The per-frame loop of a source whose maps cost model time: ``predict`` makes the map
         of the first frame and of the frames ``ctx.map_interval`` asks for (every N-th, or under
@@ -128,8 +136,15 @@ class QPMapSource(ABC):
         grid is held). ``predict`` gets the decoded :class:`~vcmtool.io.frame.Frame`, or with
         ``decode=False`` the frame's 0-based number in ``clip`` (sources that need no pixels;
         under ``auto`` they predict every frame). Counts ``predicted`` (which frames in
-        ``keyframes``, why in ``keyframe_reasons``) and adds the time inside ``predict`` to
-        ``predict_s``, also when the consumer stops early."""
+        ``keyframes``, why in ``keyframe_reasons``) and adds the model time to ``predict_s``,
+        also when the consumer stops early.
+
+        ``ahead``: a first stage of the prediction (``predict`` then gets ``ahead(item)``
+        instead of the item). When the frames to predict are known in advance (a fixed
+        ``--map-interval N``), the first stage runs one thread ahead of the second, so two
+        models (``auto``: the detector of the next frame while SNN-JRD runs on this one) use
+        both cores; the maps are the same as in one thread. Under ``auto`` intervals whether a
+        frame is predicted depends on the last prediction, so both stages run in turn."""
         from vcmtool.qpmap.propagate import MapInterval, Propagator, parse_map_interval, thumbnail
 
         policy = parse_map_interval(ctx.map_interval)
@@ -138,28 +153,69 @@ class QPMapSource(ABC):
         self.predicted, self.predict_s = 0, 0.0
         prop = Propagator(policy, clip.info.height, clip.info.width, ctx.ctu)
         self.keyframes, self.keyframe_reasons = prop.keyframes, prop.reasons
-        items = clip.frames() if decode else range(clip.count())
-        total = clip.info.frame_count if decode else None
-        for k, item in enumerate(
-            tqdm(
-                items,
-                total=total,
-                desc=f"{self.name} map",
-                unit="f",
-                leave=False,
-                disable=None if decode else True,
-            )
-        ):
+        items = tqdm(
+            clip.frames() if decode else range(clip.count()),
+            total=clip.info.frame_count if decode else None,
+            desc=f"{self.name} map",
+            unit="f",
+            leave=False,
+            disable=None if decode else True,
+        )
+        if ahead is not None and not policy.adaptive:
+            yield from self._two_stage(items, prop, policy.every, ahead, predict)
+            return
+        for k, item in enumerate(items):
             thumb = thumbnail(item.y, item.bit_depth) if policy.adaptive else None
             why = prop.due(k, thumb)
             if why is None:
                 yield prop.at(k)
                 continue
             t0 = time.perf_counter()
-            result = predict(item)
+            result = predict(ahead(item) if ahead is not None else item)
             self.predict_s += time.perf_counter() - t0
             self.predicted += 1
             yield prop.keyframe(k, result, why)
+
+    def _two_stage(
+        self,
+        items: Iterable[Any],
+        prop: Propagator,
+        every: int,
+        ahead: Callable[[Any], Any],
+        predict: Callable[[Any], Any],
+    ) -> Iterator[np.ndarray]:
+        """:meth:`every_frame` under a fixed interval with ``ahead`` in a background thread
+        (:class:`~vcmtool.qpmap.stream.MapProducer`: bounded queue, its errors raised here)."""
+        from vcmtool.qpmap.stream import MapProducer
+
+        first_stage = {"s": 0.0}
+
+        def staged() -> Iterator[tuple[int, Any]]:
+            for k, item in enumerate(items):
+                if k % every:
+                    yield k, None
+                    continue
+                t0 = time.perf_counter()
+                early = ahead(item)
+                first_stage["s"] += time.perf_counter() - t0
+                yield k, early
+
+        # Two staged frames at most wait in the queue: decoded frames are large.
+        producer = MapProducer(staged(), maxsize=2, name=f"vcmtool-{self.name}-ahead")
+        try:
+            for k, early in producer:
+                why = prop.due(k)
+                if why is None:
+                    yield prop.at(k)
+                    continue
+                t0 = time.perf_counter()
+                result = predict(early)
+                self.predict_s += time.perf_counter() - t0
+                self.predicted += 1
+                yield prop.keyframe(k, result, why)
+        finally:
+            producer.close()
+            self.predict_s += first_stage["s"]
 
     @abstractmethod
     def process(self, clip: Clip, ctx: MapContext) -> QPMaps: ...
