@@ -10,8 +10,8 @@ Y4M so that decoding the MP4 costs neither side). Per encoder and repeat, in alt
 - *bare*: the encoder alone through the same ffmpeg binary vcmtool uses (kvazaar: libkvazaar,
   `preset=P,qp=32,gop=0`; x265: libx265 `-preset P`, `qp=32:bframes=0`), reading the Y4M;
 - *vcmtool --qpmap M* for each map source M and each `--intervals` entry (`default`: no
-  `--map-interval` option, i.e. `auto`; `1`: a prediction on every frame, vcmtool's maps before
-  adaptive intervals; any other value is passed on), no measurement (`--no-measure`), in a fresh
+  `--map-interval` option, i.e. `1`, a prediction on every frame; any other value, `auto`
+  included, is passed on), no measurement (`--no-measure`), in a fresh
   process each time, as a user runs it: end-to-end wall time includes start-up, model loading
   and prediction.
 
@@ -137,6 +137,7 @@ def main() -> None:
                 wall = statistics.median(dt for dt, _ in rs)
                 rep = rs[-1][1] or {}
                 tm = rep.get("timing", {})
+                uniform = name.split("@")[0] == "none"
                 rows.append(
                     {
                         "codec": codec,
@@ -145,9 +146,10 @@ def main() -> None:
                         "wall_s": round(wall, 2),
                         "fps": round(a.frames / wall, 1),
                         "ratio": round(bare_s / wall, 3),
-                        "predicted": tm.get("frames_predicted") if name.split("@")[0] != "none" else None,
+                        "predicted": None if uniform else tm.get("frames_predicted"),
                         "predicted_why": tm.get("predicted_why"),
-                        "map_fps": tm.get("map_fps"),
+                        # a uniform map costs nothing: its "fps" is a division by ~0
+                        "map_fps": None if uniform else tm.get("map_fps"),
                         "encode_fps": tm.get("encode_fps"),
                     }
                 )

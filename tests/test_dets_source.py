@@ -149,8 +149,8 @@ def test_detections_past_the_clip_are_noted(bikes_y4m, tmp_path):
 def test_real_detector_output_gives_roi_maps(bikes_y4m, bus_jpg, tmp_path):
     """`vcmtool detect --json` into dets: is the same map as roi (all frames, then a --skip
     window of the same detections file: its frame numbers are the source's), predicted on
-    every frame or every 3rd (boxes moved in between alike); under the default --map-interval
-    auto, dets: uses every frame's detections while roi predicts only some frames."""
+    every frame or every 3rd (boxes moved in between alike); under --map-interval auto, dets:
+    uses every frame's detections while roi predicts only some frames."""
     for name, media, window in (
         ("bus", bus_jpg, ()),
         ("bikes", bikes_y4m, ()),

@@ -67,8 +67,8 @@ def test_overlapped_and_precomputed_paths_give_identical_outputs(bikes_y4m, tmp_
     else:  # base 30 from roi's two QPs; 50 (and 10) leave [18, 42] and the report counts them
         assert any("squeezed into [18, 42]" in n and "streamed" in n for n in on["notes"])
     t = on["timing"]
-    # the default --map-interval auto predicts some of the 8 frames, the same ones on both paths
-    assert 1 <= t["frames_predicted"] == sum(t["predicted_why"].values()) <= 8
+    # the default interval predicts all 8 frames, on both paths
+    assert t["frames_predicted"] == sum(t["predicted_why"].values()) == 8
     assert t["predicted_why"] == off["timing"]["predicted_why"]
     assert t["map_fps"] > 0 and t["encode_fps"] > 0
     assert t["other_s"] >= 0 and t["map_wait_s"] >= 0

@@ -151,24 +151,31 @@ def test_auto_interval_predicts_again_at_a_scene_cut(cut_clip):
     assert src.keyframes == [0]  # a fixed interval never predicts early
 
 
-def test_default_runs_give_identical_bytes(cut_clip, tmp_path):
+def test_runs_give_identical_bytes(cut_clip, tmp_path):
+    """The default (a map on every frame; `auto` runs the detector one frame ahead of SNN-JRD in
+    a second thread) and the adaptive interval both give the same bytes twice."""
     reports = []
     for i in range(2):
-        for qpmap, codec in (("roi", "kvazaar"), ("auto", "x265")):
-            out = tmp_path / f"{qpmap}{i}.hevc"
+        runs = (("roi", "kvazaar", "auto"), ("auto", "x265", "auto"), ("auto", "x265", None))
+        for qpmap, codec, interval in runs:
+            name = f"{qpmap}-{interval}-{i}"
             r = run_cli(
                 "encode", str(cut_clip), "--qpmap", qpmap, "-c", codec, "--preset", "ultrafast",
-                "-o", str(out), "--qpm-out", str(tmp_path / f"{qpmap}{i}.qpm"), "--no-measure",
-                "-y", "--json",
+                "-o", str(tmp_path / f"{name}.hevc"), "--qpm-out", str(tmp_path / f"{name}.qpm"),
+                "--no-measure", "-y", "--json", *(("--map-interval", interval) if interval else ()),
             )  # fmt: skip
             assert r.returncode == 0, r.stderr
             reports.append(json.loads(r.stdout))
-    for a, b in zip(reports[:2], reports[2:], strict=True):
-        assert a["options"]["map_interval"] == "auto"
+    for a, b in zip(reports[:3], reports[3:], strict=True):
         assert a["bytes"] == b["bytes"] and list(a["md5"].values()) == list(b["md5"].values())
-        t = a["timing"]
-        assert t["predicted_why"].get("cut") == 1 and t["frames_predicted"] < a["frames"]
-    for name in ("roi0", "auto0"):  # the new scene has a cat, the old one had nothing
+    for adaptive in reports[:2]:
+        assert adaptive["options"]["map_interval"] == "auto"
+        t = adaptive["timing"]
+        assert t["predicted_why"].get("cut") == 1 and t["frames_predicted"] < adaptive["frames"]
+    default = reports[2]
+    assert default["options"]["map_interval"] == 1
+    assert default["timing"]["frames_predicted"] == default["frames"]
+    for name in ("roi-auto-0", "auto-auto-0"):  # the new scene has a cat, the old one had nothing
         assert not np.array_equal(*read_qpm(tmp_path / f"{name}.qpm").data[[7, 8]]), name
 
 
@@ -203,7 +210,7 @@ def test_map_interval_values():
             parse_map_interval(bad)
     job = EncodeJob(input="x.y4m", map_interval="6")  # as a CSV manifest gives it
     check_job(job)
-    assert job.map_interval == 6 and EncodeJob(input="x").map_interval == "auto"
+    assert job.map_interval == 6 and EncodeJob(input="x").map_interval == 1
 
 
 def test_an_empty_prediction_is_checked_again_soon():

@@ -54,7 +54,7 @@ class BenchConfig:
     threads: int = 1
     allow_frame_qp: bool = False
     ctu: int = 64
-    map_interval: str | int = "auto"  # as the CLI; 1 predicts every frame
+    map_interval: str | int = 1  # as the CLI; "auto" predicts some frames and moves the maps
     task_model: str = "yolov3-tiny"
     judges: list[str] | None = None  # detectors that score the decoded frames (None: see judges.py)
     map_options: dict = field(default_factory=dict)

@@ -75,10 +75,10 @@ def source_options(f: Callable) -> Callable:
         click.option(
             "--map-interval",
             type=MapIntervalType(),
-            default="auto",
+            default="1",
             show_default=True,
-            help="predict a map every N frames (1: every frame), or auto / auto:N: on cuts, drift "
-            "and motion, at most N (8) frames apart; objects' QPs move with them in between",
+            help="predict a map on every frame (1), every N frames, or auto / auto:N: on cuts, "
+            "drift and motion, at most N (8) frames apart; objects' QPs move with them in between",
         ),
         click.option(
             "--task-model",

@@ -33,7 +33,8 @@ class EncodeJob:
     intra_period: int = 0
     threads: int = 1
     allow_frame_qp: bool = False
-    map_interval: str | int = "auto"  # N, "auto" or "auto:N" (vcmtool.qpmap.propagate); 1: every frame
+    # 1: a map predicted on every frame; N, "auto" or "auto:N": fewer (vcmtool.qpmap.propagate)
+    map_interval: str | int = 1
     task_model: str = "yolov3-tiny"
     map_options: dict = field(default_factory=dict)
     encoder_params: dict[str, str] = field(default_factory=dict)
