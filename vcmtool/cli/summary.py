@@ -105,10 +105,11 @@ def print_encode_summary(r: dict) -> None:
             f"{tm['encode_s']:.2f}s, other {tm['other_s']:.2f}s",
         )
     if tm.get("map_fps") and tm.get("encode_fps"):
+        # a map no model made (uniform, a file) costs ~0 s: its "fps" would be a huge number
+        maps = f"maps {tm['map_fps']:.1f} fps, " if tm.get("frames_predicted") else ""
         t.add_row(
             "speed",
-            f"maps {tm['map_fps']:.1f} fps, encoder {tm['encode_fps']:.1f} fps, "
-            f"end to end {tm['fps']:.1f} fps",
+            f"{maps}encoder {tm['encode_fps']:.1f} fps, end to end {tm['fps']:.1f} fps",
         )
     for n in r.get("notes", []):
         t.add_row("note", n)
