@@ -12,11 +12,12 @@ curves overlap (+8..+24, five development segments, kvazaar) it scores +32.4% / 
 -19.8% for the intra model (docs/results.md, "Labels from low-delay coding").
 Each predicted frame costs one task-model detection (the PIA prior) and one SNN-JRD run. By
 default every frame is predicted (``--map-interval 1``), the detector of the next frame running
-in a second thread while SNN-JRD runs on this one, which keeps 720p at 0.63x the bare kvazaar's
+in a second thread while SNN-JRD runs on this one, which keeps 720p at 0.64x the bare kvazaar's
 fps on 2 cores (0.45x one after the other; docs/results.md, "Throughput"). With ``--map-interval
 N`` or ``auto`` only some frames are predicted, and in between each object's CTU region moves
-with the object's tracked box (the prior's detections, :mod:`vcmtool.qpmap.propagate`): faster,
-but it measured 6.1 BD-rate points worse than per-frame maps under YOLOv3-tiny. The map
+with the object's tracked box (the prior's detections, :mod:`vcmtool.qpmap.propagate`): faster
+(0.89x), but worse than per-frame maps under YOLOv3-tiny in every paired comparison run (+6.1,
++7.4 and +11.4 BD-rate points on mAP@0.5), better under NanoDet-g in two of three. The map
 holds absolute QPs in the target codec's range (the model's domain converted, see
 :func:`vcmtool.qpmap.jrd_model.to_codec_domain`); ``--qp-offset`` shifts it for rate points. Maps are
 streamed frame by frame, so the pipeline predicts them while the encoder runs.
