@@ -454,7 +454,7 @@ def test_every_frame_runs_the_first_stage_ahead_in_a_thread_under_a_fixed_interv
     fixed = list(staged.stream(clip, MapContext(map_interval=1)))
     assert len(fixed) == 6 and all(np.array_equal(a, b) for a, b in zip(adaptive, fixed, strict=True))
     assert set(inline.threads) == {threading.current_thread().name}
-    assert set(staged.threads) == {"vcmtool-two-stage-ahead"} and staged.predicted == 6
+    assert set(staged.threads) == {"vcmtool-map-ahead"} and staged.predicted == 6
     every2 = _TwoStage()
     maps = list(every2.stream(clip, MapContext(map_interval=2)))
     assert [int(m[0, 0]) // 100 for m in maps] == [0, 0, 2, 2, 4, 4] and len(every2.threads) == 3
@@ -468,4 +468,4 @@ def test_every_frame_first_stage_errors_reach_the_consumer_and_close_stops_the_t
     gen = _TwoStage().stream(clip, MapContext(map_interval=1))
     next(gen)
     gen.close()  # the consumer stops early: the first stage's thread ends with it
-    assert not any(t.name == "vcmtool-two-stage-ahead" for t in threading.enumerate())
+    assert not any(t.name == "vcmtool-map-ahead" for t in threading.enumerate())

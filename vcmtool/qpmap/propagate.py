@@ -77,6 +77,10 @@ class MapInterval:
     def __str__(self) -> str:
         return f"auto:{self.every}" if self.adaptive else str(self.every)
 
+    def predicts(self, k: int) -> bool:
+        """Whether a fixed interval predicts frame ``k`` (adaptive ones decide frame by frame)."""
+        return k % self.every == 0
+
     @property
     def value(self) -> int | str:
         """The canonical option value (``8``, ``"auto:8"``; the default reads ``"auto"``)."""
@@ -234,7 +238,7 @@ class Propagator:
             return "first"
         p = self.policy
         if not p.adaptive:
-            return "interval" if k % p.every == 0 else None
+            return "interval" if p.predicts(k) else None
         if k - self._k >= p.every:
             return "interval"
         if thumb is not None and prev is not None and thumb_mad(thumb, prev) > CUT_MAD:

@@ -27,7 +27,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from tqdm import tqdm
@@ -42,10 +42,9 @@ from vcmtool.plugin_options import (
     option_specs,
 )
 from vcmtool.qpmap.maps import QPMaps
+from vcmtool.qpmap.propagate import MapInterval, Propagator, parse_map_interval, thumbnail
+from vcmtool.qpmap.stream import MapProducer
 from vcmtool.registry import Registry, Spec, parse_spec
-
-if TYPE_CHECKING:
-    from vcmtool.qpmap.propagate import Propagator
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +144,6 @@ class QPMapSource(ABC):
         models (``auto``: the detector of the next frame while SNN-JRD runs on this one) use
         both cores; the maps are the same as in one thread. Under ``auto`` intervals whether a
         frame is predicted depends on the last prediction, so both stages run in turn."""
-        from vcmtool.qpmap.propagate import MapInterval, Propagator, parse_map_interval, thumbnail
-
         policy = parse_map_interval(ctx.map_interval)
         if policy.adaptive and not decode:
             policy = MapInterval(1)
@@ -161,61 +158,26 @@ class QPMapSource(ABC):
             leave=False,
             disable=None if decode else True,
         )
-        if ahead is not None and not policy.adaptive:
-            yield from self._two_stage(items, prop, policy.every, ahead, predict)
-            return
-        for k, item in enumerate(items):
-            thumb = thumbnail(item.y, item.bit_depth) if policy.adaptive else None
-            why = prop.due(k, thumb)
-            if why is None:
-                yield prop.at(k)
-                continue
-            t0 = time.perf_counter()
-            result = predict(ahead(item) if ahead is not None else item)
-            self.predict_s += time.perf_counter() - t0
-            self.predicted += 1
-            yield prop.keyframe(k, result, why)
-
-    def _two_stage(
-        self,
-        items: Iterable[Any],
-        prop: Propagator,
-        every: int,
-        ahead: Callable[[Any], Any],
-        predict: Callable[[Any], Any],
-    ) -> Iterator[np.ndarray]:
-        """:meth:`every_frame` under a fixed interval with ``ahead`` in a background thread
-        (:class:`~vcmtool.qpmap.stream.MapProducer`: bounded queue, its errors raised here)."""
-        from vcmtool.qpmap.stream import MapProducer
-
-        first_stage = {"s": 0.0}
-
-        def staged() -> Iterator[tuple[int, Any]]:
-            for k, item in enumerate(items):
-                if k % every:
-                    yield k, None
-                    continue
-                t0 = time.perf_counter()
-                early = ahead(item)
-                first_stage["s"] += time.perf_counter() - t0
-                yield k, early
-
-        # Two staged frames at most wait in the queue: decoded frames are large.
-        producer = MapProducer(staged(), maxsize=2, name=f"vcmtool-{self.name}-ahead")
+        staged = ahead is not None and not policy.adaptive
+        producer = _AheadProducer(items, policy, ahead) if staged else None
         try:
-            for k, early in producer:
-                why = prop.due(k)
+            for k, item in producer if producer is not None else enumerate(items):
+                thumb = thumbnail(item.y, item.bit_depth) if policy.adaptive else None
+                why = prop.due(k, thumb)
                 if why is None:
                     yield prop.at(k)
                     continue
                 t0 = time.perf_counter()
-                result = predict(early)
+                if ahead is not None and not staged:
+                    item = ahead(item)
+                result = predict(item)
                 self.predict_s += time.perf_counter() - t0
                 self.predicted += 1
                 yield prop.keyframe(k, result, why)
         finally:
-            producer.close()
-            self.predict_s += first_stage["s"]
+            if producer is not None:
+                producer.close()
+                self.predict_s += producer.first_stage_s
 
     @abstractmethod
     def process(self, clip: Clip, ctx: MapContext) -> QPMaps: ...
@@ -250,6 +212,27 @@ class QPMapSource(ABC):
     def model_files(self) -> list[Path]:
         """Learned files the maps depend on (a retrained model must invalidate stored results)."""
         return []
+
+
+class _AheadProducer(MapProducer):
+    """The first stage of a prediction (``every_frame``'s ``ahead``) run in a background thread
+    on the frames a fixed interval predicts; yields ``(k, ahead(frame) or None)`` in order."""
+
+    def __init__(self, items: Iterable[Any], policy: MapInterval, ahead: Callable[[Any], Any]) -> None:
+        self.first_stage_s = 0.0
+
+        def staged() -> Iterator[tuple[int, Any]]:
+            for k, item in enumerate(items):
+                if not policy.predicts(k):
+                    yield k, None
+                    continue
+                t0 = time.perf_counter()
+                early = ahead(item)
+                self.first_stage_s += time.perf_counter() - t0
+                yield k, early
+
+        # Two staged frames at most wait in the queue: decoded frames are large.
+        super().__init__(staged(), maxsize=2, name="vcmtool-map-ahead")
 
 
 QPMAP_SOURCES: Registry[type[QPMapSource]] = Registry("QP-map source", no_arg=None)
