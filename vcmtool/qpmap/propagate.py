@@ -3,9 +3,9 @@ with its objects until then.
 
 ``--map-interval`` (:func:`parse_map_interval`):
 
-- ``1``: a prediction on every frame (the maps of vcmtool before adaptive intervals);
+- ``1`` (the default): a prediction on every frame, the reference the others are measured against;
 - ``N``: a prediction on frames 0, N, 2N, ...;
-- ``auto`` (the default, ``auto:8``) or ``auto:N``: a prediction on frame 0 and then again as
+- ``auto`` (``auto:8``) or ``auto:N``: a prediction on frame 0 and then again as
   soon as one of these holds, and at the latest N frames after the last one:
 
   * *cut*: the mean absolute difference of 16x16-block luma means (a "thumbnail", from every
@@ -18,8 +18,8 @@ with its objects until then.
   * *empty*: the last prediction's map is uniform (it protects nothing: no object, or none the
     model kept) and ``EMPTY_RECHECK`` frames have passed. An empty prediction is the least
     reliable one (a detector's miss on one frame, or objects about to enter), and held for
-    ``N`` frames it codes all of them alike: at the base QP under ``auto``'s default
-    (``--jrd-empty base``), at the codec's maximum QP with ``--jrd-empty max``. The map, not
+    ``N`` frames it codes all of them alike: above the base QP under ``auto``'s default
+    (``--jrd-empty base+6``), at the codec's maximum QP with ``--jrd-empty max``. The map, not
     the boxes, decides: ``auto`` keeps boxes down to score 0.1 that its model may still map to
     background. Measured on carphone (32 frames from frame 30):
     YOLOv3-tiny misses the face on frame 0 only, and ``auto:8`` coded frames 0-7 at QP 51, which

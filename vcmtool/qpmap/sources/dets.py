@@ -4,8 +4,8 @@ drives the encoder.
 The options, the rasterisation and the QP range are ``roi``'s (:class:`RoiOptions`,
 :func:`boxes_to_map`): ``--roi-qp-in`` inside boxes grown by ``--roi-margin`` pixels,
 ``--roi-qp-out`` everywhere else, ``--roi-min-score``, ``--roi-classes``. Its detections cost
-nothing, so under ``--map-interval auto`` (the default) every frame's own detections make its
-map; ``--map-interval N`` reads every Nth encoded frame's detections and moves those boxes
+nothing, so under ``--map-interval 1`` (the default) and ``auto`` every frame's own detections
+make its map; ``--map-interval N`` reads every Nth encoded frame's detections and moves those boxes
 over the N-1 frames after it, as ``roi`` does (:mod:`vcmtool.qpmap.propagate`). So ``dets:``
 of ``vcmtool detect --json``'s output gives the very maps ``roi`` gives with
 ``--map-interval 1`` (and with any fixed N).
