@@ -23,6 +23,7 @@ struct X264Driver::Impl {
     int width = 0, height = 0, depth = 8;
     int64_t pts = 0;
     std::vector<float> offsets;
+    bool rate_control = false;  // crf= or bitrate= given: the encoder picks frame QPs
 
     ~Impl() {
         if (enc) x264_encoder_close(enc);
@@ -74,6 +75,7 @@ X264Driver::X264Driver(const EncoderConfig& cfg) : impl_(new Impl) {
     for (const auto& kv : cfg.params) {
         if (const char* r = reserved_option(kv.first, kReserved264))
             throw ArgError(std::string("x264 option '") + r + "' is fixed by vcmtool's per-CTU QP driver");
+        if (kv.first == "crf" || kv.first == "bitrate") m.rate_control = true;
         m.set(kv.first, kv.second);
     }
     m.param.rc.i_aq_mode = X264_AQ_VARIANCE;
@@ -102,7 +104,10 @@ std::string X264Driver::encode(const PlaneRef planes[3], const FrameQp& qp) {
     }
     m.pic.i_type = X264_TYPE_AUTO;
     m.pic.i_pts = m.pts++;
-    m.pic.i_qpplus1 = base >= 0 ? base + 1 : X264_QP_AUTO;
+    // Under CRF/ABR (crf= or bitrate= among the options) the rate control sets the frame QP and
+    // the offsets (grid - base) ride on it; with constant QP the frame QP is forced to base.
+    const bool forced = base >= 0 && !m.rate_control;
+    m.pic.i_qpplus1 = forced ? base + 1 : X264_QP_AUTO;
     // x264 consumes the offsets inside x264_encoder_encode (adaptive quant runs there).
     m.pic.prop.quant_offsets = m.offsets.empty() ? nullptr : m.offsets.data();
     m.pic.prop.quant_offsets_free = nullptr;
@@ -113,7 +118,7 @@ std::string X264Driver::encode(const PlaneRef planes[3], const FrameQp& qp) {
     if (size < 0) throw std::runtime_error("x264 failed to encode frame " + std::to_string(frames_in_));
     ++frames_in_;
     if (size > 0) ++frames_out_;
-    last_base_ = base;
+    last_base_ = forced ? base : -1;
     std::string out;
     Impl::append(out, nals, n, size);
     return out;

@@ -21,6 +21,7 @@ struct X265Driver::Impl {
     int width = 0, height = 0, depth = 8;
     int64_t pts = 0;
     std::vector<float> offsets;
+    bool rate_control = false;  // crf= or bitrate= given: the encoder picks frame QPs
 
     ~Impl() {
         if (enc) api->encoder_close(enc);
@@ -77,6 +78,7 @@ X265Driver::X265Driver(const EncoderConfig& cfg) : impl_(new Impl) {
         if (const char* r = reserved_option(kv.first, kReserved265))
             throw ArgError(std::string("x265 option '") + r + "' is fixed by vcmtool's per-CTU QP driver");
         // "threads" (as for x264) sizes x265's worker pool; the bitstream does not depend on it.
+        if (kv.first == "crf" || kv.first == "bitrate") m.rate_control = true;
         m.set(kv.first == "threads" ? std::string("pools") : kv.first, kv.second);
     }
     m.set("aq-mode", "1");
@@ -104,7 +106,10 @@ std::string X265Driver::encode(const PlaneRef planes[3], const FrameQp& qp) {
     m.pic->colorSpace = X265_CSP_I420;
     m.pic->sliceType = X265_TYPE_AUTO;
     m.pic->pts = m.pts++;
-    m.pic->forceqp = base >= 0 ? base + 1 : X265_QP_AUTO;
+    // Under CRF/ABR (crf= or bitrate= among the options) the rate control sets the frame QP and
+    // the offsets (grid - base) ride on it; with constant QP the frame QP is forced to base.
+    const bool forced = base >= 0 && !m.rate_control;
+    m.pic->forceqp = forced ? base + 1 : X265_QP_AUTO;
     m.pic->quantOffsets = m.offsets.empty() ? nullptr : m.offsets.data();
     x265_nal* nals = nullptr;
     uint32_t n = 0;
@@ -113,7 +118,7 @@ std::string X265Driver::encode(const PlaneRef planes[3], const FrameQp& qp) {
     if (r < 0) throw std::runtime_error("x265 failed to encode frame " + std::to_string(frames_in_));
     ++frames_in_;
     frames_out_ += r;
-    last_base_ = base;
+    last_base_ = forced ? base : -1;
     std::string out;
     m.append(out, nals, n);
     return out;

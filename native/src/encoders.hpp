@@ -4,6 +4,8 @@
 // Recipe (docs/design.md, "Encoder backends"): adaptive quantization on with a negligible strength
 // (aq-strength 0.0001; 0 makes the encoders switch AQ off and ignore offsets), cutree / mbtree
 // off, qg-size 64, the frame QP forced to `base` and per-16x16-block offsets = CTU QP - base.
+// With crf= (or bitrate=) among the options the encoder's rate control picks each frame's QP
+// instead and the same offsets ride on it (nothing is forced).
 #pragma once
 
 #include <cstdint>

@@ -44,6 +44,7 @@ class BenchConfig:
     qps: list[int] = field(default_factory=lambda: [22, 27, 32, 37])
     qp_offsets: list[int] | None = None
     offset_base: int = 32
+    crf: bool = False  # qps are CRF values for encoders with CRF rate control (x264, x265)
     frames: int | None = None
     skip: int = 0
     size: str | None = None
@@ -59,6 +60,9 @@ class BenchConfig:
     judges: list[str] | None = None  # detectors that score the decoded frames (None: see judges.py)
     map_options: dict = field(default_factory=dict)
     encoder_params: dict[str, str] = field(default_factory=dict)
+    # options for one encoder only (--param CODEC:KEY=VALUE), over encoder_params
+    codec_params: dict[str, dict[str, str]] = field(default_factory=dict)
+    codec_presets: dict[str, str] = field(default_factory=dict)  # --preset CODEC:NAME, over preset
     gt: str | None = None
     gt_min_score: float = PSEUDO_GT_MIN_SCORE  # pseudo ground truth; not in any point's key
     gt_stable: int = 0  # pseudo ground truth: frames around an object that must see it too
@@ -76,6 +80,13 @@ class BenchConfig:
     def to_json(self) -> dict:
         return asdict(self)
 
+    def params_for(self, codec: str) -> dict[str, str]:
+        """The encoder options ``codec`` gets: the shared ones, then its own."""
+        return {**self.encoder_params, **self.codec_params.get(codec, {})}
+
+    def preset_for(self, codec: str) -> str:
+        return self.codec_presets.get(codec, self.preset)
+
 
 @dataclass(frozen=True)
 class PointSpec:
@@ -84,6 +95,7 @@ class PointSpec:
     qpmap: str
     qp: int
     qp_offset: int = 0
+    crf: bool = False  # ``qp`` is a CRF value (the map's base QP is the same number)
 
     @property
     def method(self) -> str:
@@ -91,7 +103,20 @@ class PointSpec:
 
     @property
     def rate_label(self) -> str:
-        return f"QP{self.qp}" + (f"{self.qp_offset:+d}" if self.qp_offset else "")
+        offset = f"{self.qp_offset:+d}" if self.qp_offset else ""
+        return f"{'CRF' if self.crf else 'QP'}{self.qp}{offset}"
+
+
+@functools.cache
+def has_crf(codec: str) -> bool:
+    from vcmtool.encoders import ENCODERS
+
+    return ENCODERS.get(codec).crf_range is not None
+
+
+def make_spec(cfg: BenchConfig, inp: str, codec: str, qpmap: str, qp: int, k: int = 0) -> PointSpec:
+    """One point; under ``cfg.crf`` an encoder with CRF codes ``qp`` as its CRF, the others as a QP."""
+    return PointSpec(inp, codec, qpmap, qp, k, bool(cfg.crf) and has_crf(codec))
 
 
 def rate_points(cfg: BenchConfig, qpmap: str) -> list[tuple[int, int]]:
@@ -101,12 +126,23 @@ def rate_points(cfg: BenchConfig, qpmap: str) -> list[tuple[int, int]]:
     return [(cfg.offset_base, k) for k in cfg.qp_offsets]
 
 
+def applies(cfg: BenchConfig, codec: str, qpmap: str) -> bool:
+    """Whether ``codec`` can code method ``qpmap``: a map needs block QPs, or --allow-frame-qp
+    (a frame-QP-only encoder would refuse every point of it)."""
+    from vcmtool.encoders import get_encoder
+
+    if resolve(qpmap).qpmap == ANCHOR or cfg.allow_frame_qp:
+        return True
+    return get_encoder(codec).capabilities().block_qp is not None
+
+
 def point_specs(cfg: BenchConfig) -> list[PointSpec]:
     return [
-        PointSpec(inp, codec, src, qp, k)
+        make_spec(cfg, inp, codec, src, qp, k)
         for inp in cfg.inputs
         for codec in cfg.codecs
         for src in cfg.qpmaps
+        if applies(cfg, codec, src)
         for qp, k in rate_points(cfg, src)
     ]
 
@@ -157,6 +193,12 @@ def point_item(cfg: BenchConfig, spec: PointSpec, stream_dir: str) -> Item:
         f"{spec.input}|{spec.codec}|{spec.qpmap}|{spec.qp}|{spec.qp_offset}|"
         f"{encode_settings_key(cfg)}|{encoder_identity(spec.codec)}"
     )
+    if spec.crf:  # QP points keep the keys they always had
+        hidden += "|crf"
+    if cfg.codec_params.get(spec.codec):
+        hidden += f"|{sorted(cfg.codec_params[spec.codec].items())}"
+    if spec.codec in cfg.codec_presets:
+        hidden += f"|preset={cfg.codec_presets[spec.codec]}"
     identity = resolve(spec.qpmap).identity
     if identity:  # only methods with model files carry one: the keys of the others stay as they were
         hidden += f"|{identity}"

@@ -20,7 +20,7 @@ from importlib import metadata
 from pathlib import Path
 
 from vcmtool.atomic import atomic_path, write_text_atomic
-from vcmtool.bench.grid import ANCHOR
+from vcmtool.bench.grid import ANCHOR, PointSpec
 from vcmtool.bench.run import JUDGE_BD_KEYS, BenchResult
 from vcmtool.eval.coco import EVAL_MIN_SCORE
 from vcmtool.provenance import base_versions, git_commit, md5_file
@@ -220,6 +220,7 @@ def _point_row(p: dict) -> dict:
         "notes": p["notes"],
         "task_model": p["task_model"],
         "encoder_version": p["versions"].get("ffmpeg/encoder"),
+        "rate": PointSpec(**s).rate_label,  # QP32, QP32+4 or CRF35
     }
 
 
@@ -355,8 +356,15 @@ def grid_line(cfg) -> str:
         return ", ".join(map(str, v))
 
     rates = f"base QPs {join(cfg.qps)}"
+    if getattr(cfg, "crf", False):
+        rates = (
+            f"CRF {join(cfg.qps)} for encoders with CRF rate control (x264, x265; a map's offsets "
+            "from QP = the CRF ride on the encoder's frame QPs), the same numbers as QPs for the others"
+        )
     if cfg.qp_offsets:
         rates += f" (anchor); map sources at QP {cfg.offset_base} with offsets {join(cfg.qp_offsets)}"
+    scoped = getattr(cfg, "codec_presets", None) or {}
+    presets = "".join(f" ({c}: {p})" for c, p in scoped.items())
     coding = "low delay (one I frame)" if cfg.intra_period == 0 else f"intra period {cfg.intra_period}"
     scales = getattr(cfg, "scales", None) or ["1"]
     scaled = (
@@ -368,8 +376,8 @@ def grid_line(cfg) -> str:
     )
     return (
         f"Grid: encoders {join(cfg.codecs)}; QP-map sources {join(cfg.qpmaps)}; {rates}; preset "
-        f"{cfg.preset}; {coding} for clips, intra for images; {cfg.frames or 'all'} frames per clip; "
-        f"ctu {cfg.ctu}.{scaled}"
+        f"{cfg.preset}{presets}; {coding} for clips, intra for images; {cfg.frames or 'all'} frames per "
+        f"clip; ctu {cfg.ctu}.{scaled}"
     )
 
 

@@ -19,7 +19,9 @@ from vcmtool.bench.grid import (
     ANCHOR,
     BenchConfig,
     PointSpec,
+    applies,
     groups,
+    make_spec,
     point_item,
     point_specs,
     rate_points,
@@ -74,6 +76,13 @@ def validate(cfg: BenchConfig) -> list[str]:
     if ANCHOR not in cfg.qpmaps:
         cfg.qpmaps = [ANCHOR, *cfg.qpmaps]
         notes.append("added the uniform-QP anchor 'none': BD figures are measured against it")
+    for c in cfg.codecs:
+        skipped = [m for m in cfg.qpmaps if not applies(cfg, c, m)]
+        if skipped:
+            notes.append(
+                f"{c} sets one QP per frame: {', '.join(skipped)} not run on it "
+                "(--allow-frame-qp codes each map's frame mean)"
+            )
     for m in cfg.qpmaps:
         n = len(rate_points(cfg, m))
         if n < MIN_RATE_POINTS:
@@ -277,7 +286,7 @@ def score(
                 curve = []
                 series = {j: _series() for j in judges}
                 for qp, k in rate_points(cfg, method):
-                    specs = [PointSpec(m, codec, method, qp, k) for m in members]
+                    specs = [make_spec(cfg, m, codec, method, qp, k) for m in members]
                     if not all(s in results for s in specs):
                         continue  # a failed point leaves a hole; the curve goes on without it
                     rs = [results[s] for s in specs]
@@ -298,8 +307,8 @@ def score(
                 for j in judges:
                     boot[(j, codec, method)] = series[j]
             for method in cfg.qpmaps:
-                if method == ANCHOR:
-                    continue
+                if method == ANCHOR or not applies(cfg, codec, method):
+                    continue  # a method the encoder cannot code has no row (a note says so)
                 row = _bd_row(
                     gname, codec, method, boot[(primary, codec, ANCHOR)], boot[(primary, codec, method)]
                 )

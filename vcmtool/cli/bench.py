@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from vcmtool.bench.protocols import PROTOCOLS
 from vcmtool.cli import main
 from vcmtool.cli.options import (
     SOURCES_HELP,
@@ -63,6 +64,18 @@ def _names(value: str) -> list[str]:
     help="base QPs: the anchor's rate points, and the map sources' unless --qp-offsets",
 )
 @click.option(
+    "--crf",
+    is_flag=True,
+    help="--qps are CRF values for the encoders with CRF rate control (x264, x265: a map rides "
+    "on the encoder's frame QPs as offsets from QP = the CRF); the others code them as QPs",
+)
+@click.option(
+    "--protocol",
+    type=click.Choice(sorted(PROTOCOLS)),
+    help="a paper's evaluation grid; it sets the options not given on the command line. vcs: "
+    + PROTOCOLS["vcs"].summary,
+)
+@click.option(
     "--qp-offsets",
     callback=_int_list,
     help="JRD QP-offset protocol for map sources: map at --offset-base plus each offset "
@@ -95,7 +108,13 @@ def _names(value: str) -> list[str]:
 )
 @source_options
 @input_options
-@click.option("--preset", default="medium", show_default=True)
+@click.option(
+    "--preset",
+    default="medium",
+    show_default=True,
+    metavar="NAME[,CODEC:NAME...]",
+    help="encoder preset, for every encoder or (CODEC:NAME) for one",
+)
 @click.option(
     "--intra-period",
     type=click.IntRange(min=0),
@@ -111,7 +130,13 @@ def _names(value: str) -> list[str]:
     is_flag=True,
     help="let frame-QP-only encoders use one QP per frame from the map (else they refuse)",
 )
-@click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="extra encoder parameter")
+@click.option(
+    "--param",
+    "params",
+    multiple=True,
+    metavar="[CODEC:]KEY=VALUE",
+    help="extra encoder parameter, for every encoder or (CODEC:) for one",
+)
 @click.option(
     "--judges",
     help="comma-separated detectors that score every point, each against its own pseudo ground "
@@ -190,6 +215,21 @@ def bench(
     from vcmtool.bench.report import to_json, write_report
     from vcmtool.bench.run import run_bench
 
+    protocol_params: tuple[str, ...] = ()
+    if kw["protocol"]:
+        ctx = click.get_current_context()
+        proto = PROTOCOLS[kw["protocol"]]
+        given = {
+            n for n in ctx.params if ctx.get_parameter_source(n) is click.core.ParameterSource.COMMANDLINE
+        }
+        chosen = {n: v for n, v in proto.options.items() if n not in given}
+        codecs, qpmaps, qps = (
+            chosen.pop("codecs", codecs),
+            chosen.pop("qpmaps", qpmaps),
+            chosen.pop("qps", qps),
+        )
+        kw.update(chosen)
+        protocol_params = proto.params
     if not qps:
         raise UsageError("--qps: give at least one QP")
     if any(not 0 <= q <= 63 for q in qps):
@@ -197,6 +237,8 @@ def bench(
     from vcmtool.bench.methods import split_scale
 
     map_opts = collect_map_options(kw, [split_scale(m)[0] for m in _names(qpmaps)])
+    shared, scoped = _scoped_params(_names(codecs), protocol_params, params)
+    preset, codec_presets = _scoped_presets(_names(codecs), kw["preset"])
     cfg = BenchConfig(
         inputs=list(inputs),
         output=output,
@@ -210,7 +252,8 @@ def bench(
         size=kw["size"],
         fps=kw["fps"],
         pix_fmt=kw["pix_fmt"],
-        preset=kw["preset"],
+        preset=preset,
+        codec_presets=codec_presets,
         intra_period=kw["intra_period"],
         threads=kw["threads"],
         allow_frame_qp=kw["allow_frame_qp"],
@@ -219,7 +262,9 @@ def bench(
         task_model=kw["task_model"],
         judges=_names(judges) if judges is not None else None,
         map_options=map_opts,
-        encoder_params=parse_params(params),
+        encoder_params=shared,
+        codec_params=scoped,
+        crf=kw["crf"],
         gt=kw["gt"],
         gt_min_score=kw["gt_min_score"],
         gt_stable=kw["gt_stable"],
@@ -236,7 +281,13 @@ def bench(
 
     for codec in cfg.codecs:  # a typo in --preset or --param must not cost a bench of failed points
         get_encoder(codec).check_settings(
-            EncodeSettings(cfg.preset, cfg.intra_period, cfg.threads, cfg.allow_frame_qp, cfg.encoder_params)
+            EncodeSettings(
+                cfg.preset_for(codec),
+                cfg.intra_period,
+                cfg.threads,
+                cfg.allow_frame_qp,
+                cfg.params_for(codec),
+            )
         )
     if cfg.side_stream_budget is not None:
         from vcmtool.sidestreams.budget import SideBudget
@@ -248,6 +299,42 @@ def bench(
         emit_json(to_json(res))
     else:
         _print_summary(res)
+
+
+def _scoped_params(
+    codecs: list[str], protocol: tuple[str, ...], given: tuple[str, ...]
+) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    """--param entries -> (for every encoder, {codec: for that one}). ``CODEC:KEY=VALUE`` is
+    scoped: a protocol's entries for encoders not in the grid are dropped, the user's are refused."""
+    shared: dict[str, str] = {}
+    scoped: dict[str, dict[str, str]] = {}
+    for from_user, items in ((False, protocol), (True, given)):
+        for key, value in parse_params(items).items():
+            codec, sep, name = key.rpartition(":")
+            if not sep:
+                shared[key] = value
+                continue
+            if codec not in codecs:
+                if from_user:
+                    raise UsageError(
+                        f"--param {key}={value}: {codec} is not in --codec ({', '.join(codecs)})"
+                    )
+                continue
+            scoped.setdefault(codec, {})[name] = value
+    return shared, scoped
+
+
+def _scoped_presets(codecs: list[str], value: str) -> tuple[str, dict[str, str]]:
+    """``--preset veryfast,vvenc:faster`` -> ("veryfast", {"vvenc": "faster"}); scoped names of
+    encoders not in the grid are dropped (a protocol names presets for encoders one may leave out)."""
+    shared, scoped = "medium", {}
+    for item in _names(value):
+        codec, sep, name = item.rpartition(":")
+        if not sep:
+            shared = item
+        elif codec in codecs:
+            scoped[codec] = name
+    return shared, scoped
 
 
 def _print_summary(res) -> None:

@@ -52,6 +52,12 @@ from vcmtool.pipeline import EncodeJob, default_output, job_outputs, run_encode
 )
 @click.option("--target-bpp", type=float, help="like --target-kbps, in bits per pixel")
 @click.option(
+    "--crf",
+    type=click.FloatRange(0, 51),
+    help="x264/x265 constant rate factor: the encoder picks each frame's QP and the map's "
+    "deviations from its base (--qp, default: the CRF rounded) ride on it as offsets",
+)
+@click.option(
     "--scale",
     default="1",
     show_default=True,
@@ -183,6 +189,9 @@ def encode(
         raise UsageError("--record needs the bitstream in a file; use -o FILE")
     map_opts = collect_map_options(kw, [kw["qpmap"]])
     kw["ctu"] = int(kw["ctu"])
+    ctx = click.get_current_context()
+    if kw["crf"] is not None and ctx.get_parameter_source("qp") is not click.core.ParameterSource.COMMANDLINE:
+        kw["qp"] = round(kw["crf"])  # the map's base sits where CRF's frame QPs will be
     if record:
         from vcmtool.golden import RECORD_THREADS
 

@@ -87,6 +87,10 @@ class EncodeSettings:
     threads: int = 1  # 1 keeps the bytes reproducible across machines
     allow_frame_qp: bool = False
     params: dict[str, str] = field(default_factory=dict)
+    # rate control by constant rate factor (backends with ``crf_range``): the encoder picks each
+    # frame's QP; a map's per-block offsets are its QPs minus ``crf_base`` (the map's base QP)
+    crf: float | None = None
+    crf_base: int = 32
 
 
 @dataclass
@@ -107,11 +111,22 @@ class Encoder(ABC):
     param_separators: ClassVar[str] = ",:="
     #: preset names the backend accepts (empty: any name, checked by the encoder itself)
     presets: ClassVar[tuple[str, ...]] = ()
+    #: CRF values the backend's rate control takes (None: no CRF; ``--crf`` is refused)
+    crf_range: ClassVar[tuple[float, float] | None] = None
 
     def check_settings(self, settings: EncodeSettings) -> None:
         """Refuse presets and ``--param`` keys/values this backend would ignore or misread."""
         if self.presets and settings.preset not in self.presets:
             raise UsageError(f"--preset {settings.preset}: {self.name} presets are {', '.join(self.presets)}")
+        if settings.crf is not None:
+            if self.crf_range is None:
+                with_crf = ", ".join(n for n in ENCODERS.names() if ENCODERS.get(n).crf_range is not None)
+                raise UsageError(
+                    f"--crf: {self.name} has no CRF rate control ({with_crf} have); use --qp or --target-kbps"
+                )
+            lo, hi = self.crf_range
+            if not lo <= settings.crf <= hi:
+                raise UsageError(f"--crf {settings.crf:g}: {self.name} takes {lo:g}..{hi:g}")
         for key, value in settings.params.items():
             if key in self.owned_params:
                 raise UsageError(

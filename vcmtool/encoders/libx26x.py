@@ -35,7 +35,7 @@ from vcmtool.encoders.base import (
 )
 from vcmtool.encoders.ffmpeg import ffmpeg_encode, ffmpeg_version, has_encoder
 from vcmtool.encoders.frame_qp import zones
-from vcmtool.errors import EncoderError
+from vcmtool.errors import EncoderError, UsageError
 from vcmtool.io.open import Clip
 from vcmtool.qpmap.maps import QPMaps
 from vcmtool.qpmap.raster import grid_shape
@@ -263,7 +263,7 @@ PRESETS = X264_STYLE_PRESETS
 # Keys that carry the per-block QP recipe, the rate or the GOP: set by vcmtool, never by --param.
 _OWNED = {
     "qp": "--qp / --qpmap",
-    "crf": "--qp",
+    "crf": "--crf",
     "bitrate": "--target-kbps",
     "aq-mode": "--qpmap",
     "aq-strength": "--qpmap",
@@ -277,6 +277,7 @@ _OWNED = {
 
 class _X26x(Encoder):
     presets = PRESETS
+    crf_range = (0.0, 51.0)
     param_separators = ",:="  # ':' separates ffmpeg's -x265-params / -x264-params
     codec: ClassVar[str]
     ffmpeg_codec: ClassVar[str]
@@ -325,7 +326,12 @@ class _X26x(Encoder):
         if self.driver() is not None:
             return self._encode_native(clip, maps, settings, out_path, progress)
         base, zone = zones(maps.frame_qps())
-        params = [f"qp={base}", *self.lowdelay, f"keyint={settings.intra_period or 100000}"]
+        rate = f"qp={base}"
+        if settings.crf is not None:
+            if not (maps.data == settings.crf_base).all():
+                raise UsageError(f"{self.name}: --crf with a QP map needs the native per-CTU driver")
+            rate, zone = f"crf={settings.crf:g}", ""
+        params = [rate, *self.lowdelay, f"keyint={settings.intra_period or 100000}"]
         if zone:
             params.append(f"zones={zone}")
         params += [f"{k}={v}" for k, v in settings.params.items()]
@@ -381,6 +387,12 @@ class _X26x(Encoder):
         params = {"keyint": str(settings.intra_period or 100000), **settings.params}
         if settings.threads:
             params.setdefault("threads", str(settings.threads))
+        # --crf: the encoder's rate control picks the frame QPs; the map rides on them as
+        # offsets from its base (else the frame QP is forced to the map's rounded mean)
+        base = None
+        if settings.crf is not None:
+            params["crf"] = f"{settings.crf:g}"
+            base = settings.crf_base
         enc = self.driver_cls(
             info.width, info.height, info.fps.numerator, info.fps.denominator, 8, settings.preset, params
         )
@@ -394,7 +406,7 @@ class _X26x(Encoder):
                 fr = fr.to_bit_depth(8)
                 grid = maps.frame(fr.index).astype("int32")
                 try:
-                    data = enc.encode(fr.y, fr.u, fr.v, grid, None, ctu)
+                    data = enc.encode(fr.y, fr.u, fr.v, grid, base, ctu)
                 except (DriverError, ValueError) as e:  # one-line error, not a traceback
                     detail = e.detail if isinstance(e, DriverError) else e
                     raise EncoderError(f"{self.name}: frame {fr.index}: {detail}") from None

@@ -113,10 +113,16 @@ def setup(job: EncodeJob, source: QPMapSource | None = None) -> EncodeSetup:
     notes: list[str] = check_job(job)
     log.debug("job %s", job)
     encoder = get_encoder(job.codec)
+    params = dict(job.encoder_params)
     settings = EncodeSettings(
-        job.preset, job.intra_period, job.threads, job.allow_frame_qp, dict(job.encoder_params)
+        job.preset, job.intra_period, job.threads, job.allow_frame_qp, params, crf=job.crf, crf_base=job.qp
     )
     encoder.check_settings(settings)
+    if job.crf is not None and job.qpmap != "none":
+        notes.append(
+            f"--crf {job.crf:g}: {job.codec}'s rate control set each frame's QP; the map's deviations "
+            f"from QP {job.qp} rode on it as offsets (the reported maps are the requested QPs)"
+        )
     caps = encoder.capabilities()
     out = Path(job.output or default_output(job, caps.extension))
     check_outputs(job_outputs(job, out), job_inputs(job))  # before any work: nothing is lost
@@ -367,6 +373,7 @@ def build_report(
         **report_fields(quality, job.vmaf),  # psnr_u/v, ssim_y, ssim (All), vmaf: see quality.py
         "qp": job.qp,
         "qp_offset": job.qp_offset,
+        "crf": job.crf,
         # --scale: width/height above are the original size (bpp and quality refer to it)
         "scale": plan.scale if plan.info is not None else 1.0,
         "coded_width": cinfo.width,

@@ -23,6 +23,9 @@ class EncodeJob:
     qpmap: str = "none"
     qp: int = 32
     qp_offset: int = 0
+    # x264/x265 rate control by constant rate factor: the encoder picks each frame's QP and a
+    # map's deviations from ``qp`` (its base) ride on it as per-block offsets
+    crf: float | None = None
     ctu: int = 64
     size: str | None = None
     fps: float | None = None

@@ -97,6 +97,7 @@ class EncodeReport(TypedDict):
     vmaf_model: NotRequired[str | None]
     qp: int
     qp_offset: int
+    crf: float | None  # --crf: the frame QPs were the encoder's (maps are offsets from qp)
     scale: float
     coded_width: int
     coded_height: int
