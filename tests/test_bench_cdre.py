@@ -118,3 +118,24 @@ def test_method_specs_and_errors(tmp_path):
     clip = tmp_path / "missing.y4m"
     r = run_cli("bench", str(clip), "--qpmap", f"cdre:{tmp_path}", "-o", str(tmp_path / "o"))
     assert r.returncode != 0 and b"Traceback" not in r.stderr and b"cdre_decoder.pt" in r.stderr
+
+
+def test_side_free_oracle_rescores_the_stored_run_without_side_bits(cdre_bench):
+    """benchmarks/side_free.py: the stored run scored again with the side stream's bits left out;
+    nothing is encoded or detected again."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out, res = cdre_bench
+    before = sorted(p.name for p in (out / "state").rglob("*.json"))
+    script = Path(__file__).parents[1] / "benchmarks" / "side_free.py"
+    cmd = [sys.executable, str(script), str(out / "results.json"), "--json"]
+    r = subprocess.run(cmd, capture_output=True)
+    assert r.returncode == 0, r.stderr.decode()[-2000:]
+    rows = json.loads(r.stdout)
+    cdre = [p for p in res["points"] if p["method"] == "cdre-fd"]
+    share = sum(p["side_bits"] for p in cdre) / sum(p["bits"] for p in cdre)
+    assert [(x["method"], round(x["side_share"], 9)) for x in rows] == [("cdre-fd", round(share, 9))]
+    assert 0 < share < 1
+    assert sorted(p.name for p in (out / "state").rglob("*.json")) == before

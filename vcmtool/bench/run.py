@@ -119,7 +119,25 @@ def _strip(result: dict) -> dict:
     return {k: v for k, v in result.items() if k != "detections"}
 
 
+@dataclass
+class Gathered:
+    """Everything a bench computed before scoring: the reference detections, each point's result,
+    the failures and notes, and the other judges' detections (see ``score``)."""
+
+    sources: dict[str, dict]
+    results: dict[PointSpec, dict]
+    failures: list[dict]
+    notes: list[str]
+    judged: dict[str, tuple[dict, dict]]
+
+
 def run_bench(cfg: BenchConfig) -> BenchResult:
+    g = gather(cfg)
+    return score(cfg, g.sources, g.results, g.failures, g.notes, g.judged)
+
+
+def gather(cfg: BenchConfig) -> Gathered:
+    """Run (or load from ``cfg.output``'s state) every point and judge; nothing is scored yet."""
     notes = validate(cfg)
     out = Path(cfg.output)
     state = out / "state"
@@ -168,7 +186,7 @@ def run_bench(cfg: BenchConfig) -> BenchResult:
     if failures:
         notes.append(f"{len(failures)} rate point(s) failed; see failures (rerun to retry them)")
     judged = _run_judges(cfg, judges, results, state, failures, notes)
-    return score(cfg, sources, results, failures, notes, judged)
+    return Gathered(sources, results, failures, notes, judged)
 
 
 def _run_judges(
