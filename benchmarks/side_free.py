@@ -54,40 +54,47 @@ def main(argv: list[str] | None = None) -> int:
         r["side_bits"] = 0
     free = score(cfg, g.sources, g.results, g.failures, list(g.notes), g.judged)
     before = {(b["group"], b["codec"], b["method"]): b for b in counted.bd}
+    keys = ("bd_rate_map50", "bd_rate_map50_ci", "bd_rate_map", "bd_rate_map_ci")
     lines, rows = [], []
     if a.markdown:
         lines += [
-            "| group | codec | method | side share | BD-rate mAP@.5 counted | free "
+            "| group | codec | method | judge | side share | BD-rate mAP@.5 counted | free "
             "| BD-rate mAP counted | free |",
-            "|---|---|---|---|---|---|---|---|",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
     for b in free.bd:
         s = share.get((b["codec"], b["method"]), [0, 1])
         if not s[0]:
             continue  # no side stream: nothing to take out
         c = before[(b["group"], b["codec"], b["method"])]
-        keys = ("bd_rate_map50", "bd_rate_map50_ci", "bd_rate_map", "bd_rate_map_ci")
-        rows.append(
-            {
-                "group": b["group"],
-                "codec": b["codec"],
-                "method": b["method"],
-                "side_share": s[0] / s[1],
-                "counted": {k: c.get(k) for k in keys},
-                "free": {k: b.get(k) for k in keys},
-            }
-        )
-        cells = [
-            b["group"],
-            b["codec"],
-            b["method"],
-            f"{100 * s[0] / s[1]:.1f}%",
-            fmt(c.get("bd_rate_map50"), c.get("bd_rate_map50_ci")),
-            fmt(b.get("bd_rate_map50"), b.get("bd_rate_map50_ci")),
-            fmt(c.get("bd_rate_map"), c.get("bd_rate_map_ci")),
-            fmt(b.get("bd_rate_map"), b.get("bd_rate_map_ci")),
-        ]
-        lines.append("| " + " | ".join(cells) + " |" if a.markdown else "  ".join(cells))
+        # every judge's figures (methods with their own receiver have the task model's only)
+        for judge, fj in (b.get("judges") or {cfg.task_model: b}).items():
+            if fj is None:
+                continue  # a judge that does not score this method (cdre: its own receiver)
+            cj = (c.get("judges") or {cfg.task_model: c}).get(judge) or {}
+            rows.append(
+                {
+                    "group": b["group"],
+                    "codec": b["codec"],
+                    "method": b["method"],
+                    "judge": judge,
+                    "side_share": s[0] / s[1],
+                    "counted": {k: cj.get(k) for k in keys},
+                    "free": {k: fj.get(k) for k in keys},
+                }
+            )
+            cells = [
+                b["group"],
+                b["codec"],
+                b["method"],
+                judge,
+                f"{100 * s[0] / s[1]:.1f}%",
+                fmt(cj.get("bd_rate_map50"), cj.get("bd_rate_map50_ci")),
+                fmt(fj.get("bd_rate_map50"), fj.get("bd_rate_map50_ci")),
+                fmt(cj.get("bd_rate_map"), cj.get("bd_rate_map_ci")),
+                fmt(fj.get("bd_rate_map"), fj.get("bd_rate_map_ci")),
+            ]
+            lines.append("| " + " | ".join(cells) + " |" if a.markdown else "  ".join(cells))
     print(json.dumps(rows) if a.json else "\n".join(lines))
     return 0
 
