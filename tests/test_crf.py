@@ -128,3 +128,20 @@ def test_bench_scoped_options_and_a_frame_qp_encoder(bikes_y4m, tmp_path):
     assert {p["rate"] for p in res["points"]} == {"QP40", "QP47"}  # no CRF in VVenC: QPs
     assert not [b for b in res["bd"] if b["method"] == "roi"]
     assert any("vvenc sets one QP per frame: roi not run" in n for n in res["warnings"])
+
+
+def test_crf_without_qp_puts_the_map_base_at_the_crf_everywhere(bikes_y4m, tmp_path):
+    """CLI, Python API and manifests share one default: --crf without --qp builds the map at QP =
+    the CRF rounded (so an absolute map's offsets are taken where CRF's frame QPs will be)."""
+    from vcmtool import api
+    from vcmtool.batch import parse_manifest
+
+    rows = parse_manifest(
+        f"input,codec,crf\n{bikes_y4m},x265,37.6\n{bikes_y4m},x265,\n", "m.csv", tmp_path, tmp_path
+    )
+    assert [(r.job.crf, r.job.qp) for r in rows] == [(37.6, 38), (None, 32)]
+    fast = {"codec": "x265", "crf": 41, "frames": 2, "preset": "ultrafast"}
+    rep = api.encode(bikes_y4m, tmp_path / "a.hevc", **fast)
+    assert (rep["crf"], rep["qp"]) == (41, 41)
+    rep = api.encode(bikes_y4m, tmp_path / "b.hevc", qp=30, **fast)
+    assert (rep["crf"], rep["qp"]) == (41, 30)

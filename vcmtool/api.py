@@ -18,7 +18,7 @@ from typing import Any
 from vcmtool.io.open import Clip
 from vcmtool.io.open import open_video as _open_video
 from vcmtool.outputs import refuse_existing
-from vcmtool.pipeline import EncodeJob, default_output, job_outputs, run_encode, run_qpmap
+from vcmtool.pipeline import EncodeJob, crf_base, default_output, job_outputs, run_encode, run_qpmap
 from vcmtool.qpmap.maps import QPMaps
 
 _JOB_FIELDS = {f.name for f in fields(EncodeJob)} - {"input", "output", "map_options", "encoder_params"}
@@ -51,7 +51,7 @@ def _job(
         output=None if output is None else os.fspath(output),
         map_options=map_opts,
         encoder_params={k: str(v) for k, v in (params or {}).items()},
-        **options,
+        **crf_base(options),
     )
 
 

@@ -38,7 +38,7 @@ from vcmtool.encoders import ENCODERS, EncodeSettings
 from vcmtool.errors import UsageError
 from vcmtool.jobcheck import check_job
 from vcmtool.outputs import check_outputs
-from vcmtool.pipeline import EncodeJob, job_inputs, job_outputs, run_encode
+from vcmtool.pipeline import EncodeJob, crf_base, job_inputs, job_outputs, run_encode
 from vcmtool.provenance import md5_file
 from vcmtool.runner import Item
 
@@ -189,7 +189,7 @@ def parse_manifest(text: str, where: str, base: Path, outdir: Path, allow_outsid
             k: resolve_option(k, _coerce(k, v, at), outdir if k in OUTPUT_FIELDS else base)
             for k, v in raw.items()
         }
-        job = EncodeJob(**kw)
+        job = EncodeJob(**crf_base(kw))
         if job.codec not in ENCODERS:
             raise UsageError(
                 f"{at}: unknown codec {job.codec!r}; choose one of: {', '.join(ENCODERS.names())}"

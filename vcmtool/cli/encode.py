@@ -23,7 +23,7 @@ from vcmtool.cli.options import (
 from vcmtool.cli.summary import print_encode_summary
 from vcmtool.errors import UsageError
 from vcmtool.outputs import Output, check_outputs, refuse_existing
-from vcmtool.pipeline import EncodeJob, default_output, job_outputs, run_encode
+from vcmtool.pipeline import EncodeJob, crf_base, default_output, job_outputs, run_encode
 
 
 @main.command(cls=MapSourceCommand)
@@ -189,9 +189,9 @@ def encode(
         raise UsageError("--record needs the bitstream in a file; use -o FILE")
     map_opts = collect_map_options(kw, [kw["qpmap"]])
     kw["ctu"] = int(kw["ctu"])
-    ctx = click.get_current_context()
-    if kw["crf"] is not None and ctx.get_parameter_source("qp") is not click.core.ParameterSource.COMMANDLINE:
-        kw["qp"] = round(kw["crf"])  # the map's base sits where CRF's frame QPs will be
+    if click.get_current_context().get_parameter_source("qp") is not click.core.ParameterSource.COMMANDLINE:
+        del kw["qp"]  # EncodeJob's default, or the CRF's (crf_base)
+    kw = crf_base(kw)
     if record:
         from vcmtool.golden import RECORD_THREADS
 

@@ -15,7 +15,7 @@ other combination, and features that need all maps first (MFIBA targets, frame-Q
 from __future__ import annotations
 
 from vcmtool.pipeline.encode import run_encode
-from vcmtool.pipeline.job import EncodeJob, default_output, job_inputs, job_outputs
+from vcmtool.pipeline.job import EncodeJob, crf_base, default_output, job_inputs, job_outputs
 from vcmtool.pipeline.maps import compute_maps, job_source, map_context, run_qpmap, streams_maps
 from vcmtool.pipeline.report import EncodeReport
 from vcmtool.pipeline.scale import ScalePlan, plan_scale
@@ -25,6 +25,7 @@ __all__ = [
     "EncodeReport",
     "ScalePlan",
     "compute_maps",
+    "crf_base",
     "default_output",
     "job_inputs",
     "job_outputs",

@@ -9,8 +9,10 @@ The stages read them through :mod:`vcmtool.pipeline.encode`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from vcmtool.outputs import Output
 
@@ -54,6 +56,17 @@ class EncodeJob:
     overlap: bool = True  # predict streamed maps while encoding (False: all maps first; same bytes)
     scale: str = "1"  # code at this fraction of the size ("0.75"), or "auto" (vcmtool.resample)
     scale_filter: str | None = None  # downscaling filter (None: vcmtool.resample.DOWN_FILTER)
+
+
+def crf_base(fields: dict[str, Any]) -> dict[str, Any]:
+    """``fields`` (EncodeJob keyword arguments) with ``qp`` at the CRF rounded when ``crf`` comes
+    without a ``qp``: a map's base then sits where CRF's frame QPs will be. The CLI, the Python API
+    and manifests share this default (a bad ``crf`` is left for ``check_job`` to refuse)."""
+    crf = fields.get("crf")
+    usable = isinstance(crf, int | float) and not isinstance(crf, bool) and math.isfinite(crf)
+    if fields.get("qp") is None and usable and 0 <= crf <= 63:
+        return {**fields, "qp": round(crf)}
+    return fields
 
 
 def default_output(job: EncodeJob, ext: str) -> str:
