@@ -64,6 +64,8 @@ def print_encode_summary(r: dict) -> None:
         f"{q['source']}: QP {q['min']}..{q['max']} mean {q['mean']:.2f} "
         f"(ctu {q['ctu']}, grid {q['grid'][0]}x{q['grid'][1]})",
     )
+    if r.get("crf") is not None:  # the map's QPs were offsets on the encoder's own frame QPs
+        t.add_row("rate", f"CRF {r['crf']:g}: frame QPs by the encoder, the map as offsets from QP {r['qp']}")
     if r.get("target"):
         tg = r["target"]
         t.add_row(
