@@ -182,6 +182,18 @@ def test_grid_rate_protocols_and_resume_keys():
     assert not set(keys) & {point_item(cfg, s, "streams").key for s in specs}
     cfg.qp_offsets = None
     assert rate_points(cfg, "roi") == rate_points(cfg, "none")
+    # CRF points: only encoders with CRF code them (others keep QP points and their keys), and
+    # their keys differ from the QP points'; options scoped to one encoder move its keys only
+    cfg.preset, cfg.codecs = "medium", ["x265", "kvazaar"]
+    qp_keys = {(s.codec, s.qp): point_item(cfg, s, "streams").key for s in point_specs(cfg)}
+    cfg.crf = True
+    crf = {(s.codec, s.qp): (s.rate_label, point_item(cfg, s, "streams").key) for s in point_specs(cfg)}
+    assert {v[0] for k, v in crf.items() if k[0] == "x265"} == {"CRF22", "CRF27", "CRF32", "CRF37"}
+    assert all(crf[k][1] != qp_keys[k] for k in crf if k[0] == "x265")
+    assert all(crf[k] == (f"QP{k[1]}", qp_keys[k]) for k in crf if k[0] == "kvazaar")
+    cfg.crf, cfg.codec_params = False, {"x265": {"rd": "2"}}
+    moved = {(s.codec, s.qp): point_item(cfg, s, "streams").key for s in point_specs(cfg)}
+    assert {k for k in moved if moved[k] != qp_keys[k]} == {k for k in moved if k[0] == "x265"}
 
 
 def test_learned_map_methods_carry_a_model_fingerprint():
