@@ -115,6 +115,12 @@ def test_bench_scoped_options_and_a_frame_qp_encoder(bikes_y4m, tmp_path):
     )  # fmt: skip
     err = r.stderr.decode().strip()
     assert r.returncode != 0 and "x265 is not in --codec" in err and len(err.splitlines()) == 1
+    r = run_cli(
+        "bench", str(bikes_y4m), "--codec", "x264", "--preset", "x265:slow", "-o", str(tmp_path / "a"),
+    )  # fmt: skip
+    err = r.stderr.decode().strip()
+    assert r.returncode != 0 and "--preset x265:slow: x265 is not in --codec" in err
+    assert not (tmp_path / "a").exists()
     # a scoped preset reaches its encoder only; a map method is not run on a frame-QP encoder
     # (it would refuse every point) and has no BD row, and the report says why
     r = run_cli(

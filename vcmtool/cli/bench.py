@@ -216,6 +216,7 @@ def bench(
     from vcmtool.bench.run import run_bench
 
     protocol_params: tuple[str, ...] = ()
+    preset_from_user = True
     if kw["protocol"]:
         ctx = click.get_current_context()
         proto = PROTOCOLS[kw["protocol"]]
@@ -230,6 +231,7 @@ def bench(
         )
         kw.update(chosen)
         protocol_params = proto.params
+        preset_from_user = "preset" in given
     if not qps:
         raise UsageError("--qps: give at least one QP")
     if any(not 0 <= q <= 63 for q in qps):
@@ -238,7 +240,7 @@ def bench(
 
     map_opts = collect_map_options(kw, [split_scale(m)[0] for m in _names(qpmaps)])
     shared, scoped = _scoped_params(_names(codecs), protocol_params, params)
-    preset, codec_presets = _scoped_presets(_names(codecs), kw["preset"])
+    preset, codec_presets = _scoped_presets(_names(codecs), kw["preset"], strict=preset_from_user)
     cfg = BenchConfig(
         inputs=list(inputs),
         output=output,
@@ -324,9 +326,10 @@ def _scoped_params(
     return shared, scoped
 
 
-def _scoped_presets(codecs: list[str], value: str) -> tuple[str, dict[str, str]]:
-    """``--preset veryfast,vvenc:faster`` -> ("veryfast", {"vvenc": "faster"}); scoped names of
-    encoders not in the grid are dropped (a protocol names presets for encoders one may leave out)."""
+def _scoped_presets(codecs: list[str], value: str, strict: bool) -> tuple[str, dict[str, str]]:
+    """``--preset veryfast,vvenc:faster`` -> ("veryfast", {"vvenc": "faster"}). A scoped name for
+    an encoder not in the grid is refused when the user wrote it (``strict``) and dropped when a
+    protocol did (it names presets for encoders one may leave out)."""
     shared, scoped = "medium", {}
     for item in _names(value):
         codec, sep, name = item.rpartition(":")
@@ -334,6 +337,8 @@ def _scoped_presets(codecs: list[str], value: str) -> tuple[str, dict[str, str]]
             shared = item
         elif codec in codecs:
             scoped[codec] = name
+        elif strict:
+            raise UsageError(f"--preset {item}: {codec} is not in --codec ({', '.join(codecs)})")
     return shared, scoped
 
 
