@@ -86,11 +86,13 @@ def source_point(payload: dict) -> dict:
 
 
 def encode_point(payload: dict) -> dict:
+    from vcmtool.bench.grid import BenchConfig
     from vcmtool.bench.methods import present_frames, resolve
     from vcmtool.encoders import get_encoder
     from vcmtool.pipeline import EncodeJob, run_encode
 
     spec, cfg = payload["spec"], payload["config"]
+    grid = BenchConfig(**cfg)  # its per-encoder preset and options
     method = resolve(spec["qpmap"])
     ext = get_encoder(spec["codec"]).capabilities().extension
     out = Path(payload["stream_dir"]) / f"{payload['key']}{ext}"
@@ -108,14 +110,14 @@ def encode_point(payload: dict) -> dict:
         pix_fmt=cfg["pix_fmt"],
         frames=cfg["frames"],
         skip=cfg["skip"],
-        preset=cfg.get("codec_presets", {}).get(spec["codec"], cfg["preset"]),
+        preset=grid.preset_for(spec["codec"]),
         intra_period=cfg["intra_period"],
         threads=cfg["threads"],
         allow_frame_qp=cfg["allow_frame_qp"],
         map_interval=cfg["map_interval"],
         task_model=cfg["task_model"],
         map_options=dict(cfg["map_options"]),
-        encoder_params={**cfg["encoder_params"], **cfg.get("codec_params", {}).get(spec["codec"], {})},
+        encoder_params=grid.params_for(spec["codec"]),
         measure=True,
         side_stream=method.side_stream,
         side_stream_budget=cfg.get("side_stream_budget") if method.side_stream != "none" else None,
