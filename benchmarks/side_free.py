@@ -21,14 +21,8 @@ import sys
 from pathlib import Path
 
 from vcmtool.bench.grid import BenchConfig
-from vcmtool.bench.report import local_path
+from vcmtool.bench.report import fmt_figure, local_path
 from vcmtool.bench.run import gather, score
-
-
-def fmt(v: float | None, ci: list | None) -> str:
-    if v is None:
-        return "n/a"
-    return f"{v:+.1f}%" + (f" [{ci[0]:+.1f}, {ci[1]:+.1f}]" if ci else "")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,10 +83,10 @@ def main(argv: list[str] | None = None) -> int:
                 b["method"],
                 judge,
                 f"{100 * s[0] / s[1]:.1f}%",
-                fmt(cj.get("bd_rate_map50"), cj.get("bd_rate_map50_ci")),
-                fmt(fj.get("bd_rate_map50"), fj.get("bd_rate_map50_ci")),
-                fmt(cj.get("bd_rate_map"), cj.get("bd_rate_map_ci")),
-                fmt(fj.get("bd_rate_map"), fj.get("bd_rate_map_ci")),
+                fmt_figure(cj.get("bd_rate_map50"), cj.get("bd_rate_map50_ci"), "%"),
+                fmt_figure(fj.get("bd_rate_map50"), fj.get("bd_rate_map50_ci"), "%"),
+                fmt_figure(cj.get("bd_rate_map"), cj.get("bd_rate_map_ci"), "%"),
+                fmt_figure(fj.get("bd_rate_map"), fj.get("bd_rate_map_ci"), "%"),
             ]
             lines.append("| " + " | ".join(cells) + " |" if a.markdown else "  ".join(cells))
     print(json.dumps(rows) if a.json else "\n".join(lines))

@@ -252,7 +252,8 @@ def _cell(v) -> str:
     return str(v)
 
 
-def _fmt(v, ci=None, unit: str = "", digits: int = 1) -> str:
+def fmt_figure(v, ci=None, unit: str = "", digits: int = 1) -> str:
+    """A figure with its CI as report text (``+12.3% [-4.5, +20.1]``); n/a when missing or not finite."""
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "n/a"
     s = f"{v:+.{digits}f}{unit}"
@@ -264,12 +265,12 @@ def _fmt(v, ci=None, unit: str = "", digits: int = 1) -> str:
 def bd_cells(b: dict) -> list[str]:
     """BD-rate mAP@.5, BD-rate mAP, BD-mAP@.5, BD-mAP, BD-rate PSNR, BD-PSNR, with CIs, as text."""
     return [
-        _fmt(b["bd_rate_map50"], b.get("bd_rate_map50_ci"), "%"),
-        _fmt(b["bd_rate_map"], b.get("bd_rate_map_ci"), "%"),
-        _fmt(b["bd_map50"], b.get("bd_map50_ci")),
-        _fmt(b["bd_map"], b.get("bd_map_ci")),
-        _fmt(b["bd_rate_psnr"], None, "%"),
-        _fmt(b["bd_psnr"], None, "", 2),
+        fmt_figure(b["bd_rate_map50"], b.get("bd_rate_map50_ci"), "%"),
+        fmt_figure(b["bd_rate_map"], b.get("bd_rate_map_ci"), "%"),
+        fmt_figure(b["bd_map50"], b.get("bd_map50_ci")),
+        fmt_figure(b["bd_map"], b.get("bd_map_ci")),
+        fmt_figure(b["bd_rate_psnr"], None, "%"),
+        fmt_figure(b["bd_psnr"], None, "", 2),
     ]
 
 
@@ -283,12 +284,12 @@ def judge_bd_cells(b: dict, judge: str) -> list[str]:
         own = resolve(b["method"]).receiver is not None if "method" in b else True
         return ["n/a (receiver)" if own else "n/a"] * 6
     return [
-        _fmt(jb.get("bd_rate_map50"), jb.get("bd_rate_map50_ci"), "%"),
-        _fmt(jb.get("bd_rate_map"), jb.get("bd_rate_map_ci"), "%"),
-        _fmt(jb.get("bd_map50"), jb.get("bd_map50_ci")),
-        _fmt(jb.get("bd_map"), jb.get("bd_map_ci")),
-        _fmt(jb.get("bd_map50_low"), jb.get("bd_map50_low_ci")),
-        _fmt(jb.get("bd_rate_ap50_person"), jb.get("bd_rate_ap50_person_ci"), "%"),
+        fmt_figure(jb.get("bd_rate_map50"), jb.get("bd_rate_map50_ci"), "%"),
+        fmt_figure(jb.get("bd_rate_map"), jb.get("bd_rate_map_ci"), "%"),
+        fmt_figure(jb.get("bd_map50"), jb.get("bd_map50_ci")),
+        fmt_figure(jb.get("bd_map"), jb.get("bd_map_ci")),
+        fmt_figure(jb.get("bd_map50_low"), jb.get("bd_map50_low_ci")),
+        fmt_figure(jb.get("bd_rate_ap50_person"), jb.get("bd_rate_ap50_person_ci"), "%"),
     ]
 
 
