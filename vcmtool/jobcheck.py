@@ -88,6 +88,11 @@ def check_job(job: EncodeJob) -> list[str]:
     adjusted. Mutates ``job`` only to cap ``threads`` and to write ``map_interval`` in its
     canonical form (``8``, ``"auto"``, ``"auto:4"``), and ``scale`` in its (``"0.75"``)."""
     notes: list[str] = []
+    # before --qp: without one, qp is the CRF rounded (pipeline.crf_base), so a bad CRF is named
+    if job.crf is not None and (
+        isinstance(job.crf, bool) or not isinstance(job.crf, int | float) or not 0 <= job.crf <= QP_MAX
+    ):
+        raise UsageError(f"--crf {job.crf!r}: use a number in 0..{QP_MAX} (encoders check their own range)")
     _int(job.qp, "qp", 0, QP_MAX, "--qp")
     _int(job.qp_offset, "qp_offset", -QP_MAX, QP_MAX, "--qp-offset")
     if job.ctu not in CTUS:
@@ -114,11 +119,8 @@ def check_job(job: EncodeJob) -> list[str]:
         _positive(job.target_bpp, "--target-bpp", MAX_BPP)
     if job.target_kbps is not None and job.target_bpp is not None:
         raise UsageError("--target-kbps and --target-bpp: give one of them")
-    if job.crf is not None:
-        if isinstance(job.crf, bool) or not isinstance(job.crf, int | float) or not 0 <= job.crf <= QP_MAX:
-            raise UsageError(f"--crf {job.crf!r}: use a number in 0..51")
-        if job.target_kbps is not None or job.target_bpp is not None:
-            raise UsageError("--crf and --target-kbps/--target-bpp: give one rate control")
+    if job.crf is not None and (job.target_kbps is not None or job.target_bpp is not None):
+        raise UsageError("--crf and --target-kbps/--target-bpp: give one rate control")
     if job.side_stream_budget is not None:
         if job.side_stream == "none":
             raise UsageError("--side-stream-budget limits a side stream: add --side-stream cdre")

@@ -17,7 +17,7 @@ over the inputs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -26,7 +26,7 @@ class Protocol:
     name: str
     summary: str
     options: dict[str, Any]  # bench CLI parameter names -> values (as click would pass them)
-    params: tuple[str, ...] = field(default=())  # --param [CODEC:]KEY=VALUE entries
+    params: tuple[str, ...] = ()  # --param [CODEC:]KEY=VALUE entries
 
 
 PROTOCOLS: dict[str, Protocol] = {

@@ -63,8 +63,8 @@ def crf_base(fields: dict[str, Any]) -> dict[str, Any]:
     without a ``qp``: a map's base then sits where CRF's frame QPs will be. The CLI, the Python API
     and manifests share this default (a bad ``crf`` is left for ``check_job`` to refuse)."""
     crf = fields.get("crf")
-    usable = isinstance(crf, int | float) and not isinstance(crf, bool) and math.isfinite(crf)
-    if fields.get("qp") is None and usable and 0 <= crf <= 63:
+    number = isinstance(crf, int | float) and not isinstance(crf, bool)
+    if fields.get("qp") is None and number and math.isfinite(crf):  # round() of inf or NaN raises
         return {**fields, "qp": round(crf)}
     return fields
 
